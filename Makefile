@@ -1,0 +1,49 @@
+# Two commands matter: `make demo` and `make test`. Both set up what is missing first.
+# Setup is idempotent: stamps record what was installed and are redone only when
+# pyproject.toml or web/package.json change.
+
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.setup-stamp
+WEBSTAMP:= web/node_modules/.setup-stamp
+
+.PHONY: setup demo test lint browser-deps web clean
+
+setup: $(STAMP) web
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $(STAMP)
+
+web: $(WEBSTAMP)
+
+$(WEBSTAMP): web/package.json
+	@if [ -f web/package.json ]; then \
+	  cd web && npm install --no-audit --no-fund --loglevel=error && npm run --if-present build && touch node_modules/.setup-stamp; \
+	fi
+
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian chromium for the real-browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "warning: /usr/bin/chromium is missing and we are not root: browser tests will fail"; \
+	  fi; \
+	fi
+
+demo: setup
+	$(PY) -m causalvis demo
+
+lint: setup
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+
+test: setup browser-deps
+	.venv/bin/ruff check src tests benchmarks
+	$(PY) -m pytest
+
+clean:
+	rm -rf .venv web/node_modules web/dist

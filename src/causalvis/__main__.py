@@ -1,0 +1,3 @@
+from causalvis.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The ``causalvis`` command line: thin wrappers, one module per command group.
+
+Every command parses its arguments, calls one library function, and prints. User
+errors (:class:`CausalvisError`) become one ``error: ...`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from causalvis.errors import CausalvisError
+
+app = typer.Typer(
+    name="causalvis",
+    help="The causal occlusion psychophysics benchmark: stimuli -> web experiment -> analysis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register_commands() -> None:
+    # Each module adds its commands to ``app`` on import; heavy imports stay inside them.
+    from causalvis.cli import models_cmd  # noqa: F401
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit 1 (for checks done in the CLI layer itself)."""
+    raise CausalvisError(message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register_commands()
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="causalvis")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except CausalvisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,99 @@
+"""``causalvis models``, ``layers`` and ``probe``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from causalvis.cli import app
+
+WeightsOpt = typer.Option(
+    None, "--weights", help="state-dict file (.pth/.safetensors), or 'random' for tests"
+)
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")
+
+
+@app.command("models")
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List the available models (embedded ones are marked and need no download)."""
+    from causalvis.models import available_models
+
+    specs = available_models()
+    if as_json:
+        rows = [{"name": s.name, "embedded": s.embedded, "description": s.description} for s in specs]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for spec in specs:
+        mark = "*" if spec.embedded else " "
+        typer.echo(f"{mark} {spec.name:<12} {spec.description}")
+    typer.echo("  timm:ARCH    any timm architecture (cached weights or --weights)")
+    typer.echo("  torchvision:ARCH  any torchvision classifier (cached weights or --weights)")
+    typer.echo("* = embedded: weights ship with an installed package")
+
+
+@app.command("layers")
+def layers_command(
+    model: str = typer.Argument(..., help="model name, e.g. lite0"),
+    weights: str | None = WeightsOpt,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Layers a unit can live in, in forward order, with channels and spatial size."""
+    from causalvis.models import list_layers, load_model
+
+    m = load_model(model, weights=weights)
+    layers = list_layers(m)
+    if as_json:
+        typer.echo(json.dumps([info.to_dict() for info in layers], indent=2))
+        return
+    typer.echo(f"{m.name}: input {m.input_size}x{m.input_size}, {len(layers)} layers")
+    typer.echo(f"{'layer':<24} {'kind':<22} {'channels':>8}  size")
+    for info in layers:
+        typer.echo(
+            f"{info.name:<24} {info.kind:<22} {info.channels:>8}  {info.height}x{info.width}"
+        )
+
+
+@app.command("probe")
+def probe_command(
+    model: str = typer.Argument(..., help="model name, e.g. lite0"),
+    images: list[Path] = typer.Argument(..., help="image files"),
+    unit: list[str] = typer.Option(..., "--unit", help="LAYER:CHANNEL (repeatable)"),
+    weights: str | None = WeightsOpt,
+    device: str = DeviceOpt,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Each image's activation of each unit (spatial mean of the unit's feature map)."""
+    from causalvis.errors import CausalvisError
+    from causalvis.images import load_image_file, pil_to_tensor, prepare_image
+    from causalvis.models import load_model, parse_unit, probe_tensor
+
+    for path in images:
+        if not path.is_file():
+            raise CausalvisError(f"image not found: {path}")
+    m = load_model(model, weights=weights, device=device)
+    units = [parse_unit(u, m) for u in unit]
+    import torch
+
+    batch = torch.stack(
+        [pil_to_tensor(prepare_image(load_image_file(p), m.input_size, m.crop_pct)) for p in images]
+    )
+    acts = probe_tensor(m, batch, sorted({layer for layer, _ in units}))
+    rows = []
+    for i, path in enumerate(images):
+        for layer, channel in units:
+            rows.append(
+                {
+                    "image": str(path),
+                    "unit": f"{layer}:{channel}",
+                    "activation": float(acts[layer][i, channel]),
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            typer.echo(f"{row['image']}\t{row['unit']}\t{row['activation']:.6f}")

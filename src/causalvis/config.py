@@ -1,0 +1,320 @@
+"""StudyConfig: the validated study configuration (pydantic, TOML on disk), and presets.
+
+Defaults are the ``paper2021`` values of PROTOCOL.md; presets override sections.
+Every deviation from the paper is a named field here, so a study's ``study.toml``
+says exactly what was run. Invalid values raise :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from causalvis.errors import ConfigError
+
+PRESETS = ("quick", "paper2021", "imi2023")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "lite0"
+    weights: str | None = Field(None, description="state-dict path, 'random', or None")
+    device: str = "cpu"
+
+
+class ImagesConfig(_Section):
+    source: str = Field("samples", description="'samples' or a folder path")
+    max_images: int | None = Field(None, ge=1, description="use only the first N images")
+
+
+class ScanConfig(_Section):
+    layers: list[str] = Field(default_factory=list, description="layers to scan; [] = unit layers")
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(2048, ge=1, description="images per resumable shard")
+    workers: int = Field(2, ge=1, description="image decoding threads")
+
+
+class UnitsConfig(_Section):
+    mode: Literal["per_layer", "uniform_layer", "explicit"] = "per_layer"
+    layers: list[str] = Field(default_factory=list, description="candidate layers")
+    per_layer: int = Field(1, ge=1, description="units per layer (per_layer mode)")
+    n_units: int = Field(18, ge=1, description="total units (uniform_layer mode)")
+    explicit: list[str] = Field(default_factory=list, description="LAYER:CHANNEL list")
+    n_practice_units: int = Field(
+        4, ge=0, description="extra units sampled for practice trials only"
+    )
+    seed: int = 0
+
+
+class ExemplarsConfig(_Section):
+    scheme: Literal["rank_bins", "imi"] = "rank_bins"
+    n_top: int = Field(200, ge=2, description="most activating images used (rank_bins)")
+    n_bins: int = Field(10, ge=2, description="rank bins of n_top / n_bins images")
+    n_image_sets: int = Field(10, ge=1, description="image sets (queries) per unit")
+    n_references: int = Field(9, ge=1)
+    # imi scheme
+    n_min_references: int = Field(9, ge=1)
+    query_windows: list[tuple[float, float]] = Field(
+        default_factory=lambda: [(0.0, 0.0)],
+        description="IMI query windows as rank fractions [lo, hi] from the top (and bottom)",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bins_divide(self) -> ExemplarsConfig:
+        if self.scheme == "rank_bins":
+            if self.n_top % self.n_bins:
+                raise ValueError("exemplars.n_top must be a multiple of exemplars.n_bins")
+            if self.n_references > self.n_bins - 1:
+                raise ValueError("exemplars.n_references must be <= n_bins - 1 (one per lower bin)")
+            if self.n_image_sets > self.n_top // self.n_bins:
+                raise ValueError("exemplars.n_image_sets must be <= the bin size n_top / n_bins")
+        return self
+
+
+class OcclusionConfig(_Section):
+    patch_fraction: float = Field(0.4, gt=0, lt=1, description="patch side / image side")
+    stride: int = Field(2, ge=1, description="grid stride in pixels")
+    fill: Literal["mean", "grey", "blur", "noise"] = "mean"
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class TrialsConfig(_Section):
+    option_b: Literal["argmin"] = "argmin"
+    min_rel_diff: float = Field(0.0, ge=0, description="drop trials easier-to-tie than this")
+    min_distance: float = Field(0.0, ge=0, description="min patch-centre distance in px")
+    no_overlap: bool = False
+    candidate_queries: int = Field(1, ge=1, description="query candidates per image set")
+    tie_tolerance: float = Field(
+        1e-3, ge=0, description="served-bytes check: drop if |A-B|/|base| falls below this"
+    )
+
+
+class BlurConfig(_Section):
+    kernel: int = Field(21, ge=3, description="Gaussian kernel size (odd)")
+    sigma: float | None = Field(None, description="None = OpenCV's rule from the kernel size")
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("blur.kernel must be odd")
+        return v
+
+
+class FeatureVisConfig(_Section):
+    param: Literal["fourier", "pixel"] = "fourier"
+    decorrelate: bool = True
+    size: int = Field(256, ge=16, description="optimized canvas side (px)")
+    crop: int = Field(16, ge=0, description="border cropped from the final image (px)")
+    jitter: int = 16
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.975, 1.025, 0.95, 1.05])
+    rotate_degrees: float = 5.0
+    jitter_after: int = 8
+    lr: float = Field(0.05, gt=0)
+    steps: int = Field(2560, ge=1)
+    diversity: float = Field(100.0, ge=0)
+    n_images: int = Field(9, ge=1)
+    batch_units: int = Field(8, ge=1, description="units of one layer rendered per batch")
+    seed: int = 0
+    maco_steps: int = Field(256, ge=1)
+    maco_canvas: int = Field(512, ge=64)
+
+
+class ConditionsConfig(_Section):
+    names: list[str] = Field(
+        default_factory=lambda: ["none", "natural", "synthetic", "mixed", "blur"]
+    )
+    n_references: int = Field(9, ge=1)
+    mixed_natural: int = Field(5, ge=0)
+    mixed_synthetic: int = Field(4, ge=0)
+
+
+class SessionsConfig(_Section):
+    n_catch: int = Field(3, ge=0)
+    catch_rule: Literal["largest_rel_diff", "query_in_references"] = "largest_rel_diff"
+    n_practice: int = Field(4, ge=0)
+    responses_per_cell: int = Field(
+        1, ge=1, description="planned responses per (unit, image set, condition)"
+    )
+    max_units_per_session: int = Field(18, ge=1)
+    seed: int = 0
+
+
+class ExclusionConfig(_Section):
+    min_catch_accuracy: float = Field(2 / 3, ge=0, le=1)
+    min_total_time_s: float = 90.0
+    max_total_time_s: float = 900.0
+    min_instruction_time_s: float = 20.0
+    max_practice_attempts: int = 5
+    max_same_side_fraction: float = Field(
+        1.0, ge=0.5, le=1.0, description="exclude if one side was chosen more often (1.0 = only all)"
+    )
+
+
+class ServerConfig(_Section):
+    abandon_after_minutes: float = Field(60.0, gt=0)
+    prolific_completion_code: str = ""
+    prolific_failed_checks_code: str = ""
+    prolific_no_consent_code: str = ""
+    show_feedback_question: bool = True
+    correct_counter: bool = False
+
+
+class StudyConfig(_Section):
+    """The whole study. ``study.toml`` is this model dumped to TOML."""
+
+    name: str = "study"
+    preset: str = "paper2021"
+    task: Literal["causal_occlusion", "two_afc"] = "causal_occlusion"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    units: UnitsConfig = Field(default_factory=UnitsConfig)
+    exemplars: ExemplarsConfig = Field(default_factory=ExemplarsConfig)
+    occlusion: OcclusionConfig = Field(default_factory=OcclusionConfig)
+    trials: TrialsConfig = Field(default_factory=TrialsConfig)
+    blur: BlurConfig = Field(default_factory=BlurConfig)
+    featurevis: FeatureVisConfig = Field(default_factory=FeatureVisConfig)
+    conditions: ConditionsConfig = Field(default_factory=ConditionsConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    exclusion: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    # -- persistence -----------------------------------------------------------------
+    def to_toml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return tomli_w.dumps(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml())
+
+    def digest(self, *sections: str) -> str:
+        """Hash of the whole config, or of some sections: stage outputs store it so that a
+        changed config invalidates exactly what depends on it."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {s: data[s] for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "study.toml"
+        if not path.is_file():
+            raise ConfigError(f"no study config at {path} (create one with `causalvis init`)")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> StudyConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source)) from exc
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted field path."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return f"{source}: invalid config: " + "; ".join(lines)
+
+
+# -- presets -----------------------------------------------------------------------------
+
+LITE0_QUICK_LAYERS = ["blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]
+# Nine block outputs spanning lite0's depth; two units each = the paper's 18 per session.
+LITE0_PAPER_LAYERS = [
+    "blocks.1.1",
+    "blocks.2.1",
+    "blocks.3.0",
+    "blocks.3.2",
+    "blocks.4.1",
+    "blocks.4.2",
+    "blocks.5.1",
+    "blocks.5.3",
+    "blocks.6.0",
+]
+
+
+def preset(name: str, *, model: str | None = None, images: str | None = None) -> StudyConfig:
+    """A fresh config for a preset; ``model`` / ``images`` override the preset's."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    if name == "paper2021":
+        cfg = StudyConfig(name="paper2021", preset=name, units={"per_layer": 2})
+    elif name == "quick":
+        cfg = StudyConfig(
+            name="quick",
+            preset=name,
+            scan={"batch_size": 32, "shard_size": 256},
+            units={"mode": "per_layer", "per_layer": 1, "n_practice_units": 2},
+            exemplars={"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 9},
+            occlusion={"stride": 8, "batch_size": 64},
+            featurevis={
+                "size": 128,
+                "crop": 8,
+                "jitter": 8,
+                "jitter_after": 4,
+                "steps": 96,
+                "n_images": 9,
+                "maco_steps": 64,
+                "maco_canvas": 192,
+            },
+            sessions={"n_catch": 1, "n_practice": 2, "max_units_per_session": 18},
+        )
+    else:  # imi2023
+        cfg = StudyConfig(
+            name="imi2023",
+            preset=name,
+            task="two_afc",
+            units={"mode": "uniform_layer", "n_units": 84},
+            exemplars={
+                "scheme": "imi",
+                "n_references": 9,
+                "n_min_references": 9,
+                "query_windows": [(0.0, 0.0), (0.0, 0.02), (0.02, 0.05)],
+            },
+            conditions={"names": ["natural", "synthetic"]},
+            sessions={
+                "n_catch": 5,
+                "catch_rule": "query_in_references",
+                "n_practice": 5,
+                "max_units_per_session": 40,
+            },
+            exclusion={
+                "min_catch_accuracy": 0.8,
+                "min_total_time_s": 135.0,
+                "max_total_time_s": 2500.0,
+                "min_instruction_time_s": 15.0,
+                "max_practice_attempts": 3,
+            },
+            server={"correct_counter": True},
+        )
+    if model is not None:
+        cfg.model.name = model
+    if images is not None:
+        cfg.images.source = images
+    if cfg.model.name == "lite0" and not cfg.units.layers:
+        paper_like = name == "paper2021"
+        cfg.units.layers = list(LITE0_PAPER_LAYERS if paper_like else LITE0_QUICK_LAYERS)
+    return cfg

@@ -1,0 +1,165 @@
+"""The layers a unit can live in, discovered by tracing one forward pass.
+
+Which tensor a layer name stands for (documented in docs/models.md):
+
+* **norm layers** (``BatchNorm2d``, timm ``BatchNormAct2d``): the normalized conv output
+  *before* the nonlinearity (for ``BatchNormAct2d`` the input of its ``act``), i.e. the
+  paper's pre-ReLU activation of a conv unit;
+* **conv layers** (``Conv2d``) only in networks without norm layers (e.g. VGG): the conv
+  output, again before the nonlinearity;
+* **block outputs**: a module holding several convolutions (timm ``InvertedResidual``,
+  torchvision ``Inception``, ``Bottleneck``, ...): its output as the next block sees it.
+  For EfficientNet blocks this is the linear bottleneck (no nonlinearity); for blocks that
+  end in a ReLU it is post-ReLU.
+
+A unit is ``LAYER:CHANNEL``; its activation is the spatial mean of that channel's map.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from causalvis.errors import UnknownLayerError
+
+_NORM_TYPES: tuple[type, ...] = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    if isinstance(module, _NORM_TYPES):
+        return True
+    name = type(module).__name__
+    return name.startswith(("BatchNorm", "GroupNorm")) and name.endswith("2d")
+
+
+def _conv_count(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of the catalogue, with its shape at the model's input size."""
+
+    name: str
+    kind: str  # "norm (pre-activation)" | "conv" | "block"
+    channels: int
+    height: int
+    width: int
+    order: int  # position in forward order
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tap_module(net: nn.Module, layer: str) -> tuple[nn.Module, str]:
+    """The module to hook for ``layer`` and how: ``"pre"`` (forward pre-hook on the
+    activation of a norm-act module) or ``"out"`` (forward hook on the module)."""
+    try:
+        module = net.get_submodule(layer)
+    except AttributeError as exc:
+        raise UnknownLayerError(f"unknown layer {layer!r}") from exc
+    act = getattr(module, "act", None)
+    if _is_norm(module) and isinstance(act, nn.Module):
+        return act, "pre"
+    return module, "out"
+
+
+def _candidates(net: nn.Module) -> dict[str, str]:
+    has_norm = any(_is_norm(m) for m in net.modules())
+    out: dict[str, str] = {}
+    for name, module in net.named_modules():
+        if not name:
+            continue
+        if _is_norm(module):
+            out[name] = "norm (pre-activation)"
+        elif isinstance(module, nn.Conv2d):
+            if not has_norm:
+                out[name] = "conv"
+        elif (
+            not isinstance(module, nn.Sequential | nn.ModuleList | nn.ModuleDict)
+            and _conv_count(module) > 1
+        ):
+            out[name] = "block"
+    return out
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def list_layers(model: nn.Module) -> list[LayerInfo]:
+    """Every layer a unit can live in, in forward order, with shapes at the input size."""
+    from causalvis.models.zoo import CausalvisModel
+
+    if not isinstance(model, CausalvisModel):
+        raise TypeError("list_layers expects a CausalvisModel")
+    cached = _CACHE.setdefault(model.net, {})
+    if model.input_size in cached:
+        return cached[model.input_size]
+    candidates = _candidates(model.net)
+    seen: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def record(name: str):
+        def hook(_mod, args, output=None):
+            tensor = args[0] if output is None else output
+            if isinstance(tensor, torch.Tensor) and tensor.dim() == 4 and name not in seen:
+                seen[name] = tuple(tensor.shape)
+
+        return hook
+
+    for name in candidates:
+        module, how = tap_module(model.net, name)
+        if how == "pre":
+            handles.append(module.register_forward_pre_hook(record(name)))
+        else:
+            handles.append(module.register_forward_hook(record(name)))
+    try:
+        x = torch.zeros(1, 3, model.input_size, model.input_size, device=model.device)
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    layers = [
+        LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order)
+        for order, (name, shape) in enumerate(seen.items())
+    ]
+    cached[model.input_size] = layers
+    return layers
+
+
+def resolve_layer(model: nn.Module, layer: str) -> LayerInfo:
+    """The catalogue entry for ``layer``, or a clear error naming close alternatives."""
+    layers = list_layers(model)
+    for info in layers:
+        if info.name == layer:
+            return info
+    close = [i.name for i in layers if i.name.startswith(layer.split(".")[0])][:8]
+    hint = f"; e.g. {', '.join(close)}" if close else ""
+    raise UnknownLayerError(
+        f"unknown layer {layer!r} for model {getattr(model, 'name', '?')}"
+        f" (see `causalvis layers`){hint}"
+    )
+
+
+def parse_unit(spec: str, model: nn.Module | None = None) -> tuple[str, int]:
+    """Parse ``LAYER:CHANNEL``; with a model, check that both exist."""
+    if ":" not in spec:
+        raise UnknownLayerError(f"unit {spec!r} must look like LAYER:CHANNEL, e.g. blocks.3.2:17")
+    layer, _, channel_text = spec.rpartition(":")
+    try:
+        channel = int(channel_text)
+    except ValueError as exc:
+        raise UnknownLayerError(f"unit {spec!r}: channel {channel_text!r} is not an integer") from exc
+    if model is not None:
+        info = resolve_layer(model, layer)
+        if not 0 <= channel < info.channels:
+            raise UnknownLayerError(
+                f"unit {spec!r}: layer {layer} has channels 0..{info.channels - 1}"
+            )
+    return layer, channel

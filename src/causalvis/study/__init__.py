@@ -1,0 +1,1 @@
+"""Study folder layout, session plans, catch/practice selection and the bundle writer."""
