@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from causalvis.errors import CausalvisError
@@ -25,7 +24,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app`` on import; heavy imports stay inside them.
-    from causalvis.cli import models_cmd  # noqa: F401
+    from causalvis.cli import models_cmd, study_cmd  # noqa: F401
 
 
 def fail(message: str) -> None:
@@ -35,20 +34,13 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _register_commands()
+    # Typer/Click handle usage errors themselves (standalone mode); our own user errors
+    # become one line on stderr.
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="causalvis")
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
+        app(args=argv, prog_name="causalvis")
     except CausalvisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)

@@ -71,11 +71,11 @@ def probe_command(
     from causalvis.images import load_image_file, pil_to_tensor, prepare_image
     from causalvis.models import load_model, parse_unit, probe_tensor
 
+    m = load_model(model, weights=weights, device=device)
+    units = [parse_unit(u, m) for u in unit]
     for path in images:
         if not path.is_file():
             raise CausalvisError(f"image not found: {path}")
-    m = load_model(model, weights=weights, device=device)
-    units = [parse_unit(u, m) for u in unit]
     import torch
 
     batch = torch.stack(

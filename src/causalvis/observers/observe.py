@@ -1,0 +1,298 @@
+"""``causalvis observe``: run the machine observers on a study and compare with humans.
+
+Writes ``report/observers.json`` (accuracy with 95 % CI per observer and condition,
+predicted per-unit accuracy, and the comparison with human responses when they exist)
+and ``report/observer_trials.csv`` (one decision per trial and observer, for κ).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from causalvis.errors import CausalvisError
+from causalvis.observers.base import Observer, decide, signed_toward_truth
+from causalvis.observers.score import (
+    cluster_bootstrap,
+    error_consistency,
+    fit_alpha,
+    sigmoid,
+    spearman_ci,
+)
+from causalvis.observers.trials import AssetReader, Trial, load_trials
+from causalvis.study.layout import StudyPaths, atomic_path, write_json
+
+log = logging.getLogger("causalvis.observe")
+
+HEURISTICS = ("center", "variance", "saliency")
+REFERENCE_OBSERVERS = ("reference_patch", "reference_image")
+DEFAULT_OBSERVERS = HEURISTICS + REFERENCE_OBSERVERS
+ALL_OBSERVERS = DEFAULT_OBSERVERS + ("saliency_fine",)
+CI_METHOD = (
+    "95% percentile cluster bootstrap over units (2000 resamples, all trials of a drawn "
+    "unit kept); machines have no participants"
+)
+
+
+def make_observers(
+    names: Sequence[str],
+    *,
+    studied_model: str = "lite0",
+    perceptual_model: str | None = None,
+    device: str = "cpu",
+) -> tuple[list[Observer], dict]:
+    """Build observers by name; returns them and a description of the perceptual net."""
+    from causalvis.observers.heuristics import CenterObserver, SaliencyObserver, VarianceObserver
+
+    unknown = [n for n in names if n not in ALL_OBSERVERS]
+    if unknown:
+        raise CausalvisError(
+            f"unknown observer {unknown[0]!r}: choose from {', '.join(ALL_OBSERVERS)}"
+        )
+    observers: list[Observer] = []
+    info: dict = {}
+    embedder = None
+    for name in dict.fromkeys(names):
+        if name == "center":
+            observers.append(CenterObserver())
+        elif name == "variance":
+            observers.append(VarianceObserver())
+        elif name == "saliency":
+            observers.append(SaliencyObserver("spectral"))
+        elif name == "saliency_fine":
+            observers.append(SaliencyObserver("fine"))
+        else:
+            if embedder is None:
+                from causalvis.models import load_model
+                from causalvis.observers.reference import PerceptualEmbedder, perceptual_model_for
+
+                pname = perceptual_model or perceptual_model_for(studied_model)
+                if pname == studied_model:
+                    log.warning("perceptual model %s is the studied model itself", pname)
+                embedder = PerceptualEmbedder(load_model(pname, device=device))
+                info = {"model": pname, "layers": embedder.layers,
+                        "features": "spatial mean per layer, L2-normalized per layer, cosine"}
+            from causalvis.observers.reference import ReferenceImageObserver, ReferencePatchObserver
+
+            cls = ReferencePatchObserver if name == "reference_patch" else ReferenceImageObserver
+            observers.append(cls(embedder))
+    return observers, info
+
+
+def decisions_frame(
+    trials: Sequence[Trial], reader: AssetReader, observers: Sequence[Observer]
+) -> pd.DataFrame:
+    """One row per (applicable trial, observer): Δ, choice, hit, signed Δ."""
+    rows = []
+    correct = [t.correct for t in trials]
+    for obs in observers:
+        deltas = np.asarray(obs.deltas(trials, reader), dtype=float)
+        signed = signed_toward_truth(deltas, correct)
+        for t, d, s in zip(trials, deltas, signed, strict=True):
+            if not np.isfinite(d):
+                continue
+            choice = decide(d, t.trial_id, obs.name)
+            rows.append({
+                "trial_id": t.trial_id, "observer": obs.name, "condition": t.condition,
+                "unit": t.unit, "base_trial_id": t.base_trial_id, "correct": t.correct,
+                "delta": float(d), "signed_delta": float(s), "choice": choice,
+                "hit": float(choice == t.correct),
+            })
+    cols = ["trial_id", "observer", "condition", "unit", "base_trial_id", "correct", "delta",
+            "signed_delta", "choice", "hit"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def load_human_responses(
+    paths: StudyPaths, responses_csv: str | Path | None = None, mapping: dict | None = None
+) -> pd.DataFrame | None:
+    """Included participants' main responses (trial_id, unit, condition, correct), or None.
+
+    Uses the analysis' loader and exclusion rules, so 'human accuracy' here is the one
+    ``causalvis analyze`` reports.
+    """
+    from causalvis.analysis.exclusion import apply_exclusions
+    from causalvis.analysis.load import join_trials, load_csv, load_study
+
+    if responses_csv is not None:
+        df = load_csv(responses_csv, mapping)
+        if paths.trials.is_file():
+            df = join_trials(df, pd.read_csv(paths.trials, dtype=str, keep_default_na=False))
+    elif paths.database.is_file():
+        df = load_study(paths.root)
+    else:
+        return None
+    if df.empty or "trial_id" not in df.columns:
+        return None
+    cfg = None
+    if paths.config.is_file():
+        from causalvis.config import StudyConfig
+
+        cfg = StudyConfig.load(paths.config).exclusion
+    included = set(apply_exclusions(df, cfg).included)
+    df = df[df["is_main"] & df["participant_id"].isin(included)]
+    if df.empty:
+        return None
+    return df[["participant_id", "trial_id", "condition", "unit", "correct"]].assign(
+        trial_id=lambda d: d["trial_id"].astype(str)
+    )
+
+
+@dataclass
+class ObserveResult:
+    summary: dict
+    decisions: pd.DataFrame
+    human: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def _fit_alphas(decisions: pd.DataFrame, human: pd.DataFrame | None) -> dict[str, dict]:
+    fits: dict[str, dict] = {}
+    for name, d in decisions.groupby("observer", sort=False):
+        entry = {"calibrated": False, "alpha": None, "alpha_n_responses": 0}
+        if human is not None:
+            joined = human.merge(d[["trial_id", "signed_delta"]], on="trial_id", how="inner")
+            if len(joined) >= 5:
+                fit = fit_alpha(joined["signed_delta"].to_numpy(), joined["correct"].to_numpy())
+                entry = {"calibrated": True, "alpha": fit.alpha, "alpha_n_responses": fit.n}
+        fits[str(name)] = entry
+    return fits
+
+
+def summarize(
+    decisions: pd.DataFrame,
+    trials: Sequence[Trial],
+    human: pd.DataFrame | None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame]:
+    """The observers.json content; returns it and ``decisions`` with ``p_correct`` added."""
+    fits = _fit_alphas(decisions, human)
+    decisions = decisions.copy()
+    decisions["p_correct"] = decisions["hit"]
+    for name, fit in fits.items():
+        if fit["calibrated"]:
+            sel = decisions["observer"] == name
+            decisions.loc[sel, "p_correct"] = sigmoid(fit["alpha"] * decisions.loc[sel, "signed_delta"])
+    conditions = list(dict.fromkeys(t.condition for t in trials))
+    out: dict = {}
+    for name, d in decisions.groupby("observer", sort=False):
+        fit = fits[str(name)]
+        entry: dict = {**fit, "conditions": {}, "per_unit": {}}
+        entry["not_applicable"] = [c for c in conditions if c not in set(d["condition"])]
+        for cond, dc in d.groupby("condition", sort=False):
+            acc, lo, hi = cluster_bootstrap(dc["hit"].to_numpy(), dc["unit"].tolist(),
+                                            n_boot=n_boot, seed=seed)
+            row = {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n_trials": int(len(dc)),
+                   "n_units": int(dc["unit"].nunique())}
+            if fit["calibrated"]:
+                p, plo, phi = cluster_bootstrap(dc["p_correct"].to_numpy(), dc["unit"].tolist(),
+                                                n_boot=n_boot, seed=seed)
+                row.update(predicted_human_accuracy=p, predicted_ci_low=plo, predicted_ci_high=phi)
+            entry["conditions"][str(cond)] = row
+            per_unit = dc.groupby("unit", sort=True).agg(
+                accuracy=("hit", "mean"), p_correct=("p_correct", "mean"), n_trials=("hit", "size")
+            )
+            entry["per_unit"][str(cond)] = {
+                str(u): {"accuracy": float(r.accuracy), "p_correct": float(r.p_correct),
+                         "n_trials": int(r.n_trials)}
+                for u, r in per_unit.iterrows()
+            }
+        out[str(name)] = entry
+    summary: dict = {"ci_method": CI_METHOD, "observers": out}
+    if human is not None:
+        summary["human_comparison"] = compare_with_humans(decisions, human, n_boot=n_boot, seed=seed)
+        summary["human_comparison_note"] = (
+            "per-unit accuracies per condition; Spearman CI = percentile bootstrap over units; "
+            "kappa = error consistency between the observer's and each human response's "
+            "correctness on the same trial; predicted = mean p_correct (calibrated) or hit rate"
+        )
+    return summary, decisions
+
+
+def compare_with_humans(
+    decisions: pd.DataFrame, human: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """Per observer and condition (and 'all' cells): Spearman of per-unit accuracies, κ."""
+    out: dict = {}
+    hum_unit = human.groupby(["condition", "unit"])["correct"].agg(["mean", "size"])
+    for name, d in decisions.groupby("observer", sort=False):
+        pred_unit = d.groupby(["condition", "unit"])["p_correct"].mean()
+        paired = pd.concat([pred_unit.rename("pred"), hum_unit["mean"].rename("human")],
+                           axis=1, join="inner")
+        joined = human.merge(d[["trial_id", "hit"]], on="trial_id", how="inner")
+        entry: dict = {}
+        groups = [(str(c), paired.xs(c, level=0), joined[joined["condition"] == c])
+                  for c in paired.index.get_level_values(0).unique()]
+        groups.append(("all", paired, joined))
+        for cond, pc, jc in groups:
+            rho, lo, hi = spearman_ci(pc["pred"].to_numpy(), pc["human"].to_numpy(),
+                                      n_boot=n_boot, seed=seed)
+            entry[cond] = {
+                "spearman": rho, "ci_low": lo, "ci_high": hi, "n_units": int(len(pc)),
+                "kappa": error_consistency(jc["hit"].to_numpy() > 0.5, jc["correct"].to_numpy()),
+                "n_responses": int(len(jc)),
+                "human_accuracy": float(jc["correct"].mean()) if len(jc) else float("nan"),
+                "observer_accuracy_on_answered": float(jc["hit"].mean()) if len(jc) else float("nan"),
+            }
+        out[str(name)] = entry
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return None if not np.isfinite(obj) else round(float(obj), 6)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def observe(
+    study: str | Path,
+    observers: Sequence[str] = DEFAULT_OBSERVERS,
+    *,
+    perceptual_model: str | None = None,
+    responses_csv: str | Path | None = None,
+    mapping: dict | None = None,
+    device: str = "cpu",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> ObserveResult:
+    """Run observers on ``STUDY/trials.csv`` main trials; write the report files."""
+    paths = StudyPaths(Path(study))
+    if not paths.root.is_dir():
+        raise CausalvisError(f"study folder not found: {paths.root}")
+    trials = load_trials(paths.trials)
+    if not trials:
+        raise CausalvisError(f"{paths.trials}: no main trials")
+    studied = "lite0"
+    study_name = paths.root.name
+    if paths.config.is_file():
+        from causalvis.config import StudyConfig
+
+        cfg = StudyConfig.load(paths.config)
+        studied, study_name = cfg.model.name, cfg.name
+    built, perceptual = make_observers(observers, studied_model=studied,
+                                       perceptual_model=perceptual_model, device=device)
+    reader = AssetReader(paths.bundle)
+    decisions = decisions_frame(trials, reader, built)
+    human = load_human_responses(paths, responses_csv, mapping)
+    summary, decisions = summarize(decisions, trials, human, n_boot=n_boot, seed=seed)
+    summary = {"study": study_name, "studied_model": studied, "n_main_trials": len(trials),
+               "perceptual": perceptual or None,
+               "human_responses": 0 if human is None else int(len(human)), **summary}
+    summary = _jsonable(summary)
+    write_json(paths.report / "observers.json", summary)
+    cols = ["trial_id", "observer", "choice", "p_correct", "delta", "hit", "condition", "unit"]
+    with atomic_path(paths.report / "observer_trials.csv") as tmp:
+        decisions[cols].to_csv(tmp, index=False)
+    return ObserveResult(summary, decisions, human)

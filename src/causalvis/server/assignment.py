@@ -1,0 +1,53 @@
+"""Which session a new participant gets: the one of the plan that most needs responses.
+
+A session is *taken* by every finished participant and by every active one seen within
+``abandon_after``; older active participants are marked abandoned and their session is
+handed out again. Ties go to the condition, then the image set, with the fewest takers,
+so that conditions and image sets fill up evenly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from causalvis.server.bundle import Session, StudyBundle
+from causalvis.server.db import Participant
+
+
+def expire_abandoned(db: DbSession, abandon_after: timedelta, now: datetime) -> int:
+    """Mark active participants not seen for ``abandon_after`` as abandoned."""
+    result = db.execute(
+        update(Participant)
+        .where(Participant.status == "active", Participant.last_seen_at < now - abandon_after)
+        .values(status="abandoned")
+    )
+    return result.rowcount or 0
+
+
+def taken_counts(db: DbSession) -> Counter[str]:
+    rows = db.execute(
+        select(Participant.session_id, func.count())
+        .where(Participant.status.in_(("active", "finished")))
+        .group_by(Participant.session_id)
+    )
+    return Counter({sid: n for sid, n in rows})
+
+
+def choose_session(bundle: StudyBundle, taken: Counter[str]) -> Session:
+    """Pure rule: max remaining need, then least-taken condition, image set, plan order."""
+    by_condition: Counter[str] = Counter()
+    by_image_set: Counter[object] = Counter()
+    for sess in bundle.sessions.values():
+        by_condition[sess.condition] += taken[sess.session_id]
+        by_image_set[sess.image_set] += taken[sess.session_id]
+
+    def key(item: tuple[int, Session]) -> tuple[int, int, int, int]:
+        order, sess = item
+        need = sess.planned - taken[sess.session_id]
+        return (-need, by_condition[sess.condition], by_image_set[sess.image_set], order)
+
+    return min(enumerate(bundle.sessions.values()), key=key)[1]

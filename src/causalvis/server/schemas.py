@@ -1,0 +1,51 @@
+"""Validated request bodies of the participant API (anything else is a 422)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_ID = r"^[A-Za-z0-9_.:@-]+$"
+EPOCH_MS_MIN = 1_577_836_800_000  # 2020-01-01: earlier client clocks are wrong
+EPOCH_MS_MAX = 4_102_444_800_000  # 2100-01-01
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class NewParticipant(_Body):
+    platform: Literal["local", "prolific", "mturk"]
+    external_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    study_id: str | None = Field(None, max_length=128, pattern=_ID)
+    session_id: str | None = Field(None, max_length=128, pattern=_ID)
+    assignment_id: str | None = Field(None, max_length=128, pattern=_ID)
+    hit_id: str | None = Field(None, max_length=128, pattern=_ID)
+    turk_submit_to: str | None = Field(None, max_length=256)
+
+
+class ResponseIn(_Body):
+    trial_id: str = Field(min_length=1, max_length=64)
+    choice: Literal["a", "b"]
+    confidence: int = Field(ge=1, le=3)
+    rt_ms: int = Field(ge=1, le=3_600_000)
+    left_option: Literal["a", "b"] | None = None
+    attempt: int = Field(1, ge=1, le=100)
+    shown_at: int | None = Field(None, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)
+    answered_at: int | None = Field(None, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)
+
+
+class ConsentIn(_Body):
+    consent: bool
+
+
+class InstructionsIn(_Body):
+    instruction_time_s: float = Field(ge=0, le=24 * 3600)
+    window_width: int | None = Field(None, ge=0, le=100_000)
+    window_height: int | None = Field(None, ge=0, le=100_000)
+    user_agent: str | None = Field(None, max_length=512)
+
+
+class FinishIn(_Body):
+    feedback: str | None = Field(None, max_length=5000)

@@ -1,0 +1,142 @@
+"""Stage registry and the ``causalvis build`` driver.
+
+A stage is a function ``run(ctx: StageContext) -> None`` that reads and writes the study
+folder. Stages skip work whose stamp matches (see ``layout.stamp_matches``), so running
+them again is cheap and a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from causalvis.config import StudyConfig
+from causalvis.errors import CausalvisError
+from causalvis.study.layout import StudyPaths
+
+log = logging.getLogger("causalvis.build")
+
+# name -> "module:function"; resolved lazily so that `--help` stays fast.
+STAGES: dict[str, str] = {
+    "scan": "causalvis.stimuli.scan:run_scan_stage",
+    "units": "causalvis.stimuli.units:run_units_stage",
+    "exemplars": "causalvis.stimuli.exemplars:run_exemplars_stage",
+    "blur": "causalvis.stimuli.blur:run_blur_stage",
+    "occlusion": "causalvis.stimuli.occlusion_stage:run_occlusion_stage",
+    "trials": "causalvis.stimuli.trials:run_trials_stage",
+    "references": "causalvis.stimuli.references:run_references_stage",
+    "sessions": "causalvis.study.sessions_stage:run_sessions_stage",
+}
+
+
+@dataclass
+class StageContext:
+    """What a stage gets: the folder, the config, a shared model, and run options."""
+
+    paths: StudyPaths
+    config: StudyConfig
+    progress: bool = True
+    executor: str = "local"
+    executor_options: dict = field(default_factory=dict)
+    device: str | None = None
+
+    @cached_property
+    def model(self):
+        from causalvis.models import load_model
+
+        return load_model(
+            self.config.model.name,
+            weights=self.config.model.weights,
+            device=self.device or self.config.model.device,
+        )
+
+    @cached_property
+    def source(self):
+        from causalvis.images import open_source
+
+        src = self.config.images.source
+        if src != "samples" and not Path(src).is_absolute():
+            src = str((self.paths.root / src).resolve()) if not Path(src).exists() else src
+        return open_source(src, self.model.input_size, self.model.crop_pct)
+
+
+def stage_function(name: str) -> Callable[[StageContext], None]:
+    if name not in STAGES:
+        raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+    module_name, func_name = STAGES[name].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, func_name)
+
+
+def load_study(study: str | Path) -> tuple[StudyPaths, StudyConfig]:
+    paths = StudyPaths(Path(study))
+    if not paths.root.is_dir():
+        raise CausalvisError(f"study folder not found: {paths.root} (create it with `causalvis init`)")
+    return paths, StudyConfig.load(paths.config)
+
+
+def build(
+    study: str | Path,
+    stages: list[str] | None = None,
+    *,
+    progress: bool = True,
+    executor: str = "local",
+    executor_options: dict | None = None,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Run the named stages (default: all, in order); returns seconds per stage."""
+    paths, config = load_study(study)
+    names = list(STAGES) if not stages else stages
+    for name in names:
+        if name not in STAGES:
+            raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+    ctx = StageContext(
+        paths,
+        config,
+        progress=progress,
+        executor=executor,
+        executor_options=executor_options or {},
+        device=device,
+    )
+    timings: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        log.info("stage %s", name)
+        stage_function(name)(ctx)
+        timings[name] = time.perf_counter() - t0
+    return timings
+
+
+def init_study(
+    study: str | Path,
+    preset_name: str,
+    *,
+    model: str | None = None,
+    images: str | None = None,
+    force: bool = False,
+) -> StudyConfig:
+    """Create a study folder with the preset's validated ``study.toml``."""
+    from causalvis.config import preset
+
+    paths = StudyPaths(Path(study))
+    if paths.config.exists() and not force:
+        raise CausalvisError(f"{paths.config} exists already (use --force to overwrite)")
+    if images not in (None, "samples"):
+        img = Path(images).expanduser()
+        if not img.is_dir():
+            raise CausalvisError(f"image folder not found: {img}")
+        images = str(img.resolve())
+    cfg = preset(preset_name, model=model, images=images)
+    if model is not None:
+        # Fail early on an unknown model / missing weights rather than in stage 1.
+        from causalvis.models import load_model
+
+        load_model(cfg.model.name, weights=cfg.model.weights)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    cfg.save(paths.config)
+    return cfg
