@@ -17,7 +17,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, emit  # noqa: E402
-
 from causalvis.models import ActivationProbe, load_model  # noqa: E402
 
 DEFAULT_LAYERS = ["blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]

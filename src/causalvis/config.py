@@ -158,7 +158,10 @@ class ExclusionConfig(_Section):
     min_instruction_time_s: float = 20.0
     max_practice_attempts: int = 5
     max_same_side_fraction: float = Field(
-        1.0, ge=0.5, le=1.0, description="exclude if one side was chosen more often (1.0 = only all)"
+        1.0,
+        ge=0.5,
+        le=1.0,
+        description="exclude if one side was chosen more often (1.0 = only all)",
     )
 
 
@@ -318,3 +321,53 @@ def preset(name: str, *, model: str | None = None, images: str | None = None) ->
         paper_like = name == "paper2021"
         cfg.units.layers = list(LITE0_PAPER_LAYERS if paper_like else LITE0_QUICK_LAYERS)
     return cfg
+
+
+def config_reference_markdown() -> str:
+    """docs/config.md, generated from the model so it can never drift from the code."""
+    lines = [
+        "# Study config reference (`study.toml`)",
+        "",
+        "Generated from `causalvis.config.StudyConfig` (`python -m causalvis.config`).",
+        "Defaults are the `paper2021` values of PROTOCOL.md; `causalvis init --preset`",
+        "writes the preset's values. Unknown keys are rejected, and an invalid value is",
+        "reported with its dotted field name.",
+        "",
+    ]
+    top = StudyConfig()
+    for name, field in StudyConfig.model_fields.items():
+        value = getattr(top, name)
+        if isinstance(value, BaseModel):
+            continue
+        lines.append(f"- `{name}` = `{json.dumps(value)}`")
+    for name, field in StudyConfig.model_fields.items():
+        section = getattr(top, name)
+        if not isinstance(section, BaseModel):
+            continue
+        lines += ["", f"## [{name}]", "", "| field | default | meaning |", "|---|---|---|"]
+        for fname, finfo in type(section).model_fields.items():
+            default = json.dumps(getattr(section, fname))
+            lines.append(f"| `{fname}` | `{default}` | {finfo.description or ''} |")
+    presets = ["", "## Presets", ""]
+    base = StudyConfig().model_dump(mode="json")
+    for pname in PRESETS:
+        diff = _dict_diff(base, preset(pname).model_dump(mode="json"))
+        presets.append(
+            f"- `{pname}`: "
+            + (", ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in diff) or "the defaults")
+        )
+    return "\n".join(lines + presets) + "\n"
+
+
+def _dict_diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in b.items():
+        if isinstance(value, dict):
+            out += _dict_diff(a.get(key, {}), value, f"{prefix}{key}.")
+        elif a.get(key) != value:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+if __name__ == "__main__":
+    print(config_reference_markdown(), end="")

@@ -46,7 +46,9 @@ def test_probe_json(tmp_path, samples):
         p = tmp_path / f"img{i}.png"
         samples.load(samples.ids[i * 10]).save(p)
         paths.append(str(p))
-    out = run_cli("probe", "lite0", *paths, "--unit", "blocks.3.2:5", "--unit", "blocks.1.1:0", "--json")
+    out = run_cli(
+        "probe", "lite0", *paths, "--unit", "blocks.3.2:5", "--unit", "blocks.1.1:0", "--json"
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 4 and {r["unit"] for r in rows} == {"blocks.3.2:5", "blocks.1.1:0"}

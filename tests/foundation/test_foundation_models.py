@@ -86,7 +86,9 @@ def test_probe_matches_full_forward_and_is_pre_activation(lite0):
         lite0.net.get_submodule("blocks.4.2").register_forward_hook(
             lambda m, i, o: captured.__setitem__("block", o.mean((2, 3)))
         ),
-        bn.act.register_forward_pre_hook(lambda m, i: captured.__setitem__("pre", i[0].mean((2, 3)))),
+        bn.act.register_forward_pre_hook(
+            lambda m, i: captured.__setitem__("pre", i[0].mean((2, 3)))
+        ),
         bn.register_forward_hook(lambda m, i, o: captured.__setitem__("post", o.mean((2, 3)))),
     ]
     with torch.inference_mode():

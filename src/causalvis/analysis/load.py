@@ -115,12 +115,12 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
     df["correct"] = _as_bool(df["correct"], "correct", source)
     for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status", "side"):
         if field in df.columns:
-            df[field] = df[field].map(lambda v: None if pd.isna(v) else str(v)).astype(object)
+            df[field] = df[field].map(_text).astype(object)
     if "image_set" in df.columns:
-        df["image_set"] = df["image_set"].map(lambda v: None if pd.isna(v) else str(v))
+        df["image_set"] = df["image_set"].map(_set_text).astype(object)
     for field in ("choice", "left_option"):
         if field in df.columns:
-            df[field] = df[field].map(lambda v: None if pd.isna(v) else str(v).strip().lower())
+            df[field] = df[field].map(lambda v: None if _text(v) is None else _text(v).lower())
     for field in (
         "confidence",
         "rt",
@@ -151,6 +151,26 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
     return df.reset_index(drop=True)
 
 
+def _text(v: object) -> str | None:
+    """Text of a cell; empty, NaN and NA become None."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _set_text(v: object) -> str | None:
+    """Image-set label; integral numbers print without a decimal point (3.0 -> "3")."""
+    s = _text(v)
+    if s is None:
+        return None
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    return str(int(f)) if f.is_integer() else s
+
+
 def _as_bool(series: pd.Series, field: str, source: str) -> pd.Series:
     if series.dtype == bool:
         return series
@@ -178,6 +198,8 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
         return df
     trials = trials.copy()
     trials["trial_id"] = trials["trial_id"].astype(str)
+    if "image_set" in trials.columns:  # "3" and "3.0" must join as the same set
+        trials["image_set"] = trials["image_set"].map(_set_text)
     if "unit" not in trials.columns and {"layer", "channel"} <= set(trials.columns):
         from causalvis.study.layout import unit_key
 
@@ -191,7 +213,7 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     for col in cols:
         looked_up = out["trial_id"].map(info[col])
         if col in ("unit", "layer", "base_trial_id", "image_set"):
-            looked_up = looked_up.map(lambda v: None if pd.isna(v) else str(v))
+            looked_up = looked_up.map(_text)
         elif col in ("rel_diff", "channel"):
             looked_up = pd.to_numeric(looked_up, errors="coerce").astype(float)
         if col in out.columns:

@@ -24,7 +24,9 @@ def models_command(
 
     specs = available_models()
     if as_json:
-        rows = [{"name": s.name, "embedded": s.embedded, "description": s.description} for s in specs]
+        rows = [
+            {"name": s.name, "embedded": s.embedded, "description": s.description} for s in specs
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
     for spec in specs:

@@ -24,8 +24,10 @@ def init_command(
     from causalvis.study.build import init_study
 
     cfg = init_study(study, preset, model=model, images=images, force=force)
-    typer.echo(f"created {study / 'study.toml'} (preset {cfg.preset}, model {cfg.model.name}, "
-               f"images {cfg.images.source})")
+    typer.echo(
+        f"created {study / 'study.toml'} (preset {cfg.preset}, model {cfg.model.name}, "
+        f"images {cfg.images.source})"
+    )
 
 
 @app.command("build")

@@ -135,6 +135,7 @@ class FolderSource(ImageSource):
 
 # -- the embedded natural-image set ------------------------------------------------------
 
+
 def _photo_loaders() -> dict[str, callable]:
     import skimage.data as data
 

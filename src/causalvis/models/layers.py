@@ -155,7 +155,9 @@ def parse_unit(spec: str, model: nn.Module | None = None) -> tuple[str, int]:
     try:
         channel = int(channel_text)
     except ValueError as exc:
-        raise UnknownLayerError(f"unit {spec!r}: channel {channel_text!r} is not an integer") from exc
+        raise UnknownLayerError(
+            f"unit {spec!r}: channel {channel_text!r} is not an integer"
+        ) from exc
     if model is not None:
         info = resolve_layer(model, layer)
         if not 0 <= channel < info.channels:

@@ -7,6 +7,7 @@ computed. Hooks are removed on exit (context manager), even after errors.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -106,11 +107,8 @@ class ActivationProbe:
             images = images.contiguous(memory_format=torch.channels_last)
         self._store = {}
         context = torch.enable_grad() if self.grad else torch.inference_mode()
-        with context:
-            try:
-                self.model(images)
-            except _StopForward:
-                pass
+        with context, contextlib.suppress(_StopForward):
+            self.model(images)
         missing = [n for n in self.layers if n not in self._store]
         if missing:
             raise RuntimeError(f"layers never reached in the forward pass: {missing}")
@@ -119,9 +117,7 @@ class ActivationProbe:
 
     __call__ = run
 
-    def run_batches(
-        self, batches: Iterable[torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def run_batches(self, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Concatenate :meth:`run` over batches (means only; kept on the CPU)."""
         parts: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
         for batch in batches:
@@ -139,4 +135,6 @@ def probe_tensor(
 ) -> dict[str, torch.Tensor]:
     """Spatial-mean activations ``{layer: [N, C]}`` for a stack of [0, 1] images."""
     with ActivationProbe(model, layers) as probe:
-        return probe.run_batches(images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        return probe.run_batches(
+            images[i : i + batch_size] for i in range(0, len(images), batch_size)
+        )

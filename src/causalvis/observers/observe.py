@@ -178,7 +178,8 @@ def summarize(
     for name, fit in fits.items():
         if fit["calibrated"]:
             sel = decisions["observer"] == name
-            decisions.loc[sel, "p_correct"] = sigmoid(fit["alpha"] * decisions.loc[sel, "signed_delta"])
+            signed = decisions.loc[sel, "signed_delta"]
+            decisions.loc[sel, "p_correct"] = sigmoid(fit["alpha"] * signed)
     conditions = list(dict.fromkeys(t.condition for t in trials))
     out: dict = {}
     for name, d in decisions.groupby("observer", sort=False):
@@ -206,7 +207,9 @@ def summarize(
         out[str(name)] = entry
     summary: dict = {"ci_method": CI_METHOD, "observers": out}
     if human is not None:
-        summary["human_comparison"] = compare_with_humans(decisions, human, n_boot=n_boot, seed=seed)
+        summary["human_comparison"] = compare_with_humans(
+            decisions, human, n_boot=n_boot, seed=seed
+        )
         summary["human_comparison_note"] = (
             "per-unit accuracies per condition; Spearman CI = percentile bootstrap over units; "
             "kappa = error consistency between the observer's and each human response's "
@@ -230,6 +233,7 @@ def compare_with_humans(
         groups = [(str(c), paired.xs(c, level=0), joined[joined["condition"] == c])
                   for c in paired.index.get_level_values(0).unique()]
         groups.append(("all", paired, joined))
+        nan = float("nan")
         for cond, pc, jc in groups:
             rho, lo, hi = spearman_ci(pc["pred"].to_numpy(), pc["human"].to_numpy(),
                                       n_boot=n_boot, seed=seed)
@@ -237,8 +241,8 @@ def compare_with_humans(
                 "spearman": rho, "ci_low": lo, "ci_high": hi, "n_units": int(len(pc)),
                 "kappa": error_consistency(jc["hit"].to_numpy() > 0.5, jc["correct"].to_numpy()),
                 "n_responses": int(len(jc)),
-                "human_accuracy": float(jc["correct"].mean()) if len(jc) else float("nan"),
-                "observer_accuracy_on_answered": float(jc["hit"].mean()) if len(jc) else float("nan"),
+                "human_accuracy": float(jc["correct"].mean()) if len(jc) else nan,
+                "observer_accuracy_on_answered": float(jc["hit"].mean()) if len(jc) else nan,
             }
         out[str(name)] = entry
     return out

@@ -74,7 +74,8 @@ class PerceptualEmbedder:
         parts = []
         with ActivationProbe(self.model, self.layers) as probe:
             for start in range(0, len(images), self.batch_size):
-                batch = torch.stack([self._to_tensor(im) for im in images[start:start + self.batch_size]])
+                chunk = images[start : start + self.batch_size]
+                batch = torch.stack([self._to_tensor(im) for im in chunk])
                 acts = probe.run(batch)
                 feats = [F.normalize(acts[name].float().cpu(), dim=1) for name in self.layers]
                 parts.append(F.normalize(torch.cat(feats, dim=1), dim=1).numpy())
@@ -105,7 +106,9 @@ class _ReferenceObserver:
     def __init__(self, embedder: PerceptualEmbedder) -> None:
         self.embedder = embedder
 
-    def _ref_embeddings(self, trials: Sequence[Trial], reader: AssetReader) -> dict[str, np.ndarray]:
+    def _ref_embeddings(
+        self, trials: Sequence[Trial], reader: AssetReader
+    ) -> dict[str, np.ndarray]:
         refs = {r: reader(r) for t in trials for r in t.references}
         return self.embedder.embed_keyed({f"img:{k}": v for k, v in refs.items()})
 

@@ -17,7 +17,6 @@ import logging
 import shutil
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
+from causalvis.stimuli.occlusion import Grid, blur_image
 from causalvis.study.layout import (
     StudyPaths,
     atomic_write,
@@ -39,28 +39,9 @@ log = logging.getLogger("causalvis.blur")
 
 # -- pure parts ------------------------------------------------------------------------------
 
-def patch_size(image_size: int, fraction: float) -> int:
-    """Window side in pixels: ``round(fraction * size)`` (90 px at 224 for 0.4)."""
-    return max(1, min(image_size, int(round(fraction * image_size))))
-
-
-def grid_positions(image_size: int, patch: int, stride: int) -> list[int]:
-    """Window offsets along one axis: ``0, stride, ...`` plus the border ``size - patch``."""
-    last = image_size - patch
-    positions = list(range(0, last + 1, stride))
-    if positions[-1] != last:
-        positions.append(last)
-    return positions
-
-
-def gaussian_blur(image: np.ndarray, kernel: int, sigma: float | None = None) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` blurred with a ``kernel`` x ``kernel`` Gaussian (OpenCV; sigma
-    None = OpenCV's rule ``0.3 * ((k - 1) / 2 - 1) + 0.8``)."""
-    return cv2.GaussianBlur(np.ascontiguousarray(image), (kernel, kernel), sigma or 0,
-                            borderType=cv2.BORDER_REFLECT_101)
-
-
-def composite(sharp: np.ndarray, blurred: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def composite(
+    sharp: np.ndarray, blurred: np.ndarray, box: tuple[int, int, int, int]
+) -> np.ndarray:
     """``blurred`` with the window ``box = (x0, y0, x1, y1)`` taken from ``sharp``."""
     x0, y0, x1, y1 = box
     out = blurred.copy()
@@ -78,12 +59,10 @@ def best_sharp_window(
     batch_size: int = 64,
 ) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """The window whose sharp copy maximises ``score`` (images ``[B, 3, S, S]`` in [0, 1]
-    -> ``[B]``), and the score of every grid position ``[n_y, n_x]``. Ties go to the
-    first position in row-major order."""
-    size = sharp.shape[0]
-    ys = grid_positions(size, patch, stride)
-    xs = grid_positions(size, patch, stride)
-    boxes = [(x, y, x + patch, y + patch) for y in ys for x in xs]
+    -> ``[B]``), and the score of every grid position ``[n_y, n_x]`` (the occlusion's
+    :class:`Grid`, border included). Ties go to the first position in row-major order."""
+    grid = Grid(sharp.shape[0], patch, stride)
+    boxes = [grid.box(i) for i in range(len(grid.positions()))]
     sharp_t = uint8_to_tensor(sharp)
     blurred_t = uint8_to_tensor(blurred)
     scores = []
@@ -93,9 +72,8 @@ def best_sharp_window(
         for k, (x0, y0, x1, y1) in enumerate(chunk):
             batch[k, :, y0:y1, x0:x1] = sharp_t[:, y0:y1, x0:x1]
         scores.append(score(batch).detach().float().cpu())
-    grid = torch.cat(scores).numpy().reshape(len(ys), len(xs))
-    best = int(np.argmax(grid))
-    return boxes[best], grid
+    values = torch.cat(scores).numpy().reshape(grid.shape)
+    return boxes[int(np.argmax(values))], values
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -123,7 +101,7 @@ def blur_unit(ctx, unit, probe) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     size = ctx.model.input_size
-    patch = patch_size(size, cfg.occlusion.patch_fraction)
+    patch = Grid.for_config(size, cfg.occlusion.patch_fraction, cfg.occlusion.stride).patch
     score = _unit_score(probe, unit.layer, unit.channel)
     images = []
     for item in meta["images"]:
@@ -133,7 +111,7 @@ def blur_unit(ctx, unit, probe) -> None:
             sharp = np.asarray(img.convert("RGB"), dtype=np.uint8)
         if sharp.shape[:2] != (size, size):
             raise CausalvisError(f"{natural / item['file']}: expected {size}x{size} pixels")
-        blurred = gaussian_blur(sharp, cfg.blur.kernel, cfg.blur.sigma)
+        blurred = blur_image(sharp, cfg.blur.kernel, cfg.blur.sigma)
         box, grid = best_sharp_window(
             sharp, blurred, score, patch=patch, stride=cfg.occlusion.stride,
             batch_size=cfg.occlusion.batch_size,

@@ -40,7 +40,7 @@ def render_heatmap(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
     has_pair = index_a is not None and index_b is not None
@@ -75,13 +75,12 @@ def render_heatmap(
                 spine.set_edgecolor(color)
                 spine.set_linewidth(3)
     ax = axes[-1]
-    off = grid.offsets + grid.patch / 2.0
-    half = (off[1] - off[0]) / 2.0 if len(off) > 1 else grid.patch / 2.0
-    extent = (off[0] - half, off[-1] + half, off[-1] + half, off[0] - half)
-    lo, hi = float(flat.min()), float(flat.max())
-    centre = float(np.clip(act_base, lo + 1e-9, hi - 1e-9)) if hi > lo else lo
-    norm = TwoSlopeNorm(vcenter=centre, vmin=min(lo, centre - 1e-9), vmax=max(hi, centre + 1e-9))
-    im = ax.imshow(flat, cmap="RdBu_r", norm=norm, extent=extent, interpolation="nearest")
+    centres = grid.offsets + grid.patch / 2.0
+    edges = _cell_edges(centres)
+    dev = float(np.max(np.abs(flat - act_base))) or 1e-9
+    norm = Normalize(vmin=act_base - dev, vmax=act_base + dev)
+    ax.imshow(query, alpha=0.25, interpolation="nearest", extent=(0, s, s, 0))
+    im = ax.pcolormesh(edges, edges, flat, cmap="RdBu_r", norm=norm, shading="flat")
     ax.set_xlim(0, s)
     ax.set_ylim(s, 0)
     ax.add_patch(Rectangle((0, 0), s, s, fill=False, lw=0.8, ec="0.6", ls=":"))
@@ -96,6 +95,7 @@ def render_heatmap(
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     cbar.ax.tick_params(labelsize=7)
     cbar.ax.axhline(act_base, color="k", lw=1)
+    cbar.set_label("unit activation (black line: unoccluded)", fontsize=7)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -105,3 +105,12 @@ def render_heatmap(
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _cell_edges(centres: np.ndarray) -> np.ndarray:
+    """Cell boundaries halfway between neighbouring patch centres (uneven last step)."""
+    c = np.asarray(centres, dtype=np.float64)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2.0
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])

@@ -121,7 +121,7 @@ class Occluder:
     def __post_init__(self) -> None:
         if self.fill not in FILLS:
             raise ValueError(f"unknown fill {self.fill!r}: choose one of {', '.join(FILLS)}")
-        self.image = np.ascontiguousarray(self.image, dtype=np.uint8)
+        self.image = np.array(self.image, dtype=np.uint8, copy=True, order="C")
         s = self.grid.size
         if self.image.shape != (s, s, 3):
             raise ValueError(f"query image must be {s}x{s}x3 uint8, got {self.image.shape}")
@@ -154,7 +154,9 @@ class Occluder:
         """Occluded images ``[n, S, S, 3]`` uint8 for flat position ``indices``."""
         return self.build_tensor(indices, torch.device("cpu")).permute(0, 2, 3, 1).numpy()
 
-    def build_tensor(self, indices: Sequence[int] | np.ndarray, device: torch.device) -> torch.Tensor:
+    def build_tensor(
+        self, indices: Sequence[int] | np.ndarray, device: torch.device
+    ) -> torch.Tensor:
         """Occluded images ``[n, 3, S, S]`` uint8 on ``device`` (vectorized with a mask)."""
         idx = np.asarray(indices, dtype=np.int64)
         s, p = self.grid.size, self.grid.patch

@@ -117,7 +117,9 @@ def result_path(paths: StudyPaths, key: str, image_set: int) -> Path:
 
 
 def _digest(config, item: WorkItem) -> str:
-    sections = ["model", "images", "occlusion"] + (["blur"] if config.occlusion.fill == "blur" else [])
+    sections = ["model", "images", "occlusion"]
+    if config.occlusion.fill == "blur":
+        sections.append("blur")
     ids = ",".join(f"{c.image_id}@{c.rank}" for c in item.candidates)
     return f"{config.digest(*sections)}|{item.layer}:{item.channel}|{ids}"
 

@@ -45,3 +45,13 @@ def read_asset(paths: StudyPaths, rel: str) -> Image.Image:
     """Decode a stored asset exactly as a browser gets it (RGB, model size)."""
     with Image.open(asset_path(paths, rel)) as img:
         return img.convert("RGB")
+
+
+def copy_asset(paths: StudyPaths, source: str | Path) -> str:
+    """Copy an existing PNG into the bundle under the hash of its bytes (no re-encoding)."""
+    data = Path(source).read_bytes()
+    name = hashlib.sha256(data).hexdigest()[:20] + ".png"
+    target = paths.assets / name
+    if not target.exists():
+        atomic_write(target, data)
+    return f"assets/{name}"

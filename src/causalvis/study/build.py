@@ -76,7 +76,9 @@ def stage_function(name: str) -> Callable[[StageContext], None]:
 def load_study(study: str | Path) -> tuple[StudyPaths, StudyConfig]:
     paths = StudyPaths(Path(study))
     if not paths.root.is_dir():
-        raise CausalvisError(f"study folder not found: {paths.root} (create it with `causalvis init`)")
+        raise CausalvisError(
+            f"study folder not found: {paths.root} (create it with `causalvis init`)"
+        )
     return paths, StudyConfig.load(paths.config)
 
 
@@ -91,7 +93,7 @@ def build(
 ) -> dict[str, float]:
     """Run the named stages (default: all, in order); returns seconds per stage."""
     paths, config = load_study(study)
-    names = list(STAGES) if not stages else stages
+    names = stages if stages else list(STAGES)
     for name in names:
         if name not in STAGES:
             raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,6 @@ class TransformSpec:
     jitter_after: int = 8
     out_size: int | None = None
     padding_mode: str = "reflection"
-    extra: dict = field(default_factory=dict)
 
     def angles(self) -> list[float]:
         """Lucid draws whole degrees from a list: -r..r."""
@@ -121,7 +120,6 @@ class TransformSpec:
             o2 = _randint(g, self.jitter_after)
             # output pixel -> resized-away coordinates -> second crop -> rotation^-1 ->
             # scale^-1 -> first crop -> canvas
-            resize = about_centre(scaling(final / out), 0.0) @ translation(0, 0)
             resize = translation(-0.5, -0.5) @ scaling(final / out) @ translation(0.5, 0.5)
             m = (
                 translation(o1, o1)

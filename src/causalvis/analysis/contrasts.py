@@ -1,0 +1,133 @@
+"""Condition contrasts: each condition vs ``none`` and vs ``natural``.
+
+Three views of one question, reported side by side: the bootstrap difference with its CI,
+a permutation test (participants permuted between the two conditions), and a mixed-effects
+logistic regression (random intercepts for participant and unit). Holm's correction is
+applied over the family of contrasts, separately for each test. The plain-language verdict
+uses the Holm-adjusted permutation p-value, which assumes least.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from causalvis.analysis import stats
+from causalvis.analysis.glmm import fit_glmm
+from causalvis.analysis.tables import counts
+
+REFERENCES = ("none", "natural")
+
+
+def pairs(conditions: list[str], references: tuple[str, ...] = REFERENCES) -> list[tuple[str, str]]:
+    """(condition, reference) pairs, each unordered pair once."""
+    seen: set[frozenset[str]] = set()
+    out = []
+    for ref in references:
+        if ref not in conditions:
+            continue
+        for cond in conditions:
+            key = frozenset((cond, ref))
+            if cond == ref or key in seen:
+                continue
+            seen.add(key)
+            out.append((cond, ref))
+    return out
+
+
+def mixed_model(df: pd.DataFrame, conditions: list[str]) -> dict[str, Any]:
+    """Fit the GLMM once (reference ``none`` if present); contrasts come from its
+    covariance. Never raises: failures are reported in the result."""
+    ref = next((r for r in REFERENCES if r in conditions), conditions[0])
+    unit = df["unit"].to_numpy() if "unit" in df.columns and df["unit"].nunique() > 1 else None
+    info: dict[str, Any] = {
+        "model": "correct ~ condition + (1|participant)" + (" + (1|unit)" if unit is not None
+                                                             else ""),
+        "method": "Laplace approximation, joint penalised fit (lme4 glmer nAGQ=0 equivalent)",
+        "reference": ref,
+    }
+    if len(conditions) < 2:
+        return {**info, "fitted": False, "converged": False, "message": "only one condition"}
+    try:
+        res = fit_glmm(df["correct"].to_numpy(float), df["condition"].to_numpy(str),
+                       df["participant_id"].to_numpy(str), unit, ref)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return {**info, "fitted": False, "converged": False, "message": str(exc)}
+    return {
+        **info, "fitted": True, "converged": res.converged, "message": res.message,
+        "sd_random": res.sd_random, "names": res.names, "coef": res.coef.tolist(),
+        "cov": res.cov.tolist(), "log_likelihood": res.log_likelihood,
+    }
+
+
+def _glmm_contrast(glmm: dict[str, Any], cond: str, ref: str) -> dict[str, Any]:
+    if not glmm.get("fitted"):
+        return {"log_odds_ratio": None, "se": None, "p": None}
+    names = glmm["names"]
+    c = np.zeros(len(names))
+    for level, sign in ((cond, 1.0), (ref, -1.0)):
+        if level != glmm["reference"]:
+            c[names.index(level)] += sign
+    est = float(c @ np.asarray(glmm["coef"]))
+    se = float(np.sqrt(c @ np.asarray(glmm["cov"]) @ c))
+    p = float(2 * sps.norm.sf(abs(est / se))) if se > 0 else float("nan")
+    return {"log_odds_ratio": est, "se": se, "p": p}
+
+
+def compute_contrasts(
+    df: pd.DataFrame,
+    table: dict[str, dict[str, Any]],
+    reps: dict[str, np.ndarray],
+    *,
+    n_perm: int = stats.DEFAULT_PERM,
+    seed: int = 0,
+    level: float = 0.95,
+    glmm: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per (condition, reference) pair with difference, CI, tests, verdict."""
+    conditions = list(table)
+    out = []
+    for i, (cond, ref) in enumerate(pairs(conditions)):
+        _, _, k_a, n_a = counts(df[df["condition"] == cond])
+        _, _, k_b, n_b = counts(df[df["condition"] == ref])
+        diff, p_perm = stats.permutation_test(k_a.sum(1), n_a.sum(1), k_b.sum(1), n_b.sum(1),
+                                              n_perm=n_perm, seed=seed + i)
+        n_clusters = min(table[cond]["n_participants"], table[ref]["n_participants"])
+        lo, hi = stats.percentile_interval(reps[cond] - reps[ref], n_clusters, level)
+        entry: dict[str, Any] = {
+            "condition": cond, "reference": ref, "difference": float(diff),
+            "ci_low": lo, "ci_high": hi, "p_permutation": p_perm,
+        }
+        if glmm is not None:
+            g = _glmm_contrast(glmm, cond, ref)
+            entry.update(glmm_log_odds_ratio=g["log_odds_ratio"], glmm_se=g["se"],
+                         p_glmm=g["p"])
+        out.append(entry)
+    adj = stats.holm([e["p_permutation"] for e in out])
+    for e, a in zip(out, adj, strict=True):
+        e["p_permutation_holm"] = float(a)
+    if glmm is not None:
+        adj = stats.holm([np.nan if e["p_glmm"] is None else e["p_glmm"] for e in out])
+        for e, a in zip(out, adj, strict=True):
+            e["p_glmm_holm"] = None if not np.isfinite(a) else float(a)
+    for e in out:
+        e["significant"] = bool(e["p_permutation_holm"] < 1 - level)
+        e["statement"] = statement(e, level)
+    return out
+
+
+def statement(e: dict[str, Any], level: float = 0.95) -> str:
+    """One plain sentence; 'not significant' never claims the conditions are equal."""
+    d = 100 * e["difference"]
+    ci = f"{100 * e['ci_low']:+.1f} to {100 * e['ci_high']:+.1f}"
+    what = f"{e['condition']} vs {e['reference']}: {d:+.1f} percentage points ({level:.0%} CI {ci})"
+    p = e["p_permutation_holm"]
+    if e["significant"]:
+        side = "higher" if d > 0 else "lower"
+        return f"{what}; {e['condition']} is significantly {side} (permutation test, Holm p = " \
+               f"{p:.3g})."
+    return (f"{what}; not significant (permutation test, Holm p = {p:.3g}): these data do not "
+            f"show a difference, which is not evidence that there is none.")

@@ -1,0 +1,116 @@
+"""``causalvis observe``, ``simulate`` and ``power``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from causalvis.cli import app
+
+
+@app.command("observe")
+def observe_command(
+    study: Path = typer.Argument(..., help="study folder"),
+    observer: list[str] = typer.Option(
+        [], "--observer", help="observer to run (repeatable; default: all but saliency_fine)"
+    ),
+    perceptual: str | None = typer.Option(
+        None, "--perceptual", help="perceptual model for reference observers (default: lite1 "
+        "when studying lite0, else lite0)"
+    ),
+    responses_csv: Path | None = typer.Option(
+        None, "--responses-csv", help="human responses to compare with / calibrate on"
+    ),
+    map_spec: str | None = typer.Option(None, "--map", help="FIELD=COLUMN,... for the CSV"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+) -> None:
+    """Machine observers on a built study -> report/observers.json, observer_trials.csv."""
+    from causalvis.analysis.load import parse_map
+    from causalvis.observers.observe import DEFAULT_OBSERVERS, observe
+
+    result = observe(study, observer or DEFAULT_OBSERVERS, perceptual_model=perceptual,
+                     responses_csv=responses_csv, mapping=parse_map(map_spec), device=device,
+                     seed=seed)  # fmt: skip
+    summary = result.summary
+    for name, entry in summary["observers"].items():
+        tag = f"alpha={entry['alpha']:.3g}" if entry["calibrated"] else "uncalibrated"
+        for cond, row in entry["conditions"].items():
+            typer.echo(f"{name:<16} {cond:<10} {row['accuracy']:.3f} "
+                       f"[{row['ci_low']}, {row['ci_high']}]  n={row['n_trials']}  {tag}")
+        for cond in entry["not_applicable"]:
+            typer.echo(f"{name:<16} {cond:<10} not applicable (no references)")
+    for name, conds in summary.get("human_comparison", {}).items():
+        row = conds.get("all", {})
+        typer.echo(f"vs humans {name:<16} spearman={row.get('spearman')} "
+                   f"[{row.get('ci_low')}, {row.get('ci_high')}] kappa={row.get('kappa')}")
+    typer.echo(f"wrote {Path(study) / 'report' / 'observers.json'}")
+
+
+@app.command("simulate")
+def simulate_command(
+    study: Path = typer.Argument(..., help="study folder (for the ground truth)"),
+    url: str = typer.Option(..., "--url", help="server root, e.g. http://127.0.0.1:8000"),
+    participants: int = typer.Option(10, "--participants", min=1),
+    strategy: str = typer.Option("oracle", "--strategy", help="oracle, random or an observer"),
+    lapse: float = typer.Option(0.0, "--lapse", help="probability of a random answer"),
+    concurrency: int = typer.Option(4, "--concurrency", min=1),
+    pace: float = typer.Option(
+        0.0, "--pace", help="really wait this fraction of the simulated reaction times"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the full result as JSON"),
+) -> None:
+    """Simulated participants answering a running server through its HTTP API."""
+    from causalvis.observers.simulate import SimSettings, build_strategy, simulate
+
+    settings = SimSettings(strategy=strategy, lapse=lapse, pace=pace, seed=seed)
+    strat = build_strategy(study, strategy)
+    result = simulate(url, strat, participants, settings, concurrency=concurrency)
+    out = result.to_json()
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(f"{out['n_participants']} participants ({out['n_failed']} failed) in "
+                   f"{out['elapsed_s']} s, {out['n_requests']} requests, "
+                   f"{out['requests_per_s']} req/s, latency {out['latency_ms']}")
+        for cond, row in out["accuracy_by_condition"].items():
+            typer.echo(f"  {cond:<10} accuracy {row['accuracy']:.4f} "
+                       f"({row['n_correct']}/{row['n_responses']}, {row['n_participants']} ppl)")
+        for err in out["errors"]:
+            typer.echo(f"  error: {err}", err=True)
+    if out["n_failed"]:
+        raise typer.Exit(1)
+
+
+@app.command("power")
+def power_command(
+    study: Path = typer.Argument(..., help="study folder (design and pilot responses)"),
+    effect: float = typer.Option(..., "--effect", help="accuracy difference D, e.g. 0.07"),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    power: float = typer.Option(0.8, "--power", help="target power"),
+    baseline: float | None = typer.Option(
+        None, "--baseline", help="accuracy of the reference condition (default: pilot or 0.60)"
+    ),
+    test: str = typer.Option("welch", "--test", help="welch (per participant) or ztest"),
+    reps: int = typer.Option(2000, "--reps", min=100, help="simulated studies per n"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Participants per condition needed to detect D, by simulation; saves a power curve."""
+    from causalvis.observers.power_study import run_power
+
+    result, figure = run_power(study, effect, alpha=alpha, target=power, baseline=baseline,
+                               test=test, reps=reps, seed=seed)  # fmt: skip
+    d = result.design
+    typer.echo(f"design: {d.trials_per_participant} main trials per participant, {d.n_units} "
+               f"units, baseline {d.baseline:.3f}, sigma_participant {d.sigma_participant:.2f}, "
+               f"sigma_unit {d.sigma_unit:.2f} ({d.source})")
+    for n, p in result.curve:
+        typer.echo(f"  n={n:<5} power={p:.3f}")
+    if result.required_n is None:
+        typer.echo(f"power {power} not reached up to n={result.curve[-1][0]} per condition")
+    else:
+        typer.echo(f"required participants per condition: {result.required_n}")
+    typer.echo(f"wrote {figure}")

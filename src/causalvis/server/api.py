@@ -1,0 +1,80 @@
+"""HTTP routes of the participant and admin API (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi.responses import JSONResponse, Response
+
+from causalvis.server.admin import AdminToken
+from causalvis.server.export import build_frame, frame_to_csv, frame_to_parquet
+from causalvis.server.schemas import ConsentIn, FinishIn, InstructionsIn, NewParticipant, ResponseIn
+from causalvis.server.service import ApiError, Experiment
+
+
+def _call(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except ApiError as exc:
+        raise HTTPException(exc.status, exc.detail) from exc
+
+
+def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+
+    def require_admin(authorization: str | None = Header(None)) -> None:
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not admin.check(value.strip()):
+            raise HTTPException(401, "admin token required", {"WWW-Authenticate": "Bearer"})
+
+    @router.post("/participants", status_code=201)
+    def create(body: NewParticipant) -> JSONResponse:
+        status, payload = _call(exp.create_participant, body)
+        return JSONResponse(payload, status_code=status)
+
+    @router.get("/participants/{token}")
+    def state(token: str) -> dict:
+        return _call(exp.get_state, token)
+
+    @router.post("/participants/{token}/consent")
+    def consent(token: str, body: ConsentIn) -> dict:
+        return _call(exp.set_consent, token, body)
+
+    @router.post("/participants/{token}/instructions")
+    def instructions(token: str, body: InstructionsIn) -> dict:
+        return _call(exp.set_instructions, token, body)
+
+    @router.post("/participants/{token}/responses")
+    def respond(token: str, body: ResponseIn) -> dict:
+        return _call(exp.record_response, token, body)
+
+    @router.post("/participants/{token}/finish")
+    def finish(token: str, body: FinishIn | None = None) -> dict:
+        return _call(exp.finish, token, body or FinishIn())
+
+    @router.get("/admin/progress", dependencies=[Depends(require_admin)])
+    def progress() -> dict:
+        return exp.progress()
+
+    def _frame():  # type: ignore[no-untyped-def]
+        with exp.sessions() as db:
+            return build_frame(db, exp.bundle)
+
+    @router.get("/admin/responses.csv", dependencies=[Depends(require_admin)])
+    def responses_csv() -> Response:
+        name = f"{exp.bundle.name}-responses.csv"
+        return Response(
+            frame_to_csv(_frame()),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @router.get("/admin/responses.parquet", dependencies=[Depends(require_admin)])
+    def responses_parquet() -> Response:
+        name = f"{exp.bundle.name}-responses.parquet"
+        return Response(
+            frame_to_parquet(_frame()),
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    return router

@@ -1,0 +1,119 @@
+"""App factory: the API, the study's public assets, the built front end, the dashboard.
+
+Only ``bundle/assets/`` and the front end are reachable as files; ``trials.csv``,
+``sessions.json`` and everything else in the study folder are never served.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+
+from causalvis import __version__
+from causalvis.errors import CausalvisError
+from causalvis.server.admin import AdminToken, resolve_admin_token
+from causalvis.server.api import build_router
+from causalvis.server.bundle import load_bundle
+from causalvis.server.db import default_url, open_database
+from causalvis.server.service import Experiment
+
+HERE = Path(__file__).resolve().parent
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>causalvis</title>
+<p>The web front end is not built. Run <code>make setup</code> (or
+<code>npm install &amp;&amp; npm run build</code> in <code>web/</code>) and restart.</p>"""
+
+
+def find_web_dist() -> Path | None:
+    """The built front end: $CAUSALVIS_WEB_DIST, the repo's web/dist, or a packaged copy."""
+    candidates = []
+    if os.environ.get("CAUSALVIS_WEB_DIST"):
+        candidates.append(Path(os.environ["CAUSALVIS_WEB_DIST"]))
+    candidates += [HERE.parents[2] / "web" / "dist", HERE / "web_dist"]
+    for path in candidates:
+        if (path / "index.html").is_file():
+            return path
+    return None
+
+
+def _safe_file(base: Path, rel: str) -> Path:
+    """``base/rel`` if it is a file inside ``base``; anything else is a 404."""
+    parts = rel.split("/")
+    if not rel or any(not _SAFE_NAME.match(p) for p in parts):
+        raise HTTPException(404, "not found")
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base.resolve()) or not path.is_file():
+        raise HTTPException(404, "not found")
+    return path
+
+
+def create_app(
+    study_dir: str | Path,
+    db_url: str | None = None,
+    *,
+    admin_token: str | None = None,
+    web_dist: Path | None = None,
+) -> FastAPI:
+    """Load the bundle, migrate the database, and wire the routes."""
+    study_dir = Path(study_dir)
+    bundle = load_bundle(study_dir)
+    url = db_url or default_url(study_dir)
+    engine, factory = open_database(url)
+    admin: AdminToken = resolve_admin_token(study_dir, admin_token)
+    exp = Experiment(bundle=bundle, sessions=factory, secret=admin.digest)
+    dist = web_dist or find_web_dist()
+
+    app = FastAPI(title=f"causalvis: {bundle.name}", version=__version__, docs_url=None,
+                  redoc_url=None, openapi_url="/api/v1/openapi.json")  # fmt: skip
+    app.state.experiment = exp
+    app.state.admin = admin
+    app.state.engine = engine
+    app.state.db_url = url
+    app.state.web_dist = dist
+    app.include_router(build_router(exp, admin))
+
+    @app.middleware("http")
+    async def headers(request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        # Participant ids travel in the URL: never leak them to other sites.
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    assets = bundle.assets_dir
+
+    @app.get("/assets/{name:path}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        path = _safe_file(assets, name)
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    def index() -> FileResponse | HTMLResponse:
+        if dist is None:
+            return HTMLResponse(NOT_BUILT, status_code=503)
+        return FileResponse(dist / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    def static(name: str) -> FileResponse:
+        if dist is None:
+            raise HTTPException(404, "front end not built")
+        return FileResponse(_safe_file(dist, name), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/admin", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(HERE / "static" / "admin.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict:
+        return {"ok": True, "study": bundle.name}
+
+    return app
+
+
+__all__ = ["CausalvisError", "create_app", "find_web_dist"]

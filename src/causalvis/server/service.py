@@ -1,0 +1,423 @@
+"""The experiment's server-side logic, independent of HTTP: create/resume participants,
+store responses (idempotently, immediately), finish, and report progress.
+
+Ground truth stays here: main and catch answers are scored and stored but never
+returned; only practice answers report ``correct`` (the participant gets feedback).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from causalvis.server import platforms
+from causalvis.server.assignment import choose_session, expire_abandoned, taken_counts
+from causalvis.server.bundle import StudyBundle, Trial
+from causalvis.server.db import Participant, Response, utcnow
+from causalvis.server.schemas import (
+    ConsentIn,
+    FinishIn,
+    InstructionsIn,
+    NewParticipant,
+    ResponseIn,
+)
+from causalvis.server.summary import participant_label, summarize
+
+MIN_WIDTH, MIN_HEIGHT = 940, 600
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _from_epoch_ms(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Experiment:
+    bundle: StudyBundle
+    sessions: sessionmaker
+    secret: str
+    asset_prefix: str = "/assets/"
+
+    def __post_init__(self) -> None:
+        self._assign_lock = threading.Lock()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _asset(self, name: str) -> str:
+        return self.asset_prefix + name
+
+    def trial_payload(self, trial: Trial) -> dict:
+        """What the browser gets: URLs only. Catch trials are sent as ``main`` so that the
+        page source does not single them out."""
+        return {
+            "trial_id": trial.trial_id,
+            "kind": "practice" if trial.kind == "practice" else "main",
+            "query": self._asset(trial.query),
+            "options": {"a": self._asset(trial.option_a), "b": self._asset(trial.option_b)},
+            "references": [self._asset(r) for r in trial.references],
+        }
+
+    def _participant(self, db: DbSession, token: str) -> Participant:
+        p = db.scalar(select(Participant).where(Participant.token == token))
+        if p is None:
+            raise ApiError(404, "unknown participant token")
+        return p
+
+    def _responses(self, db: DbSession, p: Participant) -> list[Response]:
+        query = select(Response).where(Response.participant_id == p.id).order_by(Response.id)
+        return list(db.scalars(query))
+
+    def _practice_state(self, p: Participant, responses: list[Response]) -> tuple[int, bool]:
+        practice = self.bundle.sessions[p.session_id].practice
+        if not practice:
+            return 0, True
+        attempts = max((r.attempt for r in responses if r.kind == "practice"), default=0)
+        last = {r.trial_id: r.correct for r in responses
+                if r.kind == "practice" and r.attempt == attempts}  # fmt: skip
+        passed = attempts > 0 and all(last.get(t) for t in practice)
+        return attempts, passed
+
+    def state(self, p: Participant, responses: list[Response]) -> dict:
+        sess = self.bundle.sessions[p.session_id]
+        answered = {r.trial_id for r in responses if r.kind != "practice"}
+        attempts, passed = self._practice_state(p, responses)
+        pending = [t for t in sess.trials if t not in answered]
+        if p.status == "declined":
+            stage = "declined"
+        elif p.finished_at is not None:
+            stage = "finished"
+        elif p.consent is None:
+            stage = "consent"
+        elif p.instruction_time_s is None:
+            stage = "instructions"
+        elif not passed:
+            stage = "practice"
+        elif pending:
+            stage = "main"
+        else:
+            stage = "feedback"
+        return {
+            "status": p.status,
+            "condition": p.condition,
+            "consent": p.consent,
+            "practice_attempts": attempts,
+            "practice_passed": passed,
+            "answered": [t for t in sess.trials if t in answered],
+            "n_trials": len(sess.trials),
+            "next": {"stage": stage, "trial_id": pending[0] if stage == "main" else None},
+        }
+
+    def _welcome(self, p: Participant, responses: list[Response]) -> dict:
+        sess = self.bundle.sessions[p.session_id]
+        trials = [self.trial_payload(self.bundle.trials[t]) for t in sess.practice + sess.trials]
+        example = None
+        ex_id = self.bundle.examples.get(p.condition)
+        if ex_id is not None:
+            ex = self.bundle.trials[ex_id]
+            example = self.trial_payload(ex)
+            # Revealing the answer is only safe for a trial this participant is not scored on.
+            example["correct"] = ex.correct if ex_id not in sess.trials else None
+        return {
+            "participant_token": p.token,
+            "condition": p.condition,
+            "trials": trials,
+            "example": example,
+            "settings": {
+                "show_feedback_question": self.bundle.config.server.show_feedback_question,
+                "correct_counter": self.bundle.config.server.correct_counter,
+                "min_width": MIN_WIDTH,
+                "min_height": MIN_HEIGHT,
+                "platform": p.platform,
+            },
+            "state": self.state(p, responses),
+        }
+
+    # -- participants ------------------------------------------------------------------
+    def create_participant(self, body: NewParticipant) -> tuple[int, dict]:
+        preview = body.assignment_id in (None, platforms.MTURK_PREVIEW_ID)
+        if body.platform == "mturk" and preview:
+            raise ApiError(400, "MTurk preview: accept the HIT before starting")
+        try:
+            submit_to = platforms.mturk_submit_to(body.turk_submit_to)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from exc
+        now = utcnow()
+        abandon = timedelta(minutes=self.bundle.config.server.abandon_after_minutes)
+        with self._assign_lock, self.sessions() as db:
+            p = db.scalar(
+                select(Participant).where(
+                    Participant.platform == body.platform,
+                    Participant.external_id == body.external_id,
+                )
+            )
+            if p is not None:
+                if p.finished_at is not None or p.status == "declined":
+                    raise ApiError(409, "this participant has already taken part")
+                p.status, p.last_seen_at = "active", now
+                db.commit()
+                return 200, self._welcome(p, self._responses(db, p))
+            expire_abandoned(db, abandon, now)
+            sess = choose_session(self.bundle, taken_counts(db))
+            p = Participant(
+                token=secrets.token_urlsafe(24),
+                platform=body.platform,
+                external_id=body.external_id,
+                platform_study_id=body.study_id,
+                platform_session_id=body.assignment_id or body.session_id,
+                mturk_submit_to=submit_to,
+                session_id=sess.session_id,
+                condition=sess.condition,
+                image_set=sess.image_set,
+                status="active",
+                created_at=now,
+                last_seen_at=now,
+            )
+            db.add(p)
+            try:
+                db.commit()
+            except IntegrityError as exc:  # the same id raced in from another process
+                db.rollback()
+                raise ApiError(409, "this participant id is already registered") from exc
+            return 201, self._welcome(p, [])
+
+    def get_state(self, token: str) -> dict:
+        with self.sessions() as db:
+            p = self._participant(db, token)
+            if p.status == "abandoned":
+                p.status = "active"
+            if p.status == "active":
+                p.last_seen_at = utcnow()
+            db.commit()
+            return self._welcome(p, self._responses(db, p))
+
+    def set_consent(self, token: str, body: ConsentIn) -> dict:
+        with self.sessions() as db:
+            p = self._participant(db, token)
+            if p.finished_at is not None:
+                raise ApiError(409, "already finished")
+            if p.consent is not None and p.consent != body.consent:
+                raise ApiError(409, "consent was already recorded")
+            p.consent = body.consent
+            p.last_seen_at = utcnow()
+            result: dict = {"consent": body.consent}
+            if body.consent:
+                p.consented_at = p.consented_at or utcnow()
+            else:
+                p.status, p.outcome = "declined", platforms.NO_CONSENT
+                result.update(self._completion(p))
+                p.completion_code = result["completion_code"]
+            db.commit()
+            return result
+
+    def set_instructions(self, token: str, body: InstructionsIn) -> dict:
+        with self.sessions() as db:
+            p = self._active(db, token)
+            if p.consent is not True:
+                raise ApiError(409, "consent first")
+            p.instruction_time_s = body.instruction_time_s
+            p.window_width, p.window_height = body.window_width, body.window_height
+            p.user_agent = body.user_agent
+            p.last_seen_at = utcnow()
+            db.commit()
+            return {"ok": True}
+
+    def _active(self, db: DbSession, token: str) -> Participant:
+        p = self._participant(db, token)
+        if p.status == "declined":
+            raise ApiError(409, "participation was declined")
+        if p.finished_at is not None:
+            raise ApiError(409, "already finished")
+        if p.status == "abandoned":
+            p.status = "active"
+        return p
+
+    # -- responses ---------------------------------------------------------------------
+    def record_response(self, token: str, body: ResponseIn) -> dict:
+        with self.sessions() as db:
+            p = self._active(db, token)
+            sess = self.bundle.sessions[p.session_id]
+            trial = self.bundle.trials.get(body.trial_id)
+            in_session = body.trial_id in sess.trials or body.trial_id in sess.practice
+            if trial is None or not in_session:
+                raise ApiError(404, f"trial {body.trial_id!r} is not part of this session")
+            if trial.kind != "practice" and body.attempt != 1:
+                raise ApiError(422, "attempt must be 1 for main trials")
+            existing = db.scalar(
+                select(Response).where(
+                    Response.participant_id == p.id,
+                    Response.trial_id == body.trial_id,
+                    Response.attempt == body.attempt,
+                )
+            )
+            if existing is not None:  # a retried POST: answer as the first time
+                if (existing.choice, existing.confidence) != (body.choice, body.confidence):
+                    raise ApiError(409, "this trial was already answered differently")
+                return self._ack(db, p, trial, existing)
+            if trial.kind == "practice":
+                attempts, passed = self._practice_state(p, self._responses(db, p))
+                if passed:
+                    raise ApiError(409, "practice already passed")
+                if body.attempt not in (attempts, attempts + 1) or body.attempt < 1:
+                    raise ApiError(422, f"practice attempt must be {max(attempts, 1)} or next")
+            now = utcnow()
+            row = Response(
+                participant_id=p.id,
+                session_id=p.session_id,
+                trial_id=trial.trial_id,
+                kind=trial.kind,
+                attempt=body.attempt,
+                choice=body.choice,
+                confidence=body.confidence,
+                rt_ms=body.rt_ms,
+                left_option=body.left_option,
+                correct=body.choice == trial.correct,
+                shown_at=_from_epoch_ms(body.shown_at),
+                answered_at=_from_epoch_ms(body.answered_at),
+                received_at=now,
+            )
+            db.add(row)
+            p.last_seen_at = now
+            try:
+                db.commit()
+            except IntegrityError:  # the same POST twice at once: keep the first
+                db.rollback()
+                row = db.scalar(
+                    select(Response).where(
+                        Response.participant_id == p.id,
+                        Response.trial_id == body.trial_id,
+                        Response.attempt == body.attempt,
+                    )
+                )
+                if row is None:
+                    raise
+            return self._ack(db, p, trial, row)
+
+    def _ack(self, db: DbSession, p: Participant, trial: Trial, row: Response) -> dict:
+        if trial.kind == "practice":
+            attempts, passed = self._practice_state(p, self._responses(db, p))
+            return {"correct": bool(row.correct), "attempt": row.attempt, "practice_passed": passed}
+        sess = self.bundle.sessions[p.session_id]
+        n = len({r.trial_id for r in self._responses(db, p) if r.kind != "practice"})
+        return {"ok": True, "n_answered": n, "n_trials": len(sess.trials)}
+
+    # -- finishing -------------------------------------------------------------------
+    def _completion(self, p: Participant) -> dict:
+        return platforms.completion(
+            p.platform,
+            p.outcome or platforms.COMPLETED,
+            self.bundle.config.server,
+            secret=self.secret,
+            token=p.token,
+            assignment_id=p.platform_session_id,
+            submit_to=p.mturk_submit_to,
+        )
+
+    def finish(self, token: str, body: FinishIn) -> dict:
+        with self.sessions() as db:
+            p = self._participant(db, token)
+            if p.status == "declined":
+                raise ApiError(409, "participation was declined")
+            if p.finished_at is None:
+                responses = self._responses(db, p)
+                st = self.state(p, responses)
+                missing = st["n_trials"] - len(st["answered"])
+                if missing:
+                    raise ApiError(409, f"{missing} trials are not answered yet")
+                s = summarize(p, responses, self.bundle.config.exclusion)
+                failed = "catch_accuracy" in s.flags
+                p.outcome = platforms.FAILED_CHECKS if failed else platforms.COMPLETED
+                p.feedback = body.feedback or None
+                p.finished_at = p.last_seen_at = utcnow()
+                p.status = "finished"
+                p.completion_code = self._completion(p)["completion_code"]
+                db.commit()
+            result = self._completion(p)
+            result["completion_code"] = p.completion_code
+            return result
+
+    # -- admin -----------------------------------------------------------------------
+    def progress(self) -> dict:
+        now = utcnow()
+        abandon = timedelta(minutes=self.bundle.config.server.abandon_after_minutes)
+        with self.sessions() as db:
+            expire_abandoned(db, abandon, now)
+            db.commit()
+            participants = list(db.scalars(select(Participant).order_by(Participant.id)))
+            by_p: dict[int, list[Response]] = defaultdict(list)
+            for r in db.scalars(select(Response)):
+                by_p[r.participant_id].append(r)
+        rules = self.bundle.config.exclusion
+        sess_rows = {
+            s.session_id: {"session_id": s.session_id, "condition": s.condition,
+                           "image_set": s.image_set, "planned": s.planned, "finished": 0,
+                           "active": 0, "abandoned": 0}
+            for s in self.bundle.sessions.values()
+        }  # fmt: skip
+        conds: dict[str, dict] = {
+            c: {"condition": c, "planned": 0, "finished": 0, "active": 0, "excluded": 0,
+                "n_main": 0, "n_main_correct": 0}
+            for c in self.bundle.conditions
+        }  # fmt: skip
+        for s in self.bundle.sessions.values():
+            conds.setdefault(s.condition, {"condition": s.condition, "planned": 0, "finished": 0,
+                                           "active": 0, "excluded": 0, "n_main": 0,
+                                           "n_main_correct": 0})  # fmt: skip
+            conds[s.condition]["planned"] += s.planned
+        people = []
+        totals: dict[str, int] = defaultdict(int)
+        for p in participants:
+            totals[p.status] += 1
+            s = summarize(p, by_p[p.id], rules, now)
+            if p.session_id in sess_rows and p.status in ("finished", "active", "abandoned"):
+                sess_rows[p.session_id][p.status] += 1
+            c = conds.get(p.condition)
+            if c is not None:
+                if p.status in ("finished", "active"):
+                    c[p.status] += 1
+                if s.flags and p.status == "finished":
+                    c["excluded"] += 1
+                c["n_main"] += s.n_main
+                c["n_main_correct"] += s.n_main_correct
+            n_trials = len(self.bundle.sessions[p.session_id].trials)
+            people.append({
+                "participant_id": s.participant_id, "platform": p.platform,
+                "external_id": p.external_id, "session_id": p.session_id,
+                "condition": p.condition, "status": p.status,
+                "n_answered": s.n_main + s.n_catch, "n_trials": n_trials,
+                "main_accuracy": s.main_accuracy, "catch_accuracy": s.catch_accuracy,
+                "practice_attempts": s.practice_attempts,
+                "instruction_time_s": p.instruction_time_s, "total_time_s": s.total_time_s,
+                "flags": s.flags, "feedback": p.feedback,
+            })  # fmt: skip
+        for c in conds.values():
+            c["accuracy"] = c["n_main_correct"] / c["n_main"] if c["n_main"] else None
+        for row in sess_rows.values():
+            row["need"] = max(0, row["planned"] - row["finished"] - row["active"])
+        return {
+            "study": self.bundle.name,
+            "generated_at": now.isoformat(timespec="seconds") + "Z",
+            "participants": {k: totals.get(k, 0) for k in
+                             ("active", "finished", "abandoned", "declined")} | {
+                "total": len(participants)},
+            "conditions": list(conds.values()),
+            "sessions": list(sess_rows.values()),
+            "participant_details": people,
+        }  # fmt: skip
+
+
+__all__ = ["ApiError", "Experiment", "participant_label"]

@@ -1,0 +1,87 @@
+"""Session planning (pure): which trials each session holds, balanced by construction.
+
+A session is one condition x one image set x one group of main units (the units are split
+into groups of at most ``max_units_per_session``). Every (unit, image set, condition) cell
+therefore appears in exactly one session, and each session is planned for
+``responses_per_cell`` participants, so every cell gets the same number of planned
+responses and the number of participants needed is simply the sum over sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from names, not from process state (same on every executor)."""
+    text = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def opaque_id(prefix: str, *parts: object, length: int = 12) -> str:
+    """An id that reveals nothing about what it names (no condition, no answer)."""
+    text = "|".join(str(p) for p in parts)
+    return prefix + hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass
+class PlannedSession:
+    session_id: str
+    condition: str
+    image_set: int
+    units: list[str]
+    trials: list[str] = field(default_factory=list)
+    practice: list[str] = field(default_factory=list)
+    planned_participants: int = 1
+
+    def to_dict(self) -> dict:
+        return {
+            "session_id": self.session_id,
+            "condition": self.condition,
+            "image_set": self.image_set,
+            "units": self.units,
+            "trials": self.trials,
+            "practice": self.practice,
+            "planned_participants": self.planned_participants,
+        }
+
+
+def unit_groups(units: list[str], max_per_session: int) -> list[list[str]]:
+    """Split units into near-equal groups of at most ``max_per_session``."""
+    if not units:
+        return []
+    n_groups = -(-len(units) // max_per_session)
+    size = -(-len(units) // n_groups)
+    return [units[i : i + size] for i in range(0, len(units), size)]
+
+
+def plan_sessions(
+    conditions: list[str],
+    image_sets: list[int],
+    units: list[str],
+    *,
+    max_units_per_session: int,
+    responses_per_cell: int,
+    seed: int,
+) -> list[PlannedSession]:
+    """The balanced grid of sessions (trials are filled in by the caller)."""
+    sessions = []
+    groups = unit_groups(units, max_units_per_session)
+    for condition in conditions:
+        for image_set in image_sets:
+            for g, group in enumerate(groups):
+                sid = opaque_id("s", seed, condition, image_set, g, length=10)
+                sessions.append(
+                    PlannedSession(
+                        sid, condition, image_set, list(group), [], [], responses_per_cell
+                    )
+                )
+    return sessions
+
+
+def shuffled(items: list[str], *seed_parts: object) -> list[str]:
+    out = list(items)
+    random.Random(stable_seed(*seed_parts)).shuffle(out)
+    return out

@@ -1,0 +1,328 @@
+"""Stage ``sessions``: conditions x image sets x units -> served trials and the bundle.
+
+Reads the condition-free base trials (``stimuli/trials_base.csv``) and the reference
+images of every method, and writes
+
+* ``trials.csv`` — one row per served trial (main, catch, practice) per condition,
+* ``bundle/assets/`` — every reference image, content-hashed (queries and options are
+  there already), ``bundle/sessions.json`` — the balanced session plan,
+* ``bundle/manifest.json`` — config hash, software version and file hashes, so a bundle
+  can be archived and served elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from causalvis import __version__
+from causalvis.errors import CausalvisError
+from causalvis.study.assets import copy_asset, read_asset
+from causalvis.study.catch import catch_pool, select_catch, select_practice, unrelated_partner
+from causalvis.study.layout import (
+    StudyPaths,
+    atomic_path,
+    read_json,
+    stamp_matches,
+    write_json,
+    write_stamp,
+)
+from causalvis.study.plan import opaque_id, plan_sessions, shuffled, stable_seed
+
+log = logging.getLogger("causalvis.sessions")
+
+TRIAL_COLUMNS = [
+    "trial_id",
+    "base_trial_id",
+    "kind",
+    "condition",
+    "unit",
+    "layer",
+    "channel",
+    "image_set",
+    "query_asset",
+    "option_a_asset",
+    "option_b_asset",
+    "reference_assets",
+    "box_a",
+    "box_b",
+    "act_base",
+    "act_a",
+    "act_b",
+    "correct",
+    "rel_diff",
+]
+
+
+def _base_trials(paths: StudyPaths) -> pd.DataFrame:
+    path = paths.stimuli / "trials_base.csv"
+    if not path.is_file():
+        raise CausalvisError(
+            f"{path} is missing: run `causalvis build {paths.root} --stage trials`"
+        )
+    base = pd.read_csv(
+        path, dtype={"trial_id": str, "box_a": str, "box_b": str}, keep_default_na=False
+    )
+    if base.empty:
+        raise CausalvisError(
+            f"{path} holds no trials: every trial was dropped (see the trials log)"
+        )
+    return base
+
+
+def _units(paths: StudyPaths) -> tuple[list[str], set[str]]:
+    data = read_json(paths.units)
+    main = [
+        f"{u['layer']}:{u['channel']}" for u in data["units"] if u.get("role", "main") == "main"
+    ]
+    practice = {
+        f"{u['layer']}:{u['channel']}" for u in data["units"] if u.get("role") == "practice"
+    }
+    return main, practice
+
+
+def _session_inputs_digest(paths: StudyPaths, config) -> str:
+    h = hashlib.sha256()
+    h.update(config.digest("conditions", "sessions", "seed").encode())
+    h.update((paths.stimuli / "trials_base.csv").read_bytes())
+    for meta in sorted(paths.references.glob("*/*/meta.json")):
+        h.update(str(meta.relative_to(paths.references)).encode())
+        h.update(meta.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class _ReferenceResolver:
+    """Reference assets per (condition, unit, image set), copied into the bundle once."""
+
+    def __init__(self, paths: StudyPaths, config) -> None:
+        from causalvis.stimuli.methods import reference_files
+
+        self.paths = paths
+        self.config = config
+        self._files = reference_files
+        self._cache: dict[tuple[str, str, int], list[str]] = {}
+
+    def __call__(self, condition: str, unit: str, image_set: int) -> list[str]:
+        key = (condition, unit, image_set)
+        if key not in self._cache:
+            layer, _, channel = unit.rpartition(":")
+            files = self._files(self.paths, self.config, condition, layer, int(channel), image_set)
+            self._cache[key] = [copy_asset(self.paths, f) for f in files]
+        return self._cache[key]
+
+
+def _row(base: pd.Series, kind: str, condition: str, references: list[str], **override) -> dict:
+    row = {col: base[col] for col in TRIAL_COLUMNS if col in base.index}
+    row.update(
+        base_trial_id=base["trial_id"],
+        kind=kind,
+        condition=condition,
+        reference_assets=" ".join(references),
+    )
+    row.update(override)
+    row["trial_id"] = opaque_id("t", row["base_trial_id"], condition, kind, row["option_b_asset"])
+    return row
+
+
+def _none_catch(ctx, base: pd.DataFrame, trial: pd.Series) -> dict | None:
+    """`none` catch trial: the query's best occlusion vs an occluded unrelated image."""
+    partner = unrelated_partner(base, trial)
+    if partner is None:
+        return None
+    good = trial["correct"]
+    good_asset, good_act, good_box = (
+        trial[f"option_{good}_asset"],
+        trial[f"act_{good}"],
+        trial[f"box_{good}"],
+    )
+    bad_asset = (
+        partner["option_b_asset"] if partner["correct"] == "a" else partner["option_a_asset"]
+    )
+    bad_box = partner["box_b"] if partner["correct"] == "a" else partner["box_a"]
+    bad_act = _measure(ctx, trial["layer"], int(trial["channel"]), bad_asset)
+    flip = random.Random(stable_seed("none-catch", trial["trial_id"])).random() < 0.5
+    a, b = (
+        ((bad_asset, bad_act, bad_box), (good_asset, good_act, good_box))
+        if flip
+        else (
+            (good_asset, good_act, good_box),
+            (bad_asset, bad_act, bad_box),
+        )
+    )
+    base_act = float(trial["act_base"])
+    return {
+        "option_a_asset": a[0],
+        "act_a": a[1],
+        "box_a": a[2],
+        "option_b_asset": b[0],
+        "act_b": b[1],
+        "box_b": b[2],
+        "correct": "b" if flip else "a",
+        "rel_diff": abs(a[1] - b[1]) / abs(base_act) if base_act else float("nan"),
+    }
+
+
+def _measure(ctx, layer: str, channel: int, asset: str) -> float:
+    """The unit's activation on a served asset (decoded bytes)."""
+    from causalvis.images import pil_to_tensor
+    from causalvis.models import probe_tensor
+
+    x = pil_to_tensor(read_asset(ctx.paths, asset))[None]
+    return float(probe_tensor(ctx.model, x, [layer])[layer][0, channel])
+
+
+def run_sessions_stage(ctx) -> None:
+    paths: StudyPaths = ctx.paths
+    config = ctx.config
+    base = _base_trials(paths)
+    base["unit"] = base["layer"].astype(str) + ":" + base["channel"].astype(int).astype(str)
+    digest = _session_inputs_digest(paths, config)
+    if (
+        stamp_matches(paths, "sessions", digest)
+        and paths.sessions.is_file()
+        and paths.trials.is_file()
+    ):
+        log.info("sessions: up to date")
+        return
+
+    sc, cc = config.sessions, config.conditions
+    main_units, practice_units = _units(paths)
+    main_units = [u for u in main_units if u in set(base["unit"])]
+    if not main_units:
+        raise CausalvisError("no main unit has a trial: nothing to put into sessions")
+    image_sets = sorted(
+        int(b) for b in base.loc[base["unit"].isin(main_units), "image_set"].unique()
+    )
+    resolve = _ReferenceResolver(paths, config)
+    conditions = list(cc.names)
+
+    practice = select_practice(base, practice_units, sc.n_practice)
+    if sc.n_practice and len(practice) < sc.n_practice:
+        log.warning(
+            "sessions: only %d practice trials available (wanted %d)", len(practice), sc.n_practice
+        )
+    used_practice = set(practice["trial_id"])
+
+    rows: dict[str, dict] = {}
+
+    def add(row: dict) -> str:
+        rows.setdefault(row["trial_id"], row)
+        return row["trial_id"]
+
+    practice_ids: dict[str, list[str]] = {}
+    for condition in conditions:
+        ids = []
+        for _, trial in practice.iterrows():
+            refs = resolve(condition, trial["unit"], int(trial["image_set"]))
+            ids.append(add(_row(trial, "practice", condition, refs)))
+        practice_ids[condition] = ids
+
+    sessions = plan_sessions(
+        conditions,
+        image_sets,
+        main_units,
+        max_units_per_session=sc.max_units_per_session,
+        responses_per_cell=sc.responses_per_cell,
+        seed=config.seed + sc.seed,
+    )
+    missing_cells = 0
+    for session in sessions:
+        trial_ids = []
+        for unit in session.units:
+            match = base[(base["unit"] == unit) & (base["image_set"] == session.image_set)]
+            if match.empty:
+                missing_cells += 1
+                continue
+            trial = match.iloc[0]
+            refs = resolve(session.condition, unit, session.image_set)
+            trial_ids.append(add(_row(trial, "main", session.condition, refs)))
+        pool = catch_pool(
+            base,
+            main_units=set(session.units),
+            practice_units=practice_units,
+            used_practice=used_practice,
+            image_set=session.image_set,
+        )
+        for _, trial in select_catch(pool, sc.n_catch).iterrows():
+            if session.condition == "none":
+                override = _none_catch(ctx, base, trial)
+                if override is None:
+                    log.warning("sessions: no unrelated image for a `none` catch trial")
+                    continue
+                trial_ids.append(add(_row(trial, "catch", "none", [], **override)))
+                continue
+            refs = resolve(session.condition, trial["unit"], int(trial["image_set"]))
+            if sc.catch_rule == "query_in_references" and refs:
+                query_ref = trial["query_asset"]
+                refs = [*refs[:-1], query_ref]
+            trial_ids.append(add(_row(trial, "catch", session.condition, refs)))
+        session.trials = shuffled(trial_ids, config.seed, sc.seed, session.session_id)
+        session.practice = practice_ids[session.condition]
+    if missing_cells:
+        log.info(
+            "sessions: %d (unit, image set) cells have no trial (dropped by ground truth)",
+            missing_cells,
+        )
+
+    table = pd.DataFrame(list(rows.values()), columns=TRIAL_COLUMNS)
+    with atomic_path(paths.trials) as tmp:
+        table.to_csv(tmp, index=False)
+    examples = {}
+    for condition in conditions:
+        candidates = practice_ids[condition] or [
+            t for s in sessions if s.condition == condition for t in s.trials
+        ]
+        if candidates:
+            examples[condition] = candidates[0]
+    plan = {
+        "study": config.name,
+        "task": config.task,
+        "config_hash": config.digest(),
+        "conditions": conditions,
+        "sessions": [s.to_dict() for s in sessions],
+        "instructions_example": examples,
+        "n_participants_needed": int(sum(s.planned_participants for s in sessions)),
+    }
+    write_json(paths.sessions, plan)
+    _write_manifest(paths, config)
+    write_stamp(paths, "sessions", digest, n_sessions=len(sessions), n_trials=len(table))
+    counts = table["kind"].value_counts().to_dict()
+    log.info(
+        "sessions: %d sessions, %d participants needed, trials %s",
+        len(sessions),
+        plan["n_participants_needed"],
+        counts,
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_manifest(paths: StudyPaths, config) -> None:
+    assets = sorted(p.name for p in paths.assets.glob("*.png"))
+    write_json(
+        paths.manifest,
+        {
+            "study": config.name,
+            "software": "causalvis",
+            "software_version": __version__,
+            "config_hash": config.digest(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": {
+                "trials.csv": _sha256(paths.trials),
+                "bundle/sessions.json": _sha256(paths.sessions),
+                "study.toml": _sha256(paths.config),
+            },
+            "n_assets": len(assets),
+            "assets_digest": hashlib.sha256("\n".join(assets).encode()).hexdigest(),
+        },
+    )
+
+
+__all__ = ["TRIAL_COLUMNS", "run_sessions_stage"]

@@ -1,0 +1,135 @@
+"""A small but real study bundle in the format of docs/study-folder.md, for server tests.
+
+Independent of the study builder: PNGs drawn with PIL under content-hashed names, a
+trials.csv with ground truth, and a sessions.json over two conditions (``none`` without
+references) x two image sets, with practice and catch trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from causalvis.config import StudyConfig
+
+CONDITIONS = ("none", "natural")
+IMAGE_SETS = (0, 1)
+UNITS = [("blocks.2.1", 5), ("blocks.4.2", 17)]
+PRACTICE_UNIT = ("blocks.3.0", 2)
+CATCH_UNIT = ("blocks.5.3", 9)
+N_REFS = 3
+SIZE = 96
+
+
+def _png(seed: int, box: tuple[int, int, int, int] | None = None) -> bytes:
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (SIZE, SIZE), tuple(rnd.randrange(40, 215) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = rnd.randrange(SIZE), rnd.randrange(SIZE)
+        r = rnd.randrange(6, 22)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rnd.randrange(256) for _ in range(3)))
+    if box is not None:
+        patch = img.crop(box).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=patch)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _store(assets: Path, data: bytes) -> str:
+    name = hashlib.sha256(data).hexdigest()[:20] + ".png"
+    (assets / name).write_bytes(data)
+    return f"assets/{name}"
+
+
+def make_study(root: Path, *, planned: int = 1, abandon_after_minutes: float = 60.0) -> Path:
+    """Write STUDY/{study.toml, trials.csv, bundle/sessions.json, bundle/assets/*.png}."""
+    assets = root / "bundle" / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    cfg = StudyConfig(
+        name="servertest",
+        conditions={"names": list(CONDITIONS)},
+        server={
+            "abandon_after_minutes": abandon_after_minutes,
+            "prolific_completion_code": "C0MPLETE",
+            "prolific_failed_checks_code": "FA1LED",
+            "prolific_no_consent_code": "N0CONSENT",
+        },
+    )
+    cfg.save(root / "study.toml")
+    rows: list[dict] = []
+    box_a, box_b = (0, 0, 38, 38), (58, 58, 96, 96)
+
+    def base(kind: str, unit: tuple[str, int], image_set: int, seed: int) -> dict:
+        layer, channel = unit
+        correct = "a" if seed % 2 else "b"
+        return {
+            "base_trial_id": f"b{seed:04d}",
+            "kind": kind,
+            "unit": f"{layer}-c{channel:04d}",
+            "layer": layer,
+            "channel": channel,
+            "image_set": image_set,
+            "query_asset": _store(assets, _png(seed)),
+            "option_a_asset": _store(assets, _png(seed, box_a)),
+            "option_b_asset": _store(assets, _png(seed, box_b)),
+            "box_a": " ".join(map(str, box_a)),
+            "box_b": " ".join(map(str, box_b)),
+            "act_base": 2.0,
+            "act_a": 1.5 if correct == "a" else 0.5,
+            "act_b": 0.5 if correct == "a" else 1.5,
+            "correct": correct,
+            "rel_diff": 0.5,
+            "refs": [_store(assets, _png(seed * 100 + i)) for i in range(N_REFS)],
+        }
+
+    sessions = []
+    examples: dict[str, str] = {}
+    n = 0
+    for cond in CONDITIONS:
+        for image_set in IMAGE_SETS:
+            sid = f"s{len(sessions):04d}"
+            main, practice = [], []
+            for kind, units in (("practice", [PRACTICE_UNIT] * 2), ("main", UNITS),
+                                ("catch", [CATCH_UNIT])):  # fmt: skip
+                for j, unit in enumerate(units):
+                    seed = 1000 * (kind == "catch") + 100 * (kind == "practice") + 10 * j
+                    row = base(kind, unit, image_set, seed + image_set + 1)
+                    n += 1
+                    row["trial_id"] = f"t{n:04d}"
+                    row["condition"] = cond
+                    row["reference_assets"] = "" if cond == "none" else " ".join(row["refs"])
+                    rows.append(row)
+                    (practice if kind == "practice" else main).append(row["trial_id"])
+            random.Random(len(sessions)).shuffle(main)
+            sessions.append({"session_id": sid, "condition": cond, "image_set": image_set,
+                             "trials": main, "practice": practice,
+                             "planned_participants": planned})  # fmt: skip
+            examples.setdefault(cond, practice[0])
+    columns = ["trial_id", "base_trial_id", "kind", "condition", "unit", "layer", "channel",
+               "image_set", "query_asset", "option_a_asset", "option_b_asset",
+               "reference_assets", "box_a", "box_b", "act_base", "act_a", "act_b", "correct",
+               "rel_diff"]  # fmt: skip
+    with (root / "trials.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plan = {"study": "servertest", "task": "causal_occlusion", "config_hash": cfg.digest(),
+            "conditions": list(CONDITIONS), "sessions": sessions,
+            "instructions_example": examples,
+            "n_participants_needed": planned * len(sessions)}  # fmt: skip
+    (root / "bundle" / "sessions.json").write_text(json.dumps(plan, indent=2))
+    return root
+
+
+def truth(root: Path) -> dict[str, dict]:
+    """trial_id -> row of the private table (for checking what the server stored)."""
+    with (root / "trials.csv").open(newline="") as fh:
+        return {row["trial_id"]: row for row in csv.DictReader(fh)}
