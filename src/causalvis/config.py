@@ -129,6 +129,10 @@ class FeatureVisConfig(_Section):
     seed: int = 0
     maco_steps: int = Field(256, ge=1)
     maco_canvas: int = Field(512, ge=64)
+    also_render: list[str] = Field(
+        default_factory=list,
+        description="generated reference methods to render even if no condition uses them",
+    )
 
 
 class ConditionsConfig(_Section):
@@ -282,6 +286,7 @@ def preset(name: str, *, model: str | None = None, images: str | None = None) ->
                 "n_images": 9,
                 "maco_steps": 64,
                 "maco_canvas": 192,
+                "also_render": ["synthetic-maco"],
             },
             sessions={"n_catch": 1, "n_practice": 2, "max_units_per_session": 18},
         )

@@ -95,7 +95,7 @@ def test_sweep_equals_naive_forward_per_image(lite0, query):
     sweep = occlusion_sweep(lite0, occ, ["blocks.2.1", "blocks.1.1"], batch_size=7)
     assert sweep.acts["blocks.2.1"].shape == (5, 5, 40)
     assert sweep.acts["blocks.1.1"].shape == (5, 5, 24)
-    base = probe_tensor(lite0, uint8_to_tensor(query[None]), ["blocks.2.1"])["blocks.2.1"][0]
+    base = probe_tensor(lite0, uint8_to_tensor(query[None].copy()), ["blocks.2.1"])["blocks.2.1"][0]
     assert np.allclose(sweep.base["blocks.2.1"], base.numpy(), rtol=1e-5, atol=1e-5)
     for iy, ix in [(0, 0), (4, 4), (2, 3), (4, 0)]:  # includes both border positions
         y, x = grid.offsets[iy], grid.offsets[ix]

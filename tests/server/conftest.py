@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from server_bundle_factory import make_study
-
-ADMIN = "test-admin-token-0123456789"
+from server_bundle_factory import ADMIN, make_study
 
 
 def _database_urls() -> list:

@@ -23,8 +23,9 @@ IMAGE_SETS = (0, 1)
 UNITS = [("blocks.2.1", 5), ("blocks.4.2", 17)]
 PRACTICE_UNIT = ("blocks.3.0", 2)
 CATCH_UNIT = ("blocks.5.3", 9)
-N_REFS = 3
+N_REFS = 9
 SIZE = 96
+ADMIN = "test-admin-token-0123456789"  # admin token used by the server tests
 
 
 def _png(seed: int, box: tuple[int, int, int, int] | None = None) -> bytes:
@@ -73,7 +74,7 @@ def make_study(root: Path, *, planned: int = 1, abandon_after_minutes: float = 6
         return {
             "base_trial_id": f"b{seed:04d}",
             "kind": kind,
-            "unit": f"{layer}-c{channel:04d}",
+            "unit": f"{layer}:{channel}",
             "layer": layer,
             "channel": channel,
             "image_set": image_set,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ADMIN
-from server_bundle_factory import truth
+from server_bundle_factory import ADMIN, make_study, truth
+
+from causalvis.errors import CausalvisError
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -117,7 +118,7 @@ def test_abandoned_sessions_are_handed_out_again(tmp_path):
             assert got.session_id == gone
             assert db.query(Participant).filter_by(token=tokens[1]).one().status == "abandoned"
         # the abandoned participant may come back and continue
-        assert c.get(f"/api/v1/participants/{tokens[1]}").json()["state"]["status"] == "active"
+        assert c.get(f"/api/v1/participants/{tokens[1]}").json()["status"] == "active"
     app.state.engine.dispose()
 
 
@@ -142,7 +143,7 @@ def test_responses_validated_idempotent_and_stored(client, study):
     foreign = next(t for t in truth(study) if t not in {x["trial_id"] for x in body["trials"]})
     assert answer(client, token, foreign).status_code == 404
     assert answer(client, "bad-token", tid).status_code == 404
-    assert client.get(f"/api/v1/participants/{token}").json()["state"]["answered"] == []
+    assert client.get(f"/api/v1/participants/{token}").json()["answered"] == []
 
     r1 = answer(client, token, tid, "b", left_option="b", shown_at=1_790_000_000_000)
     assert r1.status_code == 200 and "correct" not in r1.json()
@@ -150,7 +151,7 @@ def test_responses_validated_idempotent_and_stored(client, study):
     r2 = answer(client, token, tid, "b", left_option="b")  # retried POST
     assert r2.status_code == 200 and r2.json() == r1.json()
     assert answer(client, token, tid, "a").status_code == 409  # a different answer
-    state = client.get(f"/api/v1/participants/{token}").json()["state"]
+    state = client.get(f"/api/v1/participants/{token}").json()
     assert state["answered"] == [tid]
     assert state["next"] == {"stage": "main", "trial_id": main[1]["trial_id"]}
     with client.app.state.experiment.sessions() as db:
@@ -170,6 +171,8 @@ def test_responses_validated_idempotent_and_stored(client, study):
 def test_practice_feedback_and_attempts(client, study):
     body = new(client).json()
     token = body["participant_token"]
+    practice = [t["trial_id"] for t in body["trials"] if t["kind"] == "practice"]
+    assert answer(client, token, practice[0]).status_code == 409  # no answers before consent
     client.post(f"/api/v1/participants/{token}/consent", json={"consent": True})
     client.post(f"/api/v1/participants/{token}/instructions", json={"instruction_time_s": 30})
     rows = truth(study)
@@ -180,13 +183,13 @@ def test_practice_feedback_and_attempts(client, study):
     assert r.json() == {"correct": False, "attempt": 1, "practice_passed": False}
     r = answer(client, token, practice[1], rows[practice[1]]["correct"])
     assert r.json()["correct"] is True and r.json()["practice_passed"] is False
-    state = client.get(f"/api/v1/participants/{token}").json()["state"]
+    state = client.get(f"/api/v1/participants/{token}").json()
     assert state["next"]["stage"] == "practice" and state["practice_attempts"] == 1
     assert answer(client, token, practice[0], attempt=3).status_code == 422  # skipping
     for tid in practice:
         r = answer(client, token, tid, rows[tid]["correct"], attempt=2)
     assert r.json() == {"correct": True, "attempt": 2, "practice_passed": True}
-    state = client.get(f"/api/v1/participants/{token}").json()["state"]
+    state = client.get(f"/api/v1/participants/{token}").json()
     assert state["next"]["stage"] == "main" and state["practice_attempts"] == 2
     assert answer(client, token, practice[0], attempt=3).status_code == 409
 
@@ -213,9 +216,7 @@ def test_finish_prolific_codes(client, study, catch_right, code):
         ok = rows[tid]["correct"]
         pick = ok if rows[tid]["kind"] != "catch" or catch_right else {"a": "b", "b": "a"}[ok]
         assert answer(client, token, tid, pick).status_code == 200
-    assert client.get(f"/api/v1/participants/{token}").json()["state"]["next"]["stage"] == (
-        "feedback"
-    )
+    assert client.get(f"/api/v1/participants/{token}").json()["next"]["stage"] == ("feedback")
     r = client.post(f"/api/v1/participants/{token}/finish", json={"feedback": "fine, thanks"})
     assert r.status_code == 200
     assert r.json()["completion_code"] == code
@@ -223,7 +224,7 @@ def test_finish_prolific_codes(client, study, catch_right, code):
     again = client.post(f"/api/v1/participants/{token}/finish", json={})
     assert again.json()["completion_code"] == code  # idempotent
     assert answer(client, token, mains[0]).status_code == 409
-    state = client.get(f"/api/v1/participants/{token}").json()["state"]
+    state = client.get(f"/api/v1/participants/{token}").json()
     assert state["next"]["stage"] == "finished" and state["status"] == "finished"
 
 
@@ -246,9 +247,10 @@ def test_mturk_preview_submit_and_local_code(client, study):
         answer(client, tok2, t["trial_id"])
     local = client.post(f"/api/v1/participants/{tok2}/finish").json()
     assert local["redirect_url"] is None and local["mturk_submit"] is None
-    assert local["completion_code"].startswith("CV-") and local["completion_code"] != r[
-        "completion_code"
-    ]
+    assert (
+        local["completion_code"].startswith("CV-")
+        and local["completion_code"] != r["completion_code"]
+    )
 
 
 def test_payload_validation_on_create(client):
@@ -311,6 +313,8 @@ def test_responses_frame_library_function(client, study, db_url):
     from causalvis.server import responses_frame
 
     frame = responses_frame(db_url if db_url.startswith("postgres") else None, study)
+    with pytest.raises(CausalvisError, match="no responses database"):
+        responses_frame(None, make_study(study.parent / "empty"))
     assert len(frame) == 3 and frame.iloc[-1].trial_id == body["trials"][2]["trial_id"]
     assert frame.practice_attempts.tolist() == [1, 1, 1]
 
@@ -338,3 +342,21 @@ def test_alembic_schema_is_at_head(client, db_url):
         if db_url == "sqlite" or db_url.startswith("sqlite"):
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert {"participants", "responses"} <= set(inspect(engine).get_table_names())
+
+
+def test_participants_of_an_earlier_build(client, study):
+    from sqlalchemy import update
+
+    from causalvis.server.db import Participant
+    from causalvis.server.run import banner
+
+    token = new(client, "old-1").json()["participant_token"]
+    with client.app.state.experiment.sessions() as db:
+        db.execute(update(Participant).values(session_id="s-gone"))
+        db.commit()
+    assert client.get(f"/api/v1/participants/{token}").status_code == 410
+    assert new(client, "old-1").status_code == 410
+    assert answer(client, token, "t0001").status_code == 410
+    prog = client.get("/api/v1/admin/progress", headers=AUTH)
+    assert prog.status_code == 200 and prog.json()["participants"]["total"] == 1
+    assert "1 participants of sessions not in this plan" in "\n".join(banner(client.app, "x"))

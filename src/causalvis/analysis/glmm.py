@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, sparse
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
-MAX_PARAMETERS = 4000
+MAX_PARAMETERS = 3000
 
 
 @dataclass
@@ -51,6 +52,11 @@ def fit_glmm(
 
     ``unit=None`` drops the unit intercept. Raises ValueError on unusable input.
     """
+    with threadpool_limits(limits=1):  # small dense solves: threads only add contention
+        return _fit(y, condition, participant, unit, reference, max_newton)
+
+
+def _fit(y, condition, participant, unit, reference: str, max_newton: int) -> GlmmResult:
     y = np.asarray(y, dtype=float)
     levels = [reference] + sorted(set(map(str, condition)) - {reference})
     if reference not in set(map(str, condition)):
@@ -124,17 +130,20 @@ def fit_glmm(
             bounds=[(-6.0, 3.0)] * n_vc,
         )
         log_sd = res.x
-        opt_ok, msg = bool(res.success), str(res.message)
+        opt_ok = bool(res.success)
+        msg = "" if opt_ok else f"variance-component optimiser: {res.message}"
     else:
         log_sd, opt_ok, msg = np.zeros(0), True, "no random effects"
     v, H, lap, newton_ok = inner(log_sd)
     cov = np.linalg.inv(H)[:q, :q]
     at_bound = [name for (name, _), s in zip(groups, log_sd, strict=True) if s <= -5.99 or s >= 2.99]
     converged = opt_ok and newton_ok and bool(np.all(np.isfinite(v)))
+    notes = [msg] if msg else []
     if not newton_ok:
-        msg += "; penalised Newton iterations did not converge"
+        notes.append("penalised Newton iterations did not converge")
     if at_bound:
-        msg += f"; variance of {', '.join(at_bound)} at its bound (singular fit)"
+        notes.append(f"variance of {', '.join(at_bound)} at its bound (singular fit)")
+    msg = "; ".join(notes)
     names = ["(intercept)"] + levels[1:]
     return GlmmResult(
         names=names,

@@ -23,8 +23,12 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 
 def resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``[n_boot, n]`` multinomial counts: how often each cluster is drawn per replicate."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    """``[n_boot, n]`` multinomial counts: how often each cluster is drawn per replicate.
+
+    Drawn as indices and counted with one bincount (``Generator.multinomial`` with a
+    size is ~20x slower)."""
+    idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
 def expanded_levels(n_clusters: int, level: float = 0.95) -> tuple[float, float]:

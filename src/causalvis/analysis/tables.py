@@ -95,10 +95,17 @@ def condition_table(
     return out, reps
 
 
+PAPER_ORDER = ("none", "natural", "synthetic", "mixed", "blur")
+
+
+def condition_order(names) -> list[str]:
+    """The paper's conditions in its order, then any others alphabetically."""
+    present = {str(n) for n in names}
+    return [c for c in PAPER_ORDER if c in present] + sorted(present - set(PAPER_ORDER))
+
+
 def _conditions(df: pd.DataFrame) -> list[str]:
-    order = ["none", "natural", "synthetic", "mixed", "blur"]
-    present = list(dict.fromkeys(df["condition"].astype(str)))
-    return [c for c in order if c in present] + sorted(c for c in present if c not in order)
+    return condition_order(df["condition"].unique())
 
 
 def grouped_accuracy(
@@ -123,10 +130,11 @@ def grouped_accuracy(
 
 
 def _plain(v: Any) -> Any:
+    """JSON-friendly group label; integral numbers (confidence 2.0) become ints."""
     if isinstance(v, np.integer):
         return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
+    if isinstance(v, float | np.floating):
+        return int(v) if float(v).is_integer() else float(v)
     return v
 
 

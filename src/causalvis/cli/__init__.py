@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app`` on import; heavy imports stay inside them.
-    from causalvis.cli import models_cmd, observe_cmd, study_cmd  # noqa: F401
+    from causalvis.cli import analyze_cmd, models_cmd, observe_cmd, serve_cmd, study_cmd  # noqa: F401
 
 
 def fail(message: str) -> None:

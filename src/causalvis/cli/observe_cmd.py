@@ -79,6 +79,9 @@ def simulate_command(
         for cond, row in out["accuracy_by_condition"].items():
             typer.echo(f"  {cond:<10} accuracy {row['accuracy']:.4f} "
                        f"({row['n_correct']}/{row['n_responses']}, {row['n_participants']} ppl)")
+        if pace == 0:
+            typer.echo("  note: --pace 0 answers instantly; the server's clock will flag these "
+                       "participants for the total-time exclusion")
         for err in out["errors"]:
             typer.echo(f"  error: {err}", err=True)
     if out["n_failed"]:

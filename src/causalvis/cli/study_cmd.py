@@ -39,12 +39,62 @@ def build_command(
     executor: str = typer.Option("local", "--executor", help="local | ray | slurm"),
     device: str | None = typer.Option(None, "--device", help="override model.device"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    retries: int = typer.Option(2, "--retries", help="retries per failed work item"),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch CPU threads per work item (same value: same bytes)"
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="local: worker processes (default: one per GPU, else 0)"
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="ray: cluster address (auto, ray://host:10001)"
+    ),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="ray: CPUs of a local Ray"),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="slurm"),
+    slurm_time: int | None = typer.Option(None, "--slurm-time", help="slurm: minutes per job"),
+    slurm_gpus: int | None = typer.Option(None, "--slurm-gpus", help="slurm: GPUs per job"),
+    slurm_mem: float | None = typer.Option(None, "--slurm-mem", help="slurm: GB per job"),
+    slurm_folder: str | None = typer.Option(None, "--slurm-folder", help="slurm: log folder"),
+    items_per_job: int | None = typer.Option(
+        None, "--items-per-job", help="slurm: work items per array task"
+    ),
 ) -> None:
     """Run the pipeline stages (scan, units, exemplars, blur, occlusion, trials,
     references, sessions), skipping finished work."""
+    from causalvis.compute import build_options
     from causalvis.study.build import build
 
+    given = {
+        "workers": workers,
+        "ray_address": ray_address,
+        "num_cpus": ray_cpus,
+        "partition": slurm_partition,
+        "time_min": slurm_time,
+        "gpus": slurm_gpus,
+        "mem_gb": slurm_mem,
+        "folder": slurm_folder,
+        "items_per_job": items_per_job,
+    }
+    labels = {
+        "workers": "--workers",
+        "ray_address": "--ray-address",
+        "num_cpus": "--ray-cpus",
+        "partition": "--slurm-partition",
+        "time_min": "--slurm-time",
+        "gpus": "--slurm-gpus",
+        "mem_gb": "--slurm-mem",
+        "folder": "--slurm-folder",
+        "items_per_job": "--items-per-job",
+    }
+    options = build_options(executor, retries=retries, threads=threads, labels=labels, **given)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    timings = build(study, stage or None, progress=not quiet, executor=executor, device=device)
+    timings = build(
+        study,
+        stage or None,
+        progress=not quiet,
+        executor=executor,
+        executor_options=options,
+        device=device,
+    )
     for name, seconds in timings.items():
         typer.echo(f"{name:<12} {seconds:8.1f} s")

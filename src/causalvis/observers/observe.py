@@ -117,16 +117,24 @@ def load_human_responses(
     ``causalvis analyze`` reports.
     """
     from causalvis.analysis.exclusion import apply_exclusions
-    from causalvis.analysis.load import join_trials, load_csv, load_study
+    from causalvis.analysis.load import canonicalize, join_trials, load_csv
 
     if responses_csv is not None:
         df = load_csv(responses_csv, mapping)
-        if paths.trials.is_file():
-            df = join_trials(df, pd.read_csv(paths.trials, dtype=str, keep_default_na=False))
     elif paths.database.is_file():
-        df = load_study(paths.root)
+        try:
+            from causalvis.server.export import responses_frame
+        except ImportError as exc:
+            log.warning("cannot read %s (%s): no human comparison", paths.database, exc)
+            return None
+        raw = responses_frame(None, paths.root)
+        if raw.empty:
+            return None
+        df = canonicalize(raw, {}, source=str(paths.database))
     else:
         return None
+    if paths.trials.is_file():
+        df = join_trials(df, pd.read_csv(paths.trials, dtype=str, keep_default_na=False))
     if df.empty or "trial_id" not in df.columns:
         return None
     cfg = None
@@ -284,6 +292,11 @@ def observe(
         from causalvis.config import StudyConfig
 
         cfg = StudyConfig.load(paths.config)
+        if cfg.task != "causal_occlusion":
+            raise CausalvisError(
+                f"{paths.config}: task is {cfg.task!r}; the machine observers implement the "
+                "causal occlusion task only"
+            )
         studied, study_name = cfg.model.name, cfg.name
     built, perceptual = make_observers(observers, studied_model=studied,
                                        perceptual_model=perceptual_model, device=device)

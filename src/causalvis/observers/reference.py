@@ -58,7 +58,7 @@ class PerceptualEmbedder:
         self._cache: dict[str, np.ndarray] = {}
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
         size = self.model.input_size
         if x.shape[1:] != (size, size):
             x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True,

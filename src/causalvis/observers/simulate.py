@@ -104,11 +104,12 @@ class SimulationResult:
     latencies_ms: list[float]
     retries: int
 
-    def accuracy_by_condition(self) -> dict[str, dict]:
-        """Main-trial accuracy pooled over responses (what the analysis computes)."""
+    def accuracy_by_condition(self, external_ids: set[str] | None = None) -> dict[str, dict]:
+        """Main-trial accuracy pooled over responses (what the analysis computes), over all
+        finished participants or those with the given external ids (e.g. the included)."""
         out: dict[str, dict] = {}
         for p in self.participants:
-            if p.error:
+            if p.error or (external_ids is not None and p.external_id not in external_ids):
                 continue
             row = out.setdefault(
                 p.condition, {"n_participants": 0, "n_responses": 0, "n_correct": 0}
@@ -284,7 +285,8 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
     if stored.is_file():
         table = pd.read_csv(stored, dtype=str, keep_default_na=False)
         table = table[table["observer"] == name]
-        if len(table):
+        # use the stored decisions only if they belong to this trials.csv (not stale)
+        if len(table) and set(table["trial_id"]) <= set(truth):
             return Strategy(name, truth, kinds, dict(zip(table["trial_id"], table["choice"],
                                                          strict=True)))
     from causalvis.config import StudyConfig

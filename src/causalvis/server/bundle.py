@@ -79,8 +79,16 @@ def _read_trials(path: Path, assets: Path) -> dict[str, Trial]:
     trials: dict[str, Trial] = {}
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        need = {"trial_id", "kind", "condition", "query_asset", "option_a_asset",
-                "option_b_asset", "reference_assets", "correct"}
+        need = {
+            "trial_id",
+            "kind",
+            "condition",
+            "query_asset",
+            "option_a_asset",
+            "option_b_asset",
+            "reference_assets",
+            "correct",
+        }
         missing = need - set(reader.fieldnames or [])
         if missing:
             raise CausalvisError(f"{path}: missing columns {', '.join(sorted(missing))}")

@@ -15,9 +15,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from causalvis.errors import CausalvisError
 from causalvis.server.bundle import StudyBundle, load_bundle
 from causalvis.server.db import Participant, Response, default_url, open_database
 from causalvis.server.summary import participant_label, summarize
+from causalvis.study.layout import StudyPaths
 
 COLUMNS = [
     "participant_id", "platform", "external_id", "session_id", "condition", "image_set",
@@ -92,6 +94,11 @@ def responses_frame(db_url: str | None, study_dir: str | Path) -> pd.DataFrame:
     ``db_url`` None means the study's default ``responses.sqlite``.
     """
     bundle = load_bundle(study_dir)
+    if db_url is None and not StudyPaths(Path(study_dir)).database.is_file():
+        raise CausalvisError(
+            f"no responses database at {StudyPaths(Path(study_dir)).database} "
+            "(run `causalvis serve` first, or pass --db URL)"
+        )
     engine, factory = open_database(db_url or default_url(study_dir))
     try:
         with factory() as db:

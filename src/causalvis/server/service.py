@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
@@ -76,6 +76,8 @@ class Experiment:
         p = db.scalar(select(Participant).where(Participant.token == token))
         if p is None:
             raise ApiError(404, "unknown participant token")
+        if p.session_id not in self.bundle.sessions:
+            raise ApiError(410, "this participation belongs to an earlier build of the study")
         return p
 
     def _responses(self, db: DbSession, p: Participant) -> list[Response]:
@@ -166,6 +168,10 @@ class Experiment:
                 )
             )
             if p is not None:
+                if p.session_id not in self.bundle.sessions:
+                    raise ApiError(
+                        410, "this participation belongs to an earlier build of the study"
+                    )
                 if p.finished_at is not None or p.status == "declined":
                     raise ApiError(409, "this participant has already taken part")
                 p.status, p.last_seen_at = "active", now
@@ -203,7 +209,7 @@ class Experiment:
             if p.status == "active":
                 p.last_seen_at = utcnow()
             db.commit()
-            return self._welcome(p, self._responses(db, p))
+            return self.state(p, self._responses(db, p))
 
     def set_consent(self, token: str, body: ConsentIn) -> dict:
         with self.sessions() as db:
@@ -250,6 +256,8 @@ class Experiment:
     def record_response(self, token: str, body: ResponseIn) -> dict:
         with self.sessions() as db:
             p = self._active(db, token)
+            if p.consent is not True:
+                raise ApiError(409, "consent first")
             sess = self.bundle.sessions[p.session_id]
             trial = self.bundle.trials.get(body.trial_id)
             in_session = body.trial_id in sess.trials or body.trial_id in sess.practice
@@ -312,8 +320,12 @@ class Experiment:
             attempts, passed = self._practice_state(p, self._responses(db, p))
             return {"correct": bool(row.correct), "attempt": row.attempt, "practice_passed": passed}
         sess = self.bundle.sessions[p.session_id]
-        n = len({r.trial_id for r in self._responses(db, p) if r.kind != "practice"})
-        return {"ok": True, "n_answered": n, "n_trials": len(sess.trials)}
+        n = db.scalar(
+            select(func.count(distinct(Response.trial_id))).where(
+                Response.participant_id == p.id, Response.kind != "practice"
+            )
+        )
+        return {"ok": True, "n_answered": int(n or 0), "n_trials": len(sess.trials)}
 
     # -- finishing -------------------------------------------------------------------
     def _completion(self, p: Participant) -> dict:
@@ -351,6 +363,13 @@ class Experiment:
             return result
 
     # -- admin -----------------------------------------------------------------------
+    def foreign_participants(self) -> int:
+        """Participants whose session is not in this plan (another or an older build)."""
+        with self.sessions() as db:
+            known = list(self.bundle.sessions)
+            query = select(func.count()).where(Participant.session_id.not_in(known))
+            return int(db.scalar(query.select_from(Participant)) or 0)
+
     def progress(self) -> dict:
         now = utcnow()
         abandon = timedelta(minutes=self.bundle.config.server.abandon_after_minutes)
@@ -393,7 +412,8 @@ class Experiment:
                     c["excluded"] += 1
                 c["n_main"] += s.n_main
                 c["n_main_correct"] += s.n_main_correct
-            n_trials = len(self.bundle.sessions[p.session_id].trials)
+            plan = self.bundle.sessions.get(p.session_id)
+            n_trials = len(plan.trials) if plan else None
             people.append({
                 "participant_id": s.participant_id, "platform": p.platform,
                 "external_id": p.external_id, "session_id": p.session_id,

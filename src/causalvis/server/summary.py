@@ -63,8 +63,10 @@ def summarize(
             s.left_choices += int(r.choice == r.left_option)
     if s.catch_accuracy is not None and s.catch_accuracy < rules.min_catch_accuracy:
         s.flags.append("catch_accuracy")
-    if p.finished_at is not None and s.total_time_s is not None and not (
-        rules.min_total_time_s <= s.total_time_s <= rules.max_total_time_s
+    if (
+        p.finished_at is not None
+        and s.total_time_s is not None
+        and not (rules.min_total_time_s <= s.total_time_s <= rules.max_total_time_s)
     ):
         s.flags.append("total_time")
     if p.instruction_time_s is not None and p.instruction_time_s < rules.min_instruction_time_s:

@@ -108,7 +108,7 @@ def blur_unit(ctx, unit, probe) -> None:
         if item.get("role", "max") != "max":
             continue
         with Image.open(natural / item["file"]) as img:
-            sharp = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            sharp = np.array(img.convert("RGB"), dtype=np.uint8)
         if sharp.shape[:2] != (size, size):
             raise CausalvisError(f"{natural / item['file']}: expected {size}x{size} pixels")
         blurred = blur_image(sharp, cfg.blur.kernel, cfg.blur.sigma)
@@ -119,7 +119,7 @@ def blur_unit(ctx, unit, probe) -> None:
         data = encode_png(Image.fromarray(composite(sharp, blurred, box)))
         atomic_write(out_dir / item["file"], data)
         with Image.open(io.BytesIO(data)) as img:
-            final = uint8_to_tensor(np.asarray(img.convert("RGB"), dtype=np.uint8))
+            final = uint8_to_tensor(np.array(img.convert("RGB"), dtype=np.uint8))
         ends = score(torch.stack([final, uint8_to_tensor(blurred)])).tolist()
         images.append({
             "file": item["file"], "image_set": item["image_set"], "index": item["index"],

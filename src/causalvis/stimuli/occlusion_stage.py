@@ -178,6 +178,9 @@ def run_occlusion_stage(ctx) -> None:
     from causalvis.stimuli.occlusion import occlusion_sweep
 
     paths, config = ctx.paths, ctx.config
+    if config.task != "causal_occlusion":
+        log.info("occlusion: skipped (task %s does not use occlusion)", config.task)
+        return
     items = plan(paths, config)
     todo = [
         it for it in items

@@ -33,6 +33,7 @@ from causalvis.stimuli.occlusion_stage import (
     load_result,
     load_units,
     make_occluder,
+    plan,
     result_path,
 )
 from causalvis.stimuli.trial_rule import Pair, rank_candidates, relative_difference, select_pair
@@ -182,30 +183,33 @@ def write_table(path: Path, rows: list[dict]) -> None:
 def run_trials_stage(ctx) -> None:
     """Build (or reuse) every (unit, image set) trial and write trials_base.csv."""
     paths: StudyPaths = ctx.paths
+    if ctx.config.task != "causal_occlusion":
+        log.info("trials: skipped (task %s has no occlusion trials)", ctx.config.task)
+        return
+    units = {u["key"]: u for u in load_units(paths)}
     rows: list[dict] = []
     counts: Counter = Counter()
-    total = 0
-    for unit in load_units(paths):
-        key = unit["key"]
-        for npz in sorted((paths.occlusion / key).glob("set*.npz"),
-                          key=lambda p: int(p.stem[3:])):
-            image_set = int(npz.stem[3:])
-            total += 1
-            cache = paths.stimuli / "trials" / key / f"set{image_set}.json"
-            stamp, digest = f"trials/{key}/set{image_set}", _digest(ctx, npz)
-            if cache.is_file() and stamp_matches(paths, stamp, digest):
-                cached = read_json(cache)
-                row, counts = cached["row"], counts + Counter(cached["drops"])
-            else:
-                item_counts: Counter = Counter()
-                row = build_trial(ctx, unit, image_set, load_result(npz), item_counts)
-                write_json(cache, {"row": row, "drops": dict(item_counts)})
-                write_stamp(paths, stamp, digest)
-                counts += item_counts
-            if row:
-                rows.append(row)
-    if total == 0:
-        raise CausalvisError(f"no occlusion maps under {paths.occlusion}: run the occlusion stage")
+    items = plan(paths, ctx.config)
+    total = len(items)
+    for item in items:
+        unit, image_set = units[item.key], item.image_set
+        key = item.key
+        npz = result_path(paths, key, image_set)
+        if not npz.is_file():
+            raise CausalvisError(f"{npz} not found: run `causalvis build --stage occlusion`")
+        cache = paths.stimuli / "trials" / key / f"set{image_set}.json"
+        stamp, digest = f"trials/{key}/set{image_set}", _digest(ctx, npz)
+        if cache.is_file() and stamp_matches(paths, stamp, digest):
+            cached = read_json(cache)
+            row, counts = cached["row"], counts + Counter(cached["drops"])
+        else:
+            item_counts: Counter = Counter()
+            row = build_trial(ctx, unit, image_set, load_result(npz), item_counts)
+            write_json(cache, {"row": row, "drops": dict(item_counts)})
+            write_stamp(paths, stamp, digest)
+            counts += item_counts
+        if row:
+            rows.append(row)
     base = paths.stimuli / "trials_base.csv"
     write_table(base, rows)
     atomic_write(paths.trials, base.read_bytes())

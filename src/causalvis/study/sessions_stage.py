@@ -29,6 +29,7 @@ from causalvis.study.layout import (
     atomic_path,
     read_json,
     stamp_matches,
+    unit_key,
     write_json,
     write_stamp,
 )
@@ -100,18 +101,19 @@ class _ReferenceResolver:
     """Reference assets per (condition, unit, image set), copied into the bundle once."""
 
     def __init__(self, paths: StudyPaths, config) -> None:
-        from causalvis.stimuli.methods import reference_files
+        from causalvis.stimuli.methods import reference_paths
 
         self.paths = paths
         self.config = config
-        self._files = reference_files
+        self._files = reference_paths
         self._cache: dict[tuple[str, str, int], list[str]] = {}
 
     def __call__(self, condition: str, unit: str, image_set: int) -> list[str]:
         key = (condition, unit, image_set)
         if key not in self._cache:
             layer, _, channel = unit.rpartition(":")
-            files = self._files(self.paths, self.config, condition, layer, int(channel), image_set)
+            key = unit_key(layer, int(channel))
+            files = self._files(self.paths, self.config, condition, key, image_set)
             self._cache[key] = [copy_asset(self.paths, f) for f in files]
         return self._cache[key]
 

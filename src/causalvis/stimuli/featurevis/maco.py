@@ -31,7 +31,13 @@ from causalvis.stimuli.featurevis.param import (
     per_image_randn,
     recorrelate_colors,
 )
-from causalvis.stimuli.featurevis.render import RenderResult, evaluate, frozen, image_seed
+from causalvis.stimuli.featurevis.render import (
+    RenderResult,
+    evaluate,
+    frozen,
+    image_seed,
+    memory_format,
+)
 
 
 def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:
@@ -39,7 +45,7 @@ def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:
     each resized to ``size``; raises ValueError if there are no images."""
     total, n = None, 0
     for arr in images:
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = decorrelate_colors(x - x.mean(dim=(2, 3), keepdim=True))
@@ -124,7 +130,8 @@ def render_maco(
     opt = torch.optim.NAdam(param.params, lr=settings.lr)
     history: list[float] = []
     size = model.input_size
-    with frozen(model), ActivationProbe(model, objective.layers, mode="map", grad=True) as probe:
+    probe = ActivationProbe(model, objective.layers, mode="map", grad=True, channels_last=True)
+    with frozen(model), memory_format(model, True), probe:
         bar = tqdm(range(1, settings.steps + 1), desc=settings.desc, disable=not settings.progress)
         for _ in bar:
             opt.zero_grad(set_to_none=True)

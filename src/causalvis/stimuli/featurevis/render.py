@@ -45,6 +45,12 @@ class RenderSettings:
     early_stop: int | None = None  # patience in steps (None = always run all steps)
     early_stop_tol: float = 1e-3  # relative improvement that resets the patience
     amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = True  # faster convolutions on CPU and GPU; restored afterwards
+    # False (Lucid): the model sees the transformed canvas at its own resolution. True: it is
+    # resized so content has the scale of the final image (canvas minus crop resized to the
+    # model's input size) - better matched to the probed image, (input / (canvas - 2 crop))^2
+    # times the compute when the canvas is small.
+    view_at_final_scale: bool = False
     progress: bool = False
     desc: str = "featurevis"
 
@@ -74,6 +80,22 @@ def model_view_size(canvas: int, crop: int, spec: TransformSpec, input_size: int
     final image (canvas minus crop resized to the model's input size)."""
     ratio = input_size / (canvas - 2 * crop)
     return max(8, int(round(spec.cropped_size(canvas) * ratio)))
+
+
+@contextlib.contextmanager
+def memory_format(model: torch.nn.Module, channels_last: bool):
+    """Run in channels-last layout if asked; put the model's original layout back after."""
+    conv = next((p for p in model.parameters() if p.dim() == 4), None)
+    was_cl = conv is not None and not conv.is_contiguous() and conv.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    if channels_last and not was_cl:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if channels_last and not was_cl:
+            model.to(memory_format=torch.contiguous_format)
 
 
 @contextlib.contextmanager
@@ -111,7 +133,7 @@ def render(
     device = model.device
     canvas = param.size
     spec = settings.transforms
-    if spec.out_size is None:
+    if spec.out_size is None and settings.view_at_final_scale:
         view = model_view_size(canvas, settings.crop, spec, model.input_size)
         spec = dataclasses.replace(spec, out_size=view)
     gens = make_generators([image_seed(s, "transforms") for s in seeds])
@@ -122,7 +144,10 @@ def render(
     history: list[float] = []
     best, since_best = -float("inf"), 0
     step = 0
-    with frozen(model), ActivationProbe(model, objective.layers, mode="map", grad=True) as probe:
+    probe = ActivationProbe(
+        model, objective.layers, mode="map", grad=True, channels_last=settings.channels_last
+    )
+    with frozen(model), memory_format(model, settings.channels_last), probe:
         bar = tqdm(range(1, settings.steps + 1), desc=settings.desc, disable=not settings.progress)
         for step in bar:
             opt.zero_grad(set_to_none=True)

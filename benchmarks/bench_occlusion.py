@@ -1,0 +1,242 @@
+"""Occlusion sweep: our batched, truncated sweep vs the reference code's way.
+
+Ours: every occluded image is built once (vectorized, uint8), run through the network
+truncated after the layer, and all channels are read, so K units of one layer cost one
+sweep. Reference (the original study code's way): for each unit separately, build each
+occluded image in numpy and run the **full** network on batches of 128, reading one
+unit. Both use the same grid, fill (own mean colour) and query image; the script checks
+that both give the same maps.
+
+    .venv/bin/python benchmarks/bench_occlusion.py                 # CPU, stride 16
+    .venv/bin/python benchmarks/bench_occlusion.py --device cuda --stride 2   # paper grid
+
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from causalvis.images import SampleSource
+from causalvis.models import load_model, resolve_layer
+from causalvis.models.layers import tap_module
+from causalvis.stimuli.occlusion import Grid, Occluder, occlusion_sweep
+from causalvis.stimuli.occlusion_incremental import IncrementalSweep
+
+
+class PeakRSS:
+    """Peak resident memory above the starting level, sampled every 2 ms (CPU runs)."""
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def __enter__(self) -> PeakRSS:
+        self._base = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self._base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float, object]:
+    """(seconds, peak MiB, result) of one call; GPU peak = max_memory_allocated."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return seconds, peak, out
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - t0
+    return seconds, mem.peak / 2**20, out
+
+
+def reference_sweep(model, image: np.ndarray, grid: Grid, layer: str, channel: int,
+                    batch_size: int = 128) -> np.ndarray:
+    """The reference way: per-image numpy occlusion, full forward, one unit."""
+    captured: list[torch.Tensor] = []
+    module, how = tap_module(model.net, layer)
+
+    def hook(_m, args, output=None):
+        t = args[0] if how == "pre" else output
+        captured.append(t[:, channel].float().mean(dim=(1, 2)).cpu())
+
+    handle = (module.register_forward_pre_hook(hook) if how == "pre"
+              else module.register_forward_hook(hook))
+    p = grid.patch
+    out = []
+    try:
+        positions = grid.positions()
+        for start in range(0, len(positions), batch_size):
+            batch = []
+            for y, x in positions[start : start + batch_size]:
+                img = image.copy()
+                colour = np.floor(image[y : y + p, x : x + p].reshape(-1, 3).mean(0) + 0.5)
+                img[y : y + p, x : x + p] = colour.astype(np.uint8)
+                batch.append(img)
+            x_t = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+            with torch.inference_mode():
+                model(x_t.to(model.device))
+            out.append(captured.pop())
+    finally:
+        handle.remove()
+    return torch.cat(out).numpy().reshape(grid.shape)
+
+
+def count_macs(model, layer: str | None) -> int:
+    """Multiply-accumulates of one image through conv/linear layers: the full network
+    (``layer=None``) or the forward truncated after ``layer`` (as our sweep runs it)."""
+    from causalvis.models import ActivationProbe
+
+    total = 0
+
+    def hook(mod, args, out):
+        nonlocal total
+        if isinstance(mod, torch.nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            k = mod.in_features
+        total += out[0].numel() * k
+
+    mods = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in mods]
+    x = torch.rand(1, 3, model.input_size, model.input_size, device=model.device)
+    try:
+        if layer is None:
+            with torch.inference_mode():
+                model(x)
+        else:
+            with ActivationProbe(model, [layer]) as probe:
+                probe.run(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--layer", default="blocks.3.2", help="a mid layer of lite0")
+    ap.add_argument("--stride", type=int, default=16, help="paper: 2 (68x68 positions)")
+    ap.add_argument("--patch-fraction", type=float, default=0.4)
+    ap.add_argument("--units", default="1,9", help="K values")
+    ap.add_argument("--batch-size", type=int, default=64, help="our sweep's batch")
+    ap.add_argument("--ref-batch-size", type=int, default=128)
+    ap.add_argument("--image", default="chelsea/s0.60/r1c1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="our sweep: best of N runs")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = load_model("lite0", device=device)
+    info = resolve_layer(model, args.layer)
+    image = SampleSource(model.input_size, model.crop_pct).load_array(args.image).copy()
+    grid = Grid.for_config(model.input_size, args.patch_fraction, args.stride)
+    ks = [int(k) for k in args.units.split(",")]
+    channels = np.random.default_rng(0).choice(info.channels, size=max(ks), replace=False)
+    n_pos = len(grid.positions())
+    print(f"lite0 {args.layer} ({info.channels} ch), {n_pos} positions "
+          f"(patch {grid.patch}px, stride {args.stride}), device {device}")
+
+    occ = Occluder(image, grid, fill="mean")
+    occlusion_sweep(model, occ, [args.layer], batch_size=8)  # warm-up (allocator, kernels)
+    runs = [measure(lambda: occlusion_sweep(model, occ, [args.layer],
+                                            batch_size=args.batch_size), device)
+            for _ in range(max(1, args.repeat))]
+    ours_s = min(r[0] for r in runs)
+    ours_mb = max(r[1] for r in runs)
+    sweep = runs[0][2]
+    macs_full, macs_trunc = count_macs(model, None), count_macs(model, args.layer)
+    print(f"MACs per image: full {macs_full / 1e6:.0f} M, truncated after {args.layer} "
+          f"{macs_trunc / 1e6:.0f} M ({macs_full / macs_trunc:.2f}x fewer)")
+    print(f"ours: one sweep, all {info.channels} channels: {ours_s:.2f} s, peak {ours_mb:.0f} MiB")
+
+    try:
+        inc = IncrementalSweep(model, args.layer)
+        inc.run(occ, batch_size=8)  # warm-up
+        inc_runs = [measure(lambda: inc.run(occ, batch_size=args.batch_size), device)
+                    for _ in range(max(1, args.repeat))]
+        inc_s = min(r[0] for r in inc_runs)
+        inc_mb = max(r[1] for r in inc_runs)
+        inc_err = float(np.abs(inc_runs[0][2][0] - sweep.acts[args.layer]).max())
+        print(f"incremental (Krypton-style, exact): {inc_s:.2f} s, peak {inc_mb:.0f} MiB, "
+              f"{ours_s / inc_s:.2f}x vs our plain sweep, max |diff| {inc_err:.1e}")
+    except NotImplementedError as exc:
+        inc_s = inc_mb = inc_err = None
+        print(f"incremental: not available ({exc})")
+
+    results = {}
+    ref_total = 0.0
+    ref_peak = 0.0
+    max_err = 0.0
+    done = 0
+    for k in sorted(ks):
+        for ch in channels[done:k]:
+            s, mb, ref_map = measure(
+                lambda ch=ch: reference_sweep(model, image, grid, args.layer, int(ch),
+                                              args.ref_batch_size), device)
+            ref_total += s
+            ref_peak = max(ref_peak, mb)
+            err = np.abs(ref_map - sweep.unit_map(args.layer, int(ch))).max()
+            max_err = max(max_err, float(err))
+        done = k
+        results[k] = ref_total
+        print(f"K={k}: reference {ref_total:.2f} s (full forward, one unit at a time) vs ours "
+              f"{ours_s:.2f} s -> speedup {ref_total / ours_s:.1f}x")
+    print(f"reference peak {ref_peak:.0f} MiB; max |ours - reference| = {max_err:.2e}")
+    summary = {
+        "model": "lite0", "layer": args.layer, "channels": info.channels,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": args.threads, "stride": args.stride, "patch": grid.patch,
+        "positions": n_pos, "ours_sweep_s": round(ours_s, 3),
+        "ours_per_image_ms": round(1000 * ours_s / n_pos, 3),
+        "ours_peak_mib": round(ours_mb, 1),
+        "reference_s": {str(k): round(v, 3) for k, v in results.items()},
+        "reference_peak_mib": round(ref_peak, 1),
+        "macs_full_m": round(macs_full / 1e6, 1), "macs_truncated_m": round(macs_trunc / 1e6, 1),
+        "flops_speedup_vs_reference": {str(k): round(k * macs_full / macs_trunc, 2)
+                                       for k in results},
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "incremental_sweep_s": None if inc_s is None else round(inc_s, 3),
+        "incremental_peak_mib": None if inc_mb is None else round(inc_mb, 1),
+        "incremental_gain_vs_ours": None if inc_s is None else round(ours_s / inc_s, 2),
+        "incremental_max_abs_diff": inc_err,
+        "speedup_vs_reference": {str(k): round(v / ours_s, 2) for k, v in results.items()},
+        "max_abs_diff": max_err,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

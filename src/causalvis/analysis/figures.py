@@ -1,0 +1,180 @@
+"""Publication figures from the summary dictionary (PNG for the report, PDF for papers).
+
+Every function takes plain summary data and returns a matplotlib Figure, so the figures
+can be re-drawn from ``summary.json`` alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+CHANCE = 0.5
+_COLORS = {"none": "#8c8c8c", "natural": "#1f77b4", "synthetic": "#d62728",
+           "mixed": "#9467bd", "blur": "#2ca02c"}
+_STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+}
+
+
+def ordered(conditions) -> list[str]:
+    """Conditions in the paper's order, others after, alphabetically."""
+    present = set(conditions)
+    known = [c for c in _COLORS if c in present]
+    return known + sorted(present - set(known))
+
+
+def color(cond: str, i: int = 0) -> str:
+    return _COLORS.get(cond, plt.get_cmap("tab10")((i + 5) % 10))
+
+
+def _reference_lines(ax, baseline: float | None) -> None:
+    ax.axhline(CHANCE, color="black", lw=0.8, ls=":", label="chance")
+    if baseline is not None and np.isfinite(baseline):
+        ax.axhline(baseline, color=_COLORS["none"], lw=0.8, ls="--", label="no-reference baseline")
+
+
+def accuracy_by_condition(conditions: dict[str, dict[str, Any]],
+                          observers: dict[str, Any] | None = None) -> Figure:
+    """Pooled accuracy per condition: 95 % bootstrap CI (thick) and ±2 SEM (thin caps)."""
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(1.2 + 0.75 * max(len(conditions), 2), 3.0))
+        names = list(conditions)
+        x = np.arange(len(names))
+        for i, name in enumerate(names):
+            c = conditions[name]
+            acc = c["accuracy"]
+            ax.bar(i, acc, width=0.6, color=color(name, i), alpha=0.85)
+            ax.errorbar(i - 0.08, acc, yerr=[[acc - c["ci_low"]], [c["ci_high"] - acc]],
+                        color="black", lw=1.6, capsize=0,
+                        label="95 % bootstrap CI" if i == 0 else None)
+            if np.isfinite(c.get("sem2") or np.nan):
+                ax.errorbar(i + 0.08, acc, yerr=c["sem2"], color="black", lw=0.7, capsize=3,
+                            label="±2 SEM (participants)" if i == 0 else None)
+        markers = iter("oDs^v<>Ph*")
+        for obs_name, obs in (observers or {}).items():
+            per = obs.get("conditions") or {}
+            pts = [(i, per[n]) for i, n in enumerate(names)
+                   if (per.get(n) or {}).get("accuracy") is not None]
+            if not pts:
+                continue
+            xs = np.array([i for i, _ in pts]) + 0.28
+            ys = np.array([c["accuracy"] for _, c in pts])
+            lo = np.array([c.get("ci_low") if c.get("ci_low") is not None else c["accuracy"]
+                           for _, c in pts])
+            hi = np.array([c.get("ci_high") if c.get("ci_high") is not None else c["accuracy"]
+                           for _, c in pts])
+            ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], ls="none", marker=next(markers, "o"),
+                        ms=4, mfc="white", mec="black", ecolor="0.4", elinewidth=0.7,
+                        label=f"machine: {obs_name} (95 % CI)")
+        _reference_lines(ax, conditions.get("none", {}).get("accuracy"))
+        ax.set_xticks(x, names)
+        ax.set_ylabel("proportion correct")
+        lows = [conditions[n]["ci_low"] for n in names if conditions[n]["ci_low"] is not None]
+        ax.set_ylim(min([0.3, *[v - 0.05 for v in lows]]), 1.0)
+        ax.set_title("Accuracy per condition")
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return fig
+
+
+def accuracy_by_group(rows: list[dict[str, Any]], by: str, baseline: float | None,
+                      title: str) -> Figure:
+    """Accuracy per ``by`` value (layer, confidence, …), one line per condition."""
+    with plt.rc_context(_STYLE):
+        values = sorted({r[by] for r in rows}, key=_sort_key)
+        fig, ax = plt.subplots(figsize=(max(3.2, 0.55 * len(values) + 1.5), 3.0))
+        conds = ordered(r["condition"] for r in rows)
+        n = len(conds)
+        for i, cond in enumerate(conds):
+            rs = {r[by]: r for r in rows if r["condition"] == cond}
+            xs = [j + (i - (n - 1) / 2) * 0.08 for j, v in enumerate(values) if v in rs]
+            ys = [rs[v]["accuracy"] for v in values if v in rs]
+            lo = [rs[v]["accuracy"] - rs[v]["ci_low"] for v in values if v in rs]
+            hi = [rs[v]["ci_high"] - rs[v]["accuracy"] for v in values if v in rs]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=3.5, lw=1.0, capsize=2,
+                        color=color(cond, i), label=cond)
+        _reference_lines(ax, baseline)
+        tilt = len(values) > 5 or max(len(str(v)) for v in values) > 6
+        ax.set_xticks(range(len(values)), [str(v) for v in values],
+                      rotation=30 if tilt else 0, ha="right" if tilt else "center",
+                      rotation_mode="anchor")
+        ax.set_xlabel(by.replace("_", " "))
+        ax.set_ylabel("proportion correct")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return fig
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    try:
+        return (0, float(v))
+    except (TypeError, ValueError):
+        return (1, str(v))
+
+
+def kappa_heatmap(kappa: dict[str, Any]) -> Figure:
+    """Observer × observer κ (or mean κ per group pair when there are many observers)."""
+    full = "kappa" in kappa
+    mat = np.array(kappa["kappa"] if full else kappa["group_mean_kappa"], dtype=float)
+    labels = kappa["observers"] if full else kappa["groups"]
+    if full:  # an observer's κ with itself is 1 by definition: leave it blank
+        np.fill_diagonal(mat, np.nan)
+    with plt.rc_context(_STYLE):
+        side = min(7.5, 2.2 + 0.16 * len(labels)) if full else 2.0 + 0.55 * len(labels)
+        fig, ax = plt.subplots(figsize=(side + 1.0, side))
+        im = ax.imshow(np.ma.masked_invalid(mat), cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6 if full else 8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6 if full else 8)
+        if not full or len(labels) <= 12:
+            for (i, j), v in np.ndenumerate(mat):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="Cohen's κ (error consistency)")
+        ax.set_title("Error consistency" + ("" if full else " (mean over observer pairs)"))
+        ax.spines[:].set_visible(True)
+        return fig
+
+
+def difficulty_plot(diff: dict[str, Any], baseline: float | None) -> Figure:
+    """Accuracy per rel_diff quantile bin (x = bin median), one line per condition."""
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(3.8, 3.0))
+        conds = ordered(b["condition"] for b in diff["bins"])
+        for i, cond in enumerate(conds):
+            bs = sorted((b for b in diff["bins"] if b["condition"] == cond),
+                        key=lambda b: b["rel_diff_median"])
+            x = [b["rel_diff_median"] for b in bs]
+            y = [b["accuracy"] for b in bs]
+            yerr = [[b["accuracy"] - b["ci_low"] for b in bs],
+                    [b["ci_high"] - b["accuracy"] for b in bs]]
+            rho = diff["spearman"].get(cond, {}).get("rho")
+            label = cond if rho is None or not np.isfinite(rho) else f"{cond} (ρ = {rho:.2f})"
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=3.5, lw=1.0, capsize=2,
+                        color=color(cond, i), label=label)
+        _reference_lines(ax, baseline)
+        ax.set_xlabel("relative activation difference (bin median)")
+        ax.set_ylabel("proportion correct")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_title("Difficulty")
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return fig
+
+
+def save(fig: Figure, folder: Path, name: str) -> dict[str, Path]:
+    """Write ``name.png`` (200 dpi) and ``name.pdf``; close the figure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"png": folder / f"{name}.png", "pdf": folder / f"{name}.pdf"}
+    fig.savefig(paths["png"], dpi=200, bbox_inches="tight")
+    fig.savefig(paths["pdf"], bbox_inches="tight")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,382 @@
+"""The whole analysis: exclusions → tables → contrasts → κ → difficulty → report files.
+
+``analyze_frame`` is pure (DataFrame in, summary dict out); ``write_report`` writes
+``summary.json``, ``figures/*.png|pdf`` and a self-contained ``index.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from causalvis import __version__
+from causalvis.analysis import figures, tables
+from causalvis.analysis.contrasts import compute_contrasts, mixed_model
+from causalvis.analysis.exclusion import apply_exclusions
+from causalvis.analysis.kappa import kappa_analysis, machine_observer_rows
+from causalvis.config import ExclusionConfig
+from causalvis.errors import CausalvisError
+
+
+@dataclass
+class AnalysisOptions:
+    n_boot: int = 2000
+    n_perm: int = 5000
+    seed: int = 0
+    level: float = 0.95
+    design: str = "auto"  # auto | participants | crossed
+    mixed_model: bool = True
+    min_common_trials: int = 5
+
+
+def analyze_frame(
+    df: pd.DataFrame,
+    *,
+    exclusion: ExclusionConfig | None = None,
+    observers: dict[str, Any] | None = None,
+    observer_trials: pd.DataFrame | None = None,
+    trials: pd.DataFrame | None = None,
+    options: AnalysisOptions | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Run every analysis on a canonical table (see :mod:`causalvis.analysis.load`)."""
+    # Small matrices only: one BLAS thread is faster and never oversubscribes shared cores.
+    with threadpool_limits(limits=1):
+        return _analyze(df, exclusion, observers, observer_trials, trials,
+                        options or AnalysisOptions(), source)
+
+
+def _analyze(
+    df: pd.DataFrame,
+    exclusion: ExclusionConfig | None,
+    observers: dict[str, Any] | None,
+    observer_trials: pd.DataFrame | None,
+    trials: pd.DataFrame | None,
+    opt: AnalysisOptions,
+    source: str,
+) -> dict[str, Any]:
+    if opt.design not in ("auto", "participants", "crossed"):
+        raise CausalvisError(f"--ci: unknown design {opt.design!r} (auto | participants | crossed)")
+    exclusion = exclusion or ExclusionConfig()
+    ex = apply_exclusions(df, exclusion)
+    main_all = df[df["is_main"]]
+    main = main_all[main_all["participant_id"].isin(ex.included)]
+    kinds = df["kind"].value_counts().to_dict()
+    summary: dict[str, Any] = {
+        "causalvis_version": __version__,
+        "source": source,
+        "settings": {**asdict(opt), "exclusion": exclusion.model_dump()},
+        "data": {
+            "n_rows": len(df),
+            "n_participants": int(df["participant_id"].nunique()),
+            "rows_by_kind": {str(k): int(v) for k, v in kinds.items()},
+            "n_catch_trials": int(df["is_catch"].sum()),
+            "n_main_trials_included": len(main),
+        },
+        "exclusions": ex.to_json(),
+    }
+    if main_all.empty:
+        raise CausalvisError(f"{source or 'responses'}: no main (non-catch) trials to analyse")
+    design = tables.choose_design(main_all) if opt.design == "auto" else opt.design
+    summary["settings"]["design_used"] = design
+    kw = {"n_boot": opt.n_boot, "seed": opt.seed, "level": opt.level}
+    if main.empty:
+        summary["conditions"] = {}
+        summary["contrasts"] = []
+        summary["note"] = "every participant was excluded; see conditions_without_exclusion"
+    else:
+        table, reps = tables.condition_table(main, design=design, **kw)
+        glmm = mixed_model(main, list(table)) if opt.mixed_model else None
+        summary["conditions"] = table
+        summary["contrasts"] = compute_contrasts(main, table, reps, n_perm=opt.n_perm,
+                                                 seed=opt.seed, level=opt.level, glmm=glmm)
+        if glmm is not None:
+            summary["mixed_model"] = {k: v for k, v in glmm.items() if k != "cov"} | {
+                "se": np.sqrt(np.diag(glmm["cov"])).tolist() if glmm.get("fitted") else None}
+    table_all, reps_all = tables.condition_table(main_all, design=design, **kw)
+    summary["conditions_without_exclusion"] = table_all
+    summary["contrasts_without_exclusion"] = compute_contrasts(
+        main_all, table_all, reps_all, n_perm=opt.n_perm, seed=opt.seed, level=opt.level)
+    data = main if not main.empty else main_all
+    bkw = {"n_boot": min(opt.n_boot, 1000), "seed": opt.seed}
+    summary["by_layer"] = tables.grouped_accuracy(data, "layer", **bkw)
+    summary["by_unit"] = tables.grouped_accuracy(data, "unit", **bkw)
+    summary["by_image_set"] = tables.grouped_accuracy(data, "image_set", **bkw)
+    summary["by_confidence"] = tables.confidence_table(data, **bkw)
+    summary["rt"] = tables.rt_table(data, **bkw)
+    summary["difficulty"] = tables.difficulty(data, **bkw)
+    machine = machine_observer_rows(observer_trials, trials) if observer_trials is not None \
+        else None
+    summary["kappa"] = kappa_analysis(data, machine, min_common=opt.min_common_trials)
+    if observers:
+        summary["observers"] = {
+            name: {"conditions": o.get("conditions", {})}
+            for name, o in observers.get("observers", {}).items()
+        }
+    return jsonable(summary)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types; NaN and infinities become null."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+# -- report files ---------------------------------------------------------------------------
+
+def make_figures(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """Draw every figure the summary has data for; returns name -> PNG path."""
+    conds = summary.get("conditions") or summary["conditions_without_exclusion"]
+    baseline = (conds.get("none") or {}).get("accuracy")
+    made: dict[str, Path] = {}
+    made["accuracy"] = figures.save(
+        figures.accuracy_by_condition(conds, summary.get("observers")), folder, "accuracy")["png"]
+    if summary.get("by_layer"):
+        fig = figures.accuracy_by_group(summary["by_layer"], "layer", baseline,
+                                        "Accuracy per layer")
+        made["layer"] = figures.save(fig, folder, "layer")["png"]
+    if summary.get("by_confidence"):
+        fig = figures.accuracy_by_group(summary["by_confidence"], "confidence", baseline,
+                                        "Accuracy by confidence")
+        made["confidence"] = figures.save(fig, folder, "confidence")["png"]
+    if summary.get("kappa", {}).get("available"):
+        made["kappa"] = figures.save(figures.kappa_heatmap(summary["kappa"]), folder,
+                                     "kappa")["png"]
+    if summary.get("difficulty", {}).get("available"):
+        made["difficulty"] = figures.save(
+            figures.difficulty_plot(summary["difficulty"], baseline), folder, "difficulty")["png"]
+    return made
+
+
+def write_report(summary: dict[str, Any], out: str | Path) -> Path:
+    """Write summary.json, figures and index.html into ``out``; returns index.html."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    pngs = make_figures(summary, out / "figures")
+    page = render_html(summary, {k: _embed(p) for k, p in pngs.items()})
+    (out / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"
+
+
+def _embed(png: Path) -> tuple[str, int]:
+    """Base64 of a figure and its display width in CSS px (figures are drawn at 200 dpi,
+    shown at 100 px per inch, so they stay sharp on high-density screens)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        width = im.width // 2
+    return base64.b64encode(png.read_bytes()).decode(), width
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v: Any, fmt: str = ".3g") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _conditions_table(conds: dict[str, Any]) -> str:
+    rows = [[n, _pct(c["accuracy"]), f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}",
+             "±" + _pct(c.get("sem2")), c.get("ci_method", ""), c["n_participants"],
+             c["n_trials"]] for n, c in conds.items()]
+    return _table(["condition", "accuracy %", "95 % CI %", "±2 SEM %", "CI over",
+                   "participants", "trials"], rows)
+
+
+def _img(b64: dict[str, tuple[str, int]], name: str, alt: str) -> str:
+    if name not in b64:
+        return ""
+    data, width = b64[name]
+    return (f'<figure><img alt="{html.escape(alt)}" width="{width}" '
+            f'src="data:image/png;base64,{data}"></figure>')
+
+
+def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
+    """One self-contained page: figures inline as base64, no external resources."""
+    ex = s["exclusions"]
+    parts = [f"<h1>causalvis analysis</h1><p class=meta>source: {html.escape(s.get('source', ''))}"
+             f" · {s['data']['n_participants']} participants, {s['data']['n_rows']} response rows"
+             f" · causalvis {html.escape(str(s.get('causalvis_version')))}</p>"]
+    if s.get("note"):
+        parts.append(f"<p class=warn>{html.escape(s['note'])}</p>")
+    parts.append("<h2>Accuracy per condition</h2><p>Proportion of correct answers on main "
+                 "trials (catch, practice and other trial kinds excluded), pooled over "
+                 "included participants. The 95 % interval is a bootstrap over participants "
+                 "(or over participants and units, crossed, when participants saw different "
+                 "units), widened for small samples (expanded percentile). ±2 SEM over "
+                 "per-participant accuracies is shown for comparison with the papers (thin "
+                 "error bars). Dotted line: chance (50 %); dashed: the no-reference baseline."
+                 "</p>")
+    parts.append(_img(b64, "accuracy", "accuracy per condition"))
+    if s.get("conditions"):
+        parts.append("<h3>Included participants</h3>" + _conditions_table(s["conditions"]))
+    parts.append("<h3>All participants (no exclusion)</h3>"
+                 + _conditions_table(s["conditions_without_exclusion"]))
+    parts.append("<h2>Exclusions</h2><p>A participant failing any criterion is excluded; a "
+                 "participant can fail several, so the counts need not add up. Criteria whose "
+                 "data are missing are marked not available (not passed).</p>")
+    rows = [[name, c["rule"], c["n_excluded"] if c["available"] else "not available: "
+             + c.get("reason", "")] for name, c in ex["criteria"].items()]
+    parts.append(_table(["criterion", "rule", "excluded"], rows))
+    parts.append(f"<p>{ex['n_excluded']} of {ex['n_participants']} participants excluded, "
+                 f"{ex['n_included']} included.</p>")
+    if s.get("contrasts"):
+        parts.append("<h2>Contrasts</h2><p>Each condition against <code>none</code> and "
+                     "<code>natural</code>. Difference of pooled accuracies with a bootstrap "
+                     "CI; p-values from a permutation test (participants shuffled between the "
+                     "two conditions) and from a mixed-effects logistic regression (random "
+                     "intercepts for participant and unit), each Holm-corrected over all "
+                     "contrasts. The verdict uses the Holm-corrected permutation test.</p>")
+        rows = [[f"{c['condition']} − {c['reference']}", f"{100 * c['difference']:+.1f}",
+                 f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}", _num(c["p_permutation"]),
+                 _num(c["p_permutation_holm"]), _num(c.get("p_glmm")),
+                 _num(c.get("p_glmm_holm"))] for c in s["contrasts"]]
+        parts.append(_table(["contrast", "diff (pp)", "95 % CI (pp)", "p perm", "p perm Holm",
+                             "p GLMM", "p GLMM Holm"], rows))
+        parts.append("<ul>" + "".join(f"<li>{html.escape(c['statement'])}</li>"
+                                      for c in s["contrasts"]) + "</ul>")
+        mm = s.get("mixed_model")
+        if mm:
+            if mm.get("fitted"):
+                sd = ", ".join(f"{k} {v:.2f}" for k, v in mm["sd_random"].items())
+                state = "converged" if mm["converged"] else "DID NOT CONVERGE"
+                parts.append(f"<p class=small>Mixed model <code>{html.escape(mm['model'])}"
+                             f"</code> ({html.escape(mm['method'])}): {state}; random-intercept "
+                             f"SDs (logit): {sd}. {html.escape(mm.get('message', ''))}</p>")
+            else:
+                parts.append(f"<p class=warn>Mixed model not fitted: "
+                             f"{html.escape(mm.get('message', ''))}</p>")
+    if "layer" in b64:
+        parts.append("<h2>Per layer</h2><p>Accuracy per layer of the unit, per condition "
+                     "(bootstrap over participants).</p>" + _img(b64, "layer", "per layer"))
+    if "confidence" in b64:
+        parts.append("<h2>Confidence</h2><p>Accuracy at each confidence level (1 = low). "
+                     "Calibrated observers are more accurate when more confident.</p>"
+                     + _img(b64, "confidence", "by confidence"))
+    if s.get("rt"):
+        rows = [[c, _num(r["mean_participant_median_ms"], ".0f"),
+                 f"{_num(r['ci_low'], '.0f')} – {_num(r['ci_high'], '.0f')}",
+                 _num(r["median_correct_ms"], ".0f"), _num(r["median_wrong_ms"], ".0f")]
+                for c, r in s["rt"].items()]
+        parts.append("<h2>Reaction times</h2><p>Mean over participants of each participant's "
+                     "median RT (ms), with a bootstrap CI.</p>"
+                     + _table(["condition", "RT ms", "95 % CI", "median correct",
+                               "median wrong"], rows))
+    k = s.get("kappa", {})
+    parts.append("<h2>Error consistency</h2>")
+    if k.get("available"):
+        parts.append(f"<p>Cohen's κ between the correctness of two observers on the trials both "
+                     f"saw (matched on <code>{html.escape(k['matched_on'])}</code>, at least "
+                     f"{k['min_common_trials']} shared trials): 0 = errors no more aligned "
+                     f"than the accuracies predict, 1 = identical errors. Machine observers "
+                     f"appear as <code>machine:NAME</code>.</p>" + _img(b64, "kappa", "kappa"))
+    else:
+        parts.append(f"<p>Not available: {html.escape(k.get('reason', ''))}.</p>")
+    d = s.get("difficulty", {})
+    parts.append("<h2>Difficulty</h2>")
+    if d.get("available"):
+        rho = "; ".join(f"{c}: ρ = {_num(v['rho'], '.2f')} (p = {_num(v['p'])}, "
+                        f"{v['n_items']} trials)" for c, v in d["spearman"].items())
+        parts.append("<p>Accuracy against the relative activation difference between the two "
+                     "options (quantile bins; larger = easier in principle). Spearman ρ "
+                     f"between a trial's difference and its accuracy: {html.escape(rho)}.</p>"
+                     + _img(b64, "difficulty", "difficulty"))
+    else:
+        parts.append(f"<p>Not available: {html.escape(d.get('reason', ''))}.</p>")
+    if s.get("observers"):
+        rows = [[name, c, _pct(v.get("accuracy")), f"{_pct(v.get('ci_low'))} – "
+                 f"{_pct(v.get('ci_high'))}", v.get("n_trials", "")]
+                for name, o in s["observers"].items() for c, v in o["conditions"].items()]
+        parts.append("<h2>Machine observers</h2><p>From <code>report/observers.json</code>.</p>"
+                     + _table(["observer", "condition", "accuracy %", "95 % CI %", "trials"],
+                              rows))
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 "
+             "1rem;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5rem 0 1rem;"
+             "font-size:.9rem}td,th{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:"
+             "right}td:first-child,th:first-child{text-align:left}figure{margin:.5rem 0}img{"
+             "max-width:100%;height:auto}.meta,.small{color:#666;font-size:.85rem}.warn{color:"
+             "#a40}code{background:#f3f3f3;padding:0 .2rem}")
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>causalvis analysis"
+            f"</title><style>{style}</style></head><body>" + "\n".join(parts) + "</body></html>")
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Path | None = None,
+                  exclusion: ExclusionConfig | None = None,
+                  options: AnalysisOptions | None = None) -> tuple[dict[str, Any], Path]:
+    """Analyse a study's responses (exclusion config: given, else the study's); write
+    STUDY/report/."""
+    from causalvis.analysis.load import load_study
+    from causalvis.config import StudyConfig
+    from causalvis.study.layout import StudyPaths
+
+    paths = StudyPaths(Path(study))
+    df = load_study(paths.root, db_url)
+    cfg = exclusion
+    if cfg is None and paths.config.is_file():
+        cfg = StudyConfig.load(paths.config).exclusion
+    return _finish(df, paths.root, out or paths.report, cfg, options, str(paths.root))
+
+
+def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
+                exclusion: ExclusionConfig | None = None, study: str | Path | None = None,
+                options: AnalysisOptions | None = None) -> tuple[dict[str, Any], Path]:
+    """Analyse any trial-level CSV; ``study`` (optional) adds its trials.csv and observers."""
+    from causalvis.analysis.load import join_trials, load_csv
+
+    df = load_csv(path, mapping)
+    root = Path(study) if study is not None else None
+    if root is not None and (root / "trials.csv").is_file():
+        df = join_trials(df, pd.read_csv(root / "trials.csv"))
+    return _finish(df, root, out, exclusion, options, str(path))
+
+
+def _finish(df: pd.DataFrame, root: Path | None, out: str | Path, cfg: ExclusionConfig | None,
+            options: AnalysisOptions | None, source: str) -> tuple[dict[str, Any], Path]:
+    observers = observer_trials = trials = None
+    if root is not None:
+        obs_path = root / "report" / "observers.json"
+        if obs_path.is_file():
+            try:
+                observers = json.loads(obs_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise CausalvisError(f"{obs_path}: invalid JSON: {exc}") from exc
+        ot = root / "report" / "observer_trials.csv"
+        if ot.is_file():
+            observer_trials = pd.read_csv(ot)
+        if (root / "trials.csv").is_file():
+            trials = pd.read_csv(root / "trials.csv")
+    summary = analyze_frame(df, exclusion=cfg, observers=observers,
+                            observer_trials=observer_trials, trials=trials, options=options,
+                            source=source)
+    return summary, write_report(summary, out)

@@ -1,0 +1,96 @@
+"""``causalvis analyze``: exclusions, accuracy with CIs, contrasts, κ, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from causalvis.cli import app, fail
+
+
+@app.command("analyze")
+def analyze_command(
+    study: Path | None = typer.Argument(
+        None, help="study folder (its database, trials.csv, observers.json, exclusion config)"
+    ),
+    db: str | None = typer.Option(None, "--db", help="database URL (default: STUDY's sqlite)"),
+    responses_csv: Path | None = typer.Option(
+        None, "--responses-csv", help="trial-level CSV to analyse instead of the database"
+    ),
+    mapping: str | None = typer.Option(
+        None, "--map", help="FIELD=COLUMN,... (canonical field -> CSV column)"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="report folder (default STUDY/report "
+                                    "or ./report)"),
+    n_boot: int = typer.Option(2000, "--n-boot", min=100, help="bootstrap replicates"),
+    n_perm: int = typer.Option(5000, "--n-perm", min=100, help="permutations per contrast"),
+    seed: int = typer.Option(0, "--seed"),
+    ci: str = typer.Option("auto", "--ci", help="auto | participants | crossed"),
+    no_mixed_model: bool = typer.Option(False, "--no-mixed-model", help="skip the GLMM"),
+    min_catch_accuracy: float | None = typer.Option(None, "--min-catch-accuracy"),
+    min_total_time: float | None = typer.Option(None, "--min-total-time", help="seconds"),
+    max_total_time: float | None = typer.Option(None, "--max-total-time", help="seconds"),
+    min_instruction_time: float | None = typer.Option(None, "--min-instruction-time",
+                                                      help="seconds"),
+    max_practice_attempts: int | None = typer.Option(None, "--max-practice-attempts"),
+    max_same_side_fraction: float | None = typer.Option(
+        None, "--max-same-side-fraction", help="1.0 = exclude only all-one-side responders"
+    ),
+) -> None:
+    """Analyse responses: a study's database, or any CSV with --responses-csv and --map."""
+    from pydantic import ValidationError
+
+    from causalvis.analysis.load import parse_map
+    from causalvis.analysis.report import AnalysisOptions, analyze_csv, analyze_study
+    from causalvis.config import ExclusionConfig, StudyConfig, format_validation_error
+
+    if study is None and responses_csv is None:
+        fail("give a STUDY folder or --responses-csv FILE")
+    if responses_csv is not None and db is not None:
+        fail("--db and --responses-csv are alternatives: give one")
+    if mapping and responses_csv is None:
+        fail("--map applies to --responses-csv only")
+    if study is not None and not study.is_dir():
+        fail(f"no study folder at {study}")
+    base = ExclusionConfig()
+    if study is not None and (study / "study.toml").is_file():
+        base = StudyConfig.load(study).exclusion
+    overrides = {k: v for k, v in {
+        "min_catch_accuracy": min_catch_accuracy, "min_total_time_s": min_total_time,
+        "max_total_time_s": max_total_time, "min_instruction_time_s": min_instruction_time,
+        "max_practice_attempts": max_practice_attempts,
+        "max_same_side_fraction": max_same_side_fraction,
+    }.items() if v is not None}
+    try:
+        exclusion = ExclusionConfig.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        fail(format_validation_error(exc, "exclusion options"))
+    options = AnalysisOptions(n_boot=n_boot, n_perm=n_perm, seed=seed, design=ci,
+                              mixed_model=not no_mixed_model)
+    if responses_csv is not None:
+        summary, page = analyze_csv(responses_csv, parse_map(mapping),
+                                    out=out or (study / "report" if study else Path("report")),
+                                    exclusion=exclusion, study=study, options=options)
+    else:
+        assert study is not None
+        summary, page = analyze_study(study, db_url=db, out=out, exclusion=exclusion,
+                                      options=options)
+    ex = summary["exclusions"]
+    typer.echo(f"participants: {ex['n_participants']} ({ex['n_excluded']} excluded)")
+    if summary.get("note"):
+        typer.echo(f"note: {summary['note']}")
+    for name, c in summary["conditions"].items():
+        typer.echo(f"{name:<12} {_pct(c['accuracy'])} %  95% CI [{_pct(c['ci_low'])}, "
+                   f"{_pct(c['ci_high'])}]  ±2SEM {_pct(c['sem2'])}  "
+                   f"n={c['n_participants']} participants, {c['n_trials']} trials")
+    for c in summary["contrasts"]:
+        typer.echo(c["statement"])
+    mm = summary.get("mixed_model")
+    if mm and not mm.get("converged"):
+        typer.echo(f"warning: mixed model did not converge: {mm.get('message', '')}")
+    typer.echo(f"report: {page}")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"

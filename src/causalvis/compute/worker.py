@@ -1,0 +1,150 @@
+"""What runs inside a worker process, whichever executor started it.
+
+:func:`execute_items` runs items one after the other, seeds every global generator from
+the item name (so stray randomness is still reproducible), turns exceptions into failed
+:class:`ItemResult` values, and writes the item's stamp only after its function returned.
+:func:`cached_model` keeps one model per (name, weights, device) per process, so a Ray
+worker or a SLURM job loads the network once and reuses it for every item it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from causalvis.compute.items import ItemContext, ItemResult, WorkItem
+from causalvis.study.layout import StudyPaths, write_stamp
+
+T = TypeVar("T")
+_MODELS: dict[tuple[str, str | None, str], Any] = {}
+_OTHER: dict[Hashable, Any] = {}
+_LOCK = threading.RLock()  # `cached` builders may call cached_model
+_LOADS = 0
+
+
+def cached_model(name: str, weights: str | None = None, device: str = "cpu"):
+    """``causalvis.models.load_model`` once per process for each (name, weights, device)."""
+    global _LOADS
+    key = (name, weights, str(device))
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            from causalvis.models import load_model
+
+            model = load_model(name, weights=weights, device=device)
+            _MODELS[key] = model
+            _LOADS += 1
+        return model
+
+
+def cached(key: Hashable, build: Callable[[], T]) -> T:
+    """Any other per-process resource (an image source, a parsed index): built once."""
+    with _LOCK:
+        if key not in _OTHER:
+            _OTHER[key] = build()
+        return _OTHER[key]
+
+
+def model_loads() -> int:
+    """How many models this process has built (tests check: once per worker)."""
+    return _LOADS
+
+
+def clear_model_cache() -> None:
+    global _LOADS
+    with _LOCK:
+        _MODELS.clear()
+        _OTHER.clear()
+        _LOADS = 0
+
+
+def _seed_globals(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+def set_threads(threads: int | None) -> int | None:
+    """Pin torch's intra-op threads (CPU float results depend on it); returns the old value."""
+    if threads is None:
+        return None
+    import torch
+
+    old = torch.get_num_threads()
+    if threads != old:
+        torch.set_num_threads(int(threads))
+    return old
+
+
+def execute_item(
+    root: str | Path, item: WorkItem, device: str = "cpu", threads: int | None = None
+) -> ItemResult:
+    """Run one item; never raises for the item's own errors (they become the result).
+
+    ``threads`` pins torch's CPU threads for the item: reductions split differently with
+    another thread count, so bitwise-equal CPU outputs need the same value everywhere.
+    """
+    ctx = ItemContext(Path(root), item, device)
+    t0 = time.perf_counter()
+    old_threads = set_threads(threads)
+    try:
+        func = item.resolve()
+        _seed_globals(ctx.seed)
+        value = func(ctx, **item.kwargs)
+        seconds = time.perf_counter() - t0
+        write_stamp(
+            StudyPaths(ctx.root),
+            item.name,
+            item.digest,
+            func=item.func,
+            outputs=sorted(set(ctx.outputs)),
+            seconds=round(seconds, 6),
+        )
+    except Exception as exc:  # noqa: BLE001 - reported by name to the driver
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return ItemResult(
+            item.name,
+            False,
+            time.perf_counter() - t0,
+            error=first + "\n" + traceback.format_exc(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+    finally:
+        set_threads(old_threads)
+    return ItemResult(
+        item.name, True, seconds, value=value, pid=os.getpid(), host=socket.gethostname()
+    )
+
+
+def execute_items(
+    root: str,
+    items: Sequence[WorkItem],
+    device: str = "cpu",
+    sys_path: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> list[ItemResult]:
+    """Entry point of remote workers: run ``items`` in order in this process.
+
+    ``sys_path`` carries the driver's import path, so item functions that live outside
+    the installed package (a user's plugin module, the tests) resolve on local workers.
+    """
+    for entry in reversed(list(sys_path or [])):
+        if entry not in sys.path and (entry == "" or os.path.isdir(entry)):
+            sys.path.insert(0, entry)
+    return [execute_item(root, item, device, threads) for item in items]

@@ -1,0 +1,72 @@
+"""Start the experiment server: build the app, print the links, hand over to uvicorn."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from causalvis.errors import CausalvisError
+from causalvis.server.platforms import participant_urls
+
+
+def banner(app, base_url: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The lines ``causalvis serve`` prints: participant links, admin link and token."""
+    urls = participant_urls(base_url)
+    admin = app.state.admin
+    lines = [
+        f"study      {app.state.experiment.bundle.name}  "
+        f"({len(app.state.experiment.bundle.sessions)} sessions)",
+        f"database   {app.state.engine.url.render_as_string(hide_password=True)}",
+        f"local/lab  {urls['local']}",
+        f"Prolific   {urls['prolific']}",
+        f"MTurk      {urls['mturk']}   (ExternalQuestion URL; MTurk appends assignmentId etc.)",
+        f"admin      {base_url.rstrip('/')}/admin",
+    ]
+    if admin.new_token:
+        lines.append(f"admin token {admin.new_token}   (shown once; only its hash is stored)")
+    elif admin.source == "file":
+        lines.append("admin token set on first start (set CAUSALVIS_ADMIN_TOKEN to choose one)")
+    else:
+        lines.append(f"admin token from {admin.source}")
+    foreign = app.state.experiment.foreign_participants()
+    if foreign:
+        lines.append(
+            f"warning    the database holds {foreign} participants of sessions not in this plan "
+            "(a rebuilt study or another study): use one database per study build"
+        )
+    if app.state.web_dist is None:
+        lines.append("warning    web front end not built: run `make setup` (npm run build in web/)")
+    return lines
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(
+    study_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    db_url: str | None = None,
+    public_url: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Run ``causalvis serve`` until interrupted."""
+    import uvicorn
+
+    from causalvis.server.app import create_app
+
+    if not _port_free(host, port):
+        raise CausalvisError(f"--port {port}: already in use on {host}")
+    app = create_app(study_dir, db_url)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    for line in banner(app, public_url or f"http://{shown}:{port}"):
+        echo(line)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

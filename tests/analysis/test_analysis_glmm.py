@@ -1,0 +1,97 @@
+"""The mixed-effects logistic regression on small simulated data (it is the slow part)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from causalvis.analysis.contrasts import compute_contrasts, mixed_model, pairs
+from causalvis.analysis.glmm import fit_glmm
+from causalvis.analysis.load import canonicalize
+from causalvis.analysis.simulate import logit_location, simulate_responses
+from causalvis.analysis.tables import condition_table
+
+SD_P, SD_U = 0.5, 0.7
+
+
+def _sim(acc: dict[str, float], seed: int, n_participants: int = 15):
+    df, _ = simulate_responses(acc, n_participants=n_participants, n_units=12,
+                               sd_participant=SD_P, sd_unit=SD_U, n_catch=0, seed=seed)
+    return canonicalize(df, {})
+
+
+def _true_log_odds(acc: dict[str, float], cond: str, ref: str) -> float:
+    sd = float(np.hypot(SD_P, SD_U))
+    return logit_location(acc[cond], sd) - logit_location(acc[ref], sd)
+
+
+def test_glmm_standard_errors_are_calibrated():
+    """z = (estimate - truth) / SE must be ~N(0, 1) across simulated studies: a fit that
+    ignored the random intercepts' uncertainty (e.g. mean-field VB) gives SD(z) ~ 2."""
+    acc = {"none": 0.6, "synthetic": 0.72}
+    truth = _true_log_odds(acc, "synthetic", "none")
+    zs = []
+    for seed in range(24):
+        d = _sim(acc, seed)
+        res = fit_glmm(d["correct"].to_numpy(float), d["condition"].to_numpy(str),
+                       d["participant_id"].to_numpy(str), d["unit"].to_numpy(str), "none")
+        assert res.converged, res.message
+        i = res.names.index("synthetic")
+        zs.append((res.coef[i] - truth) / np.sqrt(res.cov[i, i]))
+    zs = np.array(zs)
+    assert abs(zs.mean()) < 0.6
+    assert 0.6 < zs.std(ddof=1) < 1.45
+
+
+def test_glmm_recovers_variance_components_roughly():
+    d = _sim({"none": 0.6, "natural": 0.7}, seed=3, n_participants=40)
+    res = fit_glmm(d["correct"].to_numpy(float), d["condition"].to_numpy(str),
+                   d["participant_id"].to_numpy(str), d["unit"].to_numpy(str), "none")
+    assert res.converged
+    assert 0.2 < res.sd_random["participant"] < 0.9
+    assert 0.3 < res.sd_random["unit"] < 1.3
+
+
+def test_glmm_reports_singular_fit_instead_of_failing():
+    # No participant variability at all: the participant SD runs to its bound; the fit
+    # must say so rather than pretend.
+    rng = np.random.default_rng(0)
+    n = 600
+    cond = np.repeat(["none", "natural"], n // 2)
+    part = np.repeat([f"p{i}" for i in range(30)], n // 30)
+    y = (rng.random(n) < np.where(cond == "none", 0.6, 0.7)).astype(float)
+    res = fit_glmm(y, cond, part, None, "none")
+    assert "participant" in res.sd_random
+    assert res.sd_random["participant"] < 0.2
+    if res.sd_random["participant"] < 0.01:
+        assert "singular" in res.message
+
+
+def test_contrasts_combine_bootstrap_permutation_and_glmm():
+    acc = {"none": 0.55, "natural": 0.75, "synthetic": 0.56}
+    d = _sim(acc, seed=4, n_participants=25)
+    table, reps = condition_table(d[d["is_main"]], n_boot=500, seed=0)
+    glmm = mixed_model(d[d["is_main"]], list(table))
+    assert glmm["converged"], glmm["message"]
+    out = compute_contrasts(d[d["is_main"]], table, reps, n_perm=999, seed=0, glmm=glmm)
+    assert [(c["condition"], c["reference"]) for c in out] == pairs(list(table))
+    by = {(c["condition"], c["reference"]): c for c in out}
+    big = by[("natural", "none")]
+    assert big["significant"] and big["p_glmm_holm"] < 0.05 and big["ci_low"] > 0
+    assert "significantly higher" in big["statement"]
+    small = by[("synthetic", "none")]
+    assert not small["significant"]
+    assert "not significant" in small["statement"] and "not evidence" in small["statement"]
+    # Contrast vs natural is read from the same fit's covariance.
+    vs_nat = by[("synthetic", "natural")]
+    assert vs_nat["glmm_log_odds_ratio"] == pytest.approx(
+        glmm["coef"][glmm["names"].index("synthetic")]
+        - glmm["coef"][glmm["names"].index("natural")])
+    # Holm-adjusted p-values are never below the raw ones.
+    assert all(c["p_permutation_holm"] >= c["p_permutation"] for c in out)
+
+
+def test_pairs_skip_duplicates_and_missing_references():
+    assert pairs(["none", "natural", "blur"]) == [("natural", "none"), ("blur", "none"),
+                                                  ("blur", "natural")]
+    assert pairs(["synthetic", "blur"]) == []

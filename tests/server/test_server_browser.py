@@ -1,0 +1,322 @@
+"""A real participant in a real browser: Debian chromium driven by Playwright.
+
+Consent, instructions with the worked example, browser check and fullscreen, a failed and a
+passed practice round, all main and catch trials with a reload in the middle, the feedback
+question and the completion page. Afterwards the database must hold exactly one row per
+trial with what was clicked. Screenshots of every screen type go to test-artifacts/server/.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from server_bundle_factory import ADMIN, make_study, truth
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "server"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    import uvicorn
+
+    from causalvis.server import create_app, find_web_dist
+
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium is not installed (make browser-deps installs it as root)")
+    if find_web_dist() is None:
+        pytest.skip("web/dist is not built (make setup runs npm install + npm run build)")
+    study = make_study(tmp_path / "study")
+    app = create_app(study, admin_token=ADMIN)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", study, app
+    server.should_exit = True
+    thread.join(timeout=10)
+    app.state.engine.dispose()
+
+
+def _register(base: str, external_id: str) -> None:
+    import httpx
+
+    body = {"platform": "local", "external_id": external_id}
+    assert httpx.post(f"{base}/api/v1/participants", json=body).status_code == 201
+
+
+def _all_images_loaded(page, scope: str) -> int:
+    images = page.locator(f"{scope} img")
+    images.first.wait_for()
+    for img in images.all():
+        img.evaluate("i => i.complete || new Promise(r => i.addEventListener('load', r))")
+        assert img.evaluate("i => i.naturalWidth > 0"), img.get_attribute("src")
+    return images.count()
+
+
+class Participant:
+    """Clicks through the experiment, remembering what it answered."""
+
+    def __init__(self, page, rows: dict[str, dict]):
+        self.page = page
+        self.rows = rows
+        self.clicked: dict[str, dict] = {}  # main/catch trial id -> what was clicked
+        self.practice: list[tuple[str, str, bool]] = []
+        self.shots: set[str] = set()
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        self.shots.add(name)
+
+    def button(self, text: str) -> None:
+        self.page.get_by_role("button", name=text, exact=True).click()
+
+    def answer(self, *, right: bool, confidence: int, shot: str | None = None) -> str:
+        trial = self.page.locator(".cv-trial").first
+        trial.wait_for()
+        tid = trial.get_attribute("data-trial-id")
+        truth_ = self.rows[tid]["correct"]
+        option = truth_ if right else {"a": "b", "b": "a"}[truth_]
+        left = self.page.locator('.cv-btn[data-side="left"]').first.get_attribute("data-option")
+        n_images = _all_images_loaded(self.page, ".cv-trial")
+        assert n_images == 3 + len(self.rows[tid]["reference_assets"].split()), tid
+        if shot:
+            self.shot(shot)
+        self.page.locator(
+            f'.cv-btn[data-option="{option}"][data-confidence="{confidence}"]'
+        ).click()
+        record = {"choice": option, "confidence": confidence, "left_option": left}
+        if self.rows[tid]["kind"] == "practice":
+            self.practice.append((tid, option, right))
+        else:
+            self.clicked[tid] = record
+        return tid
+
+
+def test_participant_flow_end_to_end(live_server):
+    from playwright.sync_api import expect, sync_playwright
+    from sqlalchemy import select
+
+    from causalvis.server.db import Participant as P
+    from causalvis.server.db import Response
+
+    base, study, app = live_server
+    rows = truth(study)
+    url = f"{base}/?participant=lab-e2e"
+    # Someone else takes the first (`none`) session: lab-e2e gets one with references.
+    _register(base, "someone-else")
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15000)
+        who = Participant(page, rows)
+        page.goto(url)
+
+        expect(page.get_by_text("Consent to participate")).to_be_visible()
+        who.shot("01-consent")
+        page.click("#cv-consent-yes")
+        expect(page.get_by_text("Computers recognise images")).to_be_visible()
+        who.shot("02-instructions")
+        page.click("#jspsych-instructions-next")
+        expect(page.get_by_role("heading", name="Your task")).to_be_visible()
+        page.click("#jspsych-instructions-next")
+        expect(page.locator(".cv-example .cv-highlight")).to_have_count(1)
+        _all_images_loaded(page, ".cv-example")
+        who.shot("03-worked-example")
+        page.click("#jspsych-instructions-next")
+        page.click("#jspsych-instructions-next")
+        expect(page.locator("#jspsych-fullscreen-btn")).to_be_visible()
+        who.shot("04-fullscreen")
+        page.click("#jspsych-fullscreen-btn")
+
+        # practice round 1: one wrong answer -> repeat
+        who.button("Start practice")
+        who.answer(right=False, confidence=2, shot="05-practice-trial")
+        expect(page.locator(".cv-fb-bad")).to_be_visible()
+        who.shot("06-practice-feedback-wrong")
+        who.button("Continue")
+        who.answer(right=True, confidence=3)
+        expect(page.locator(".cv-fb-ok")).to_be_visible()
+        who.button("Continue")
+        expect(page.get_by_text("1 of 2 correct")).to_be_visible()
+        who.shot("07-practice-repeat")
+        who.button("Continue")
+        # practice round 2: all right
+        expect(page.get_by_role("heading", name="Practice again")).to_be_visible()
+        who.button("Start practice")
+        for _ in range(2):
+            who.answer(right=True, confidence=3)
+            who.button("Continue")
+        expect(page.get_by_role("heading", name="Well done")).to_be_visible()
+        who.button("Continue")
+
+        expect(page.get_by_role("heading", name="Main part")).to_be_visible()
+        who.button("Begin")
+        first = who.answer(right=True, confidence=1, shot="08-main-trial")
+        page.locator(f'.cv-trial[data-trial-id="{first}"]').wait_for(state="detached")
+        expect(page.locator(".cv-trial")).to_be_visible()
+
+        # connection drop + reload midway: the page resumes at the first unanswered trial
+        page.reload()
+        page.click("#jspsych-fullscreen-btn")  # the browser check and fullscreen come again
+        expect(page.get_by_role("heading", name="Welcome back")).to_be_visible()
+        who.shot("09-resume")
+        who.button("Begin")
+        # the connection drops twice while the next answer is sent: it is retried, not lost
+        drops = {"left": 2, "posts": 0}
+
+        def flaky(route):
+            drops["posts"] += 1
+            if drops["left"] > 0:
+                drops["left"] -= 1
+                return route.abort("internetdisconnected")
+            return route.continue_()
+
+        page.route("**/api/v1/participants/*/responses", flaky)
+        seen_after_reload = [who.answer(right=True, confidence=2)]
+        expect(page.locator(".cv-trial")).to_have_attribute(
+            "data-trial-id", re.compile(r"^(?!" + re.escape(seen_after_reload[0]) + r"$)")
+        )
+        assert drops == {"left": 0, "posts": 3}
+        page.unroute("**/api/v1/participants/*/responses")
+        seen_after_reload.append(who.answer(right=False, confidence=2, shot="10-main-trial-2"))
+        assert first not in seen_after_reload
+        page.fill("#cv-feedback", "Clear instructions, thanks.")
+        who.shot("11-feedback-question")
+        page.click("#jspsych-survey-html-form-next")
+        expect(page.locator("#cv-code")).to_be_visible()
+        who.shot("12-completion")
+        code = page.locator("#cv-code").inner_text().strip()
+        # the admin dashboard (logged in with the token)
+        admin = browser.new_page(viewport={"width": 1280, "height": 800})
+        admin.goto(f"{base}/admin")
+        admin.fill("#token", ADMIN)
+        admin.click("#go")
+        expect(admin.locator("#participants")).to_contain_text("lab-e2e")
+        admin.screenshot(path=str(ARTIFACTS / "13-admin-dashboard.png"), full_page=True)
+        # the smallest allowed window still shows the whole trial without scrolling
+        _register(base, "someone-else-2")  # so that lab-small, too, sees references
+        small = browser.new_page(viewport={"width": 940, "height": 600})
+        small.goto(f"{base}/?participant=lab-small")
+        small.click("#cv-consent-yes")
+        for _ in range(4):
+            small.click("#jspsych-instructions-next")
+        small.click("#jspsych-fullscreen-btn")
+        small.get_by_role("button", name="Start practice").click()
+        small.locator(".cv-trial").wait_for()
+        small.screenshot(path=str(ARTIFACTS / "14-trial-940x600.png"))
+        box = small.locator(".cv-btn").last.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 600
+        assert small.locator(".cv-ref-grid img").count() == 9
+        browser.close()
+
+    assert not errors, errors
+    with app.state.experiment.sessions() as db:
+        p = db.scalar(select(P).where(P.external_id == "lab-e2e"))
+        responses = list(db.scalars(select(Response).where(Response.participant_id == p.id)))
+    assert p.status == "finished" and p.consent is True and p.completion_code == code
+    assert p.feedback == "Clear instructions, thanks."
+    assert p.instruction_time_s is not None and p.instruction_time_s > 0
+    assert (p.window_width, p.window_height) == (1280, 800)
+    session_trials = app.state.experiment.bundle.sessions[p.session_id].trials
+    main = [r for r in responses if r.kind != "practice"]
+    assert sorted(r.trial_id for r in main) == sorted(session_trials)  # exactly one row each
+    assert {r.kind for r in main} == {"main", "catch"}
+    assert p.condition == "natural"
+    for r in main:
+        want = who.clicked[r.trial_id]
+        assert (r.choice, r.confidence, r.left_option) == (
+            want["choice"],
+            want["confidence"],
+            want["left_option"],
+        )
+        assert r.correct == (rows[r.trial_id]["correct"] == r.choice)
+        assert r.session_id == p.session_id and r.attempt == 1
+        assert 0 < r.rt_ms < 120_000 and r.shown_at <= r.answered_at
+    practice = sorted((r.attempt, r.trial_id, r.correct) for r in responses if r.kind == "practice")
+    assert [a for a, _, _ in practice] == [1, 1, 2, 2]
+    assert [c for a, _, c in practice if a == 1].count(False) == 1
+    assert all(c for a, _, c in practice if a == 2)
+    for name in ("01-consent", "03-worked-example", "05-practice-trial", "08-main-trial"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 5000
+
+
+def test_platform_entry_screens(live_server):
+    """Lab id entry, MTurk preview (no participant created), Prolific no-consent redirect."""
+    from playwright.sync_api import expect, sync_playwright
+    from sqlalchemy import func, select
+
+    from causalvis.server.db import Participant as P
+
+    base, _study, app = live_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(15000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+        page.goto(f"{base}/")
+        page.fill("#cv-pid", "LAB-042")
+        page.screenshot(path=str(ARTIFACTS / "20-lab-id-entry.png"))
+        page.click("#jspsych-survey-html-form-next")
+        expect(page.locator("#cv-consent-yes")).to_be_visible()
+        page.reload()  # the typed id is remembered: same participant, nothing asked again
+        expect(page.locator("#cv-consent-yes")).to_be_visible()
+
+        page.goto(f"{base}/?platform=mturk&assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1")
+        expect(page.get_by_text("accept the HIT")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "21-mturk-preview.png"))
+
+        landed: list[str] = []
+        page.route(
+            "https://app.prolific.com/**",
+            lambda route: (landed.append(route.request.url), route.fulfill(body="prolific"))[1],
+        )
+        page.goto(f"{base}/?PROLIFIC_PID=PPX1&STUDY_ID=ST1&SESSION_ID=SE1")
+        page.click("#cv-consent-no")
+        expect(page.locator("#cv-code")).to_have_text("N0CONSENT")
+        page.screenshot(path=str(ARTIFACTS / "22-prolific-no-consent.png"))
+        expect(page.locator("#cv-return")).to_have_attribute("href", re.compile("cc=N0CONSENT$"))
+        page.wait_for_url("https://app.prolific.com/**", timeout=10000)
+        assert landed == ["https://app.prolific.com/submissions/complete?cc=N0CONSENT"]
+        browser.close()
+    with app.state.experiment.sessions() as db:
+        people = {p.external_id: p for p in db.scalars(select(P))}
+        assert db.scalar(select(func.count()).select_from(P)) == 2  # the MTurk preview: none
+    assert people["LAB-042"].platform == "local" and people["LAB-042"].consent is None
+    prolific = people["PPX1"]
+    assert (prolific.status, prolific.consent, prolific.platform_study_id) == (
+        "declined",
+        False,
+        "ST1",
+    )
+    assert prolific.platform_session_id == "SE1"

@@ -1,0 +1,49 @@
+// Talking to the causalvis server: JSON over fetch, retried with exponential backoff on
+// network errors and 5xx so that no answer is lost when the connection drops.
+"use strict";
+
+const CausalvisApi = (() => {
+  const banner = () => document.getElementById("net-banner");
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  class HttpError extends Error {
+    constructor(status, detail) {
+      super(`${status}: ${detail}`);
+      this.status = status;
+      this.detail = detail;
+    }
+  }
+
+  async function request(method, path, body, { retries = Infinity } = {}) {
+    let delay = 400;
+    for (let attempt = 0; ; attempt++) {
+      let response;
+      try {
+        response = await fetch(path, {
+          method,
+          headers: body === undefined ? {} : { "Content-Type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          cache: "no-store",
+        });
+      } catch (err) {
+        response = null; // offline, DNS, connection reset: retry
+      }
+      if (response && response.status < 500) {
+        if (banner()) banner().hidden = true;
+        const data = await response.json().catch(() => ({}));
+        if (!response.ok) throw new HttpError(response.status, data.detail || response.statusText);
+        return { status: response.status, data };
+      }
+      if (attempt >= retries) throw new HttpError(response ? response.status : 0, "network error");
+      if (banner() && attempt >= 1) banner().hidden = false;
+      await sleep(delay + Math.random() * 200);
+      delay = Math.min(delay * 2, 15000);
+    }
+  }
+
+  return {
+    HttpError,
+    get: (path) => request("GET", path),
+    post: (path, body) => request("POST", path, body === undefined ? {} : body),
+  };
+})();
