@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]  # other jobs on the machine skew the scaling figure
 
     local = measure("local", 1, args, threads=1)
     ray1 = measure_ray(1, args)
@@ -138,7 +139,11 @@ def main() -> None:
             f"{label:<30} {r['items_per_s']:.3f} items/s  {r['mean_item_s']:.2f} s/item  "
             f"({r['positions_per_item']} occlusions/item, warm-up {r['startup_and_warmup_s']:.1f} s)"
         )
-    print(f"ray scaling efficiency rate(2)/(2 rate(1)) = {efficiency:.2f} on {cores} cores")
+    load = (load_before, os.getloadavg()[0])
+    print(
+        f"ray scaling efficiency rate(2)/(2 rate(1)) = {efficiency:.2f} on {cores} cores "
+        f"(1-min load average {load[0]:.1f} before, {load[1]:.1f} after)"
+    )
 
     torch.set_num_threads(1)  # per-core costs, like one worker
     occ_s = local["s_per_occluded_image"]
@@ -167,6 +172,7 @@ def main() -> None:
             "bench": "executors",
             "device": "cpu",
             "cores": cores,
+            "load_average_1min": {"before": load[0], "after": load[1]},
             "model": "lite0",
             "layer": args.layer,
             "stride": args.stride,

@@ -1,8 +1,9 @@
 """Time per response POST of `causalvis serve` (in-process ASGI client, real database).
 
-Wall time depends on machine load; ``median_cpu_ms`` (CPU time of this process, all
-threads, per request) does not. Each request goes through FastAPI validation, the session check, the idempotency lookup,
+Each request goes through FastAPI validation, the session check, the idempotency lookup,
 the insert and the commit (SQLite WAL, synchronous=NORMAL; or PostgreSQL with --db).
+Wall time depends on machine load; ``median_cpu_ms`` (CPU time of this process, all
+threads, per request; the PostgreSQL server's own CPU is not included) much less so.
 
     python benchmarks/bench_server_post.py [--participants 100] [--db URL]
 """

@@ -85,6 +85,10 @@ class OcclusionConfig(_Section):
     patch_fraction: float = Field(0.4, gt=0, lt=1, description="patch side / image side")
     stride: int = Field(2, ge=1, description="grid stride in pixels")
     fill: Literal["mean", "grey", "blur", "noise"] = "mean"
+    engine: Literal["auto", "full", "incremental"] = Field(
+        "auto", description="incremental = exact window-only recompute (timm EfficientNet "
+        "block outputs); auto = incremental where supported, else the truncated full sweep"
+    )
     batch_size: int = Field(64, ge=1)
     seed: int = 0
 
@@ -103,6 +107,9 @@ class TrialsConfig(_Section):
 class BlurConfig(_Section):
     kernel: int = Field(21, ge=3, description="Gaussian kernel size (odd)")
     sigma: float | None = Field(None, description="None = OpenCV's rule from the kernel size")
+    stride: int | None = Field(
+        None, ge=1, description="grid stride of the sharp-window search; None = occlusion.stride"
+    )
 
     @field_validator("kernel")
     @classmethod

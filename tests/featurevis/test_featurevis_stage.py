@@ -102,6 +102,10 @@ def test_references_stage_renders_probes_and_resumes(tmp_path, lite0, samples, m
     before = {p: p.stat().st_mtime_ns for p in ctx.paths.references.rglob("*.png")}
     run_references_stage(ctx)
     assert {p: p.stat().st_mtime_ns for p in ctx.paths.references.rglob("*.png")} == before
+    # a condition list that needs no new generated method redoes nothing either
+    ctx.config.conditions.names = ["none", "synthetic", "blur"]
+    run_references_stage(ctx)
+    assert {p: p.stat().st_mtime_ns for p in ctx.paths.references.rglob("*.png")} == before
 
 
 def test_seeded_stage_output_is_independent_of_batching(tmp_path, lite0, samples):

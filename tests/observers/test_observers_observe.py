@@ -123,3 +123,20 @@ def test_observe_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["observe", str(tmp_path / "s"), "--observer", "nope"])
     assert "trials table not found" in capsys.readouterr().err
+
+
+def test_an_observer_without_applicable_trials_is_declared(mixed_study, tmp_path):
+    from causalvis.observers.heuristics import CenterObserver
+    from causalvis.observers.observe import decisions_frame, summarize
+    from causalvis.observers.trials import AssetReader, load_trials
+
+    paths = StudyPaths(mixed_study)
+    trials = load_trials(paths.trials)
+    dec = decisions_frame(trials, AssetReader(paths.bundle), [CenterObserver()])
+    human = pd.read_csv(_human_csv(mixed_study, tmp_path, [0.8, 0.3, 0.7, 0.2]))
+    human["unit"] = human["trial_id"].map(dict((t.trial_id, t.unit) for t in trials))
+    summary, _ = summarize(dec, trials, human, n_boot=50, names=["center", "reference_patch"])
+    ref = summary["observers"]["reference_patch"]
+    assert ref["conditions"] == {} and ref["not_applicable"] == ["none", "natural"]
+    assert ref["calibrated"] is False
+    assert summary["human_comparison"]["reference_patch"]["all"]["n_responses"] == 0

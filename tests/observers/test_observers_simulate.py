@@ -7,6 +7,7 @@ import io
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -28,14 +29,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server_study(tmp_path):
-    """The mixed study (4 units x 2 image sets x none/natural), served for real."""
-    pytest.importorskip("causalvis.server.app")
-    import uvicorn
-
-    from causalvis.server.app import create_app
-
+def _study(tmp_path):
+    """The mixed study (4 units x 2 image sets x none/natural) with catch and practice."""
     gen = np.random.default_rng(1)
     specs = []
     for cond in ("none", "natural"):
@@ -57,8 +52,17 @@ def server_study(tmp_path):
                                    condition=cond, kind="practice"))
     # simulated participants answer without waiting: keep them in the analysis
     cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0})
-    study = write_study(tmp_path / "study", specs, config=cfg)
-    app = create_app(study, admin_token=ADMIN)
+    return write_study(tmp_path / "study", specs, config=cfg)
+
+
+@contextmanager
+def _serve(study, **app_options):
+    """The real app under uvicorn on 127.0.0.1 in a thread."""
+    import uvicorn
+
+    from causalvis.server.app import create_app
+
+    app = create_app(study, admin_token=ADMIN, **app_options)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -69,10 +73,20 @@ def server_study(tmp_path):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", study
-    server.should_exit = True
-    thread.join(timeout=10)
-    app.state.engine.dispose()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.engine.dispose()
+
+
+@pytest.fixture
+def server_study(tmp_path):
+    pytest.importorskip("causalvis.server.app")
+    study = _study(tmp_path)
+    with _serve(study) as url:
+        yield url, study
 
 
 def _analysis_accuracy(url: str) -> tuple[dict[str, float], set[str]]:
@@ -180,3 +194,15 @@ def test_observe_calibrates_on_the_study_database(server_study):
     comp = res.summary["human_comparison"]["center"]
     for cond, acc in analysis.items():
         assert comp[cond]["human_accuracy"] == pytest.approx(acc)
+
+
+def test_rate_limited_creation_waits_for_retry_after(tmp_path):
+    pytest.importorskip("causalvis.server.app")
+    from causalvis.server.guards import Rate
+
+    study = _study(tmp_path)
+    with _serve(study, create_rate=Rate(2, 2.0)) as url:  # 1 new participant per second
+        res = simulate(url, build_strategy(study, "oracle"), 4, SimSettings(seed=2),
+                       concurrency=4)
+    assert [p.error for p in res.participants] == [None] * 4
+    assert res.retries >= 2  # the server said 429 + Retry-After, and the client waited

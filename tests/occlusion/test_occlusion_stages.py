@@ -14,7 +14,7 @@ from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import occlusion as occlusion_mod
+from causalvis.stimuli import occlusion_stage as stage_mod
 from causalvis.stimuli.occlusion import Grid
 from causalvis.stimuli.occlusion_stage import candidate_queries, load_result
 from causalvis.stimuli.trials import COLUMNS, order_flip
@@ -107,7 +107,7 @@ def test_rerun_skips_finished_work(tiny_study, monkeypatch, lite0):
     def boom(*args, **kwargs):
         raise AssertionError("sweep recomputed although its stamp matches")
 
-    monkeypatch.setattr(occlusion_mod, "occlusion_sweep", boom)
+    monkeypatch.setattr(stage_mod, "sweep_layers", boom)
     with shared_model(lite0):
         build(tiny_study.root, ["occlusion", "trials"], progress=False)
     assert rows(tiny_study) == before
@@ -115,13 +115,13 @@ def test_rerun_skips_finished_work(tiny_study, monkeypatch, lite0):
 
 def test_one_sweep_per_query_image_for_units_sharing_it(tmp_path, monkeypatch, lite0):
     calls = []
-    real = occlusion_mod.occlusion_sweep
+    real = stage_mod.sweep_layers
 
-    def counting(model, occluder, layers, **kw):
+    def counting(model, occluder, layers, *args, **kw):
         calls.append(tuple(layers))
-        return real(model, occluder, layers, **kw)
+        return real(model, occluder, layers, *args, **kw)
 
-    monkeypatch.setattr(occlusion_mod, "occlusion_sweep", counting)
+    monkeypatch.setattr(stage_mod, "sweep_layers", counting)
     paths = make_study(tmp_path / "s", [("blocks.1.1", 1, "main"), ("blocks.1.1", 2, "main"),
                                         ("blocks.1.0", 4, "main")], sets=1, stride=67)
     with shared_model(lite0):

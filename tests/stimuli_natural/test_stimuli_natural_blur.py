@@ -57,7 +57,7 @@ def test_blur_stage_outputs(natural_study, lite0):
     unit = load_units(paths)[0]
     meta = read_json(paths.reference_dir("blur", unit.key) / "meta.json")
     natural_meta = read_json(paths.reference_dir("natural", unit.key) / "meta.json")
-    assert meta["patch"] == 90 and meta["kernel"] == 21
+    assert meta["patch"] == 90 and meta["kernel"] == 21 and meta["stride"] == 67
     assert [m["file"] for m in meta["images"]] == [m["file"] for m in natural_meta["images"]]
     grid = Grid(224, 90, 67)  # offsets 0, 67, 134 (border)
     boxes = [grid.box(i) for i in range(9)]

@@ -53,3 +53,35 @@ def test_exemplars_rerun_skips_finished_units(natural_study, monkeypatch):
                         lambda *a: calls.append(a))
     exemplars.run_exemplars_stage(natural_study)
     assert calls == []
+
+
+def test_imi_scheme_stage(natural_study, tmp_path):
+    import shutil
+
+    from causalvis.config import ExemplarsConfig
+    from causalvis.study.build import StageContext
+    from causalvis.study.layout import StudyPaths
+
+    for name in ("activations", "units.json"):
+        src = natural_study.paths.root / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    cfg = natural_study.config.model_copy(deep=True)
+    cfg.exemplars = ExemplarsConfig(scheme="imi", n_references=3, n_min_references=2,
+                                    n_image_sets=2, query_windows=[(0.0, 0.0), (0.1, 0.3)])
+    ctx = StageContext(StudyPaths(tmp_path), cfg, progress=False)
+    ctx.model, ctx.source = natural_study.model, natural_study.source
+    exemplars.run_exemplars_stage(ctx)
+    unit = load_units(ctx.paths)[0]
+    rec = read_json(ctx.paths.exemplars / f"{unit.key}.json")
+    acts = ActivationTable(ctx.paths).column(unit.layer, unit.channel)
+    s0, s1 = rec["image_sets"]
+    assert [r["rank"] for r in s0["references"]] == [1, 2, 3]
+    assert [r["rank"] for r in s0["min_references"]] == [1, 2]
+    assert s0["query"]["rank"] == 4 and s0["min_query"]["rank"] == 3
+    assert 3 + 1 + 4 <= s1["query"]["rank"] <= 3 + 15  # window 10-30 % of 48 images
+    assert s0["min_query"]["activation"] == np.sort(acts)[2]
+    assert s0["query"]["activation"] == np.sort(acts)[::-1][3]
+    meta = read_json(ctx.paths.reference_dir("natural", unit.key) / "meta.json")
+    files = {m["file"]: m["role"] for m in meta["images"]}
+    assert files["set1-min-1.png"] == "min" and files["set1-2.png"] == "max"
+    assert len(files) == 2 * (3 + 2)

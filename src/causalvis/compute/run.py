@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from causalvis.errors import CausalvisError
 from causalvis.study.layout import StudyPaths, read_json
 
 log = logging.getLogger("causalvis.compute")
+MAX_NAMED = 20  # failed items named in the error message (all are in the report)
 
 
 @dataclass
@@ -95,14 +97,13 @@ def run_items(
         raise CausalvisError(f"threads must be >= 1, got {threads}")
     if retries < 0:
         raise CausalvisError(f"retries must be >= 0, got {retries}")
-    names = [item.name for item in items]
-    dupes = (
-        sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
-    )
+    dupes = sorted(n for n, k in Counter(item.name for item in items).items() if k > 1)
     if dupes:
         raise CausalvisError(f"duplicate work item names: {', '.join(dupes[:5])}")
     root = Path(study_root).resolve()
     paths = StudyPaths(root)
+    if isinstance(executor, Executor) and options:
+        raise CausalvisError(f"options {', '.join(options)} given with a ready executor")
     exe = executor if isinstance(executor, Executor) else make_executor(executor, **options)
     report = RunReport(executor=exe.name, total=len(items))
     pending = [item for item in items if not item_done(paths, item)]
@@ -140,6 +141,10 @@ def run_items(
                     else:
                         errors[result.name] = result
                         failed.append(by_name[result.name])
+                    by_name.pop(result.name)
+                for name, item in by_name.items():  # an executor must answer for every item
+                    errors[name] = ItemResult(name, False, 0.0, error="no result from executor")
+                    failed.append(item)
                 pending = failed
     finally:
         report.wall_seconds = time.perf_counter() - t0
@@ -148,7 +153,10 @@ def run_items(
     report.failed = {name: res.first_error_line for name, res in sorted(errors.items())}
     log.info("%s: %s", label, report.summary())
     if report.failed:
-        lines = "; ".join(f"{n}: {e}" for n, e in report.failed.items())
+        shown = list(report.failed.items())[:MAX_NAMED]
+        lines = "; ".join(f"{n}: {e}" for n, e in shown)
+        if len(report.failed) > MAX_NAMED:
+            lines += f"; and {len(report.failed) - MAX_NAMED} more (see the report)"
         raise WorkItemsFailed(
             f"{len(report.failed)} of {report.total} work items failed after "
             f"{retries + 1} attempt(s) ({report.done} finished, {report.skipped} were "

@@ -158,9 +158,17 @@ class ObserveResult:
     human: pd.DataFrame | None = field(default=None, repr=False)
 
 
-def _fit_alphas(decisions: pd.DataFrame, human: pd.DataFrame | None) -> dict[str, dict]:
+def _by_observer(decisions: pd.DataFrame, names: Sequence[str]):
+    """(name, rows) for every observer, including those with no applicable trial."""
+    for name in names:
+        yield name, decisions[decisions["observer"] == name]
+
+
+def _fit_alphas(
+    decisions: pd.DataFrame, human: pd.DataFrame | None, names: Sequence[str]
+) -> dict[str, dict]:
     fits: dict[str, dict] = {}
-    for name, d in decisions.groupby("observer", sort=False):
+    for name, d in _by_observer(decisions, names):
         entry = {"calibrated": False, "alpha": None, "alpha_n_responses": 0}
         if human is not None:
             joined = human.merge(d[["trial_id", "signed_delta"]], on="trial_id", how="inner")
@@ -178,9 +186,11 @@ def summarize(
     *,
     n_boot: int = 2000,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """The observers.json content; returns it and ``decisions`` with ``p_correct`` added."""
-    fits = _fit_alphas(decisions, human)
+    names = list(names) if names is not None else list(dict.fromkeys(decisions["observer"]))
+    fits = _fit_alphas(decisions, human, names)
     decisions = decisions.copy()
     decisions["p_correct"] = decisions["hit"]
     for name, fit in fits.items():
@@ -190,7 +200,7 @@ def summarize(
             decisions.loc[sel, "p_correct"] = sigmoid(fit["alpha"] * signed)
     conditions = list(dict.fromkeys(t.condition for t in trials))
     out: dict = {}
-    for name, d in decisions.groupby("observer", sort=False):
+    for name, d in _by_observer(decisions, names):
         fit = fits[str(name)]
         entry: dict = {**fit, "conditions": {}, "per_unit": {}}
         entry["not_applicable"] = [c for c in conditions if c not in set(d["condition"])]
@@ -216,7 +226,7 @@ def summarize(
     summary: dict = {"ci_method": CI_METHOD, "observers": out}
     if human is not None:
         summary["human_comparison"] = compare_with_humans(
-            decisions, human, n_boot=n_boot, seed=seed
+            decisions, human, names, n_boot=n_boot, seed=seed
         )
         summary["human_comparison_note"] = (
             "per-unit accuracies per condition; Spearman CI = percentile bootstrap over units; "
@@ -227,12 +237,13 @@ def summarize(
 
 
 def compare_with_humans(
-    decisions: pd.DataFrame, human: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0
+    decisions: pd.DataFrame, human: pd.DataFrame, names: Sequence[str], *,
+    n_boot: int = 2000, seed: int = 0,
 ) -> dict:
     """Per observer and condition (and 'all' cells): Spearman of per-unit accuracies, κ."""
     out: dict = {}
     hum_unit = human.groupby(["condition", "unit"])["correct"].agg(["mean", "size"])
-    for name, d in decisions.groupby("observer", sort=False):
+    for name, d in _by_observer(decisions, names):
         pred_unit = d.groupby(["condition", "unit"])["p_correct"].mean()
         paired = pd.concat([pred_unit.rename("pred"), hum_unit["mean"].rename("human")],
                            axis=1, join="inner")
@@ -303,7 +314,8 @@ def observe(
     reader = AssetReader(paths.bundle)
     decisions = decisions_frame(trials, reader, built)
     human = load_human_responses(paths, responses_csv, mapping)
-    summary, decisions = summarize(decisions, trials, human, n_boot=n_boot, seed=seed)
+    summary, decisions = summarize(decisions, trials, human, n_boot=n_boot, seed=seed,
+                                   names=[o.name for o in built])
     summary = {"study": study_name, "studied_model": studied, "n_main_trials": len(trials),
                "perceptual": perceptual or None,
                "human_responses": 0 if human is None else int(len(human)), **summary}

@@ -43,6 +43,7 @@ class SimSettings:
     id_prefix: str = "sim"
     max_retries: int = 6
     backoff_s: float = 0.1
+    max_wait_s: float = 600.0  # total time a participant may wait on Retry-After
     max_practice_attempts: int = 20
 
     def __post_init__(self) -> None:
@@ -148,10 +149,15 @@ class _Client:
 
     async def request(self, method: str, url: str, json: dict | None = None,
                       ok: tuple[int, ...] = (200, 201)) -> httpx.Response:
+        """Retry transport errors and 5xx with exponential backoff (``max_retries``);
+        a 429/503 with ``Retry-After`` waits as told, within ``max_wait_s`` in total."""
         s = self.settings
         last = ""
-        for attempt in range(s.max_retries + 1):
+        attempt = 0
+        waited = 0.0
+        while True:
             t0 = time.perf_counter()
+            delay = None
             try:
                 resp = await self.client.request(method, url, json=json)
             except httpx.TransportError as exc:
@@ -164,10 +170,29 @@ class _Client:
                     detail = resp.text[:200]
                     raise CausalvisError(f"{method} {url}: HTTP {resp.status_code}: {detail}")
                 last = f"HTTP {resp.status_code}"
-            if attempt < s.max_retries:
-                self.retries += 1
-                await asyncio.sleep(s.backoff_s * (2**attempt) * (1.0 + 0.25 * np.random.random()))
-        raise CausalvisError(f"{method} {url}: gave up after {s.max_retries + 1} tries ({last})")
+                delay = _retry_after(resp)
+            if delay is not None and waited + delay <= s.max_wait_s:
+                waited += delay
+            elif attempt < s.max_retries:
+                delay = s.backoff_s * (2**attempt) * (1.0 + 0.25 * np.random.random())
+                attempt += 1
+            else:
+                raise CausalvisError(
+                    f"{method} {url}: gave up after {s.max_retries + 1} tries ({last})"
+                )
+            self.retries += 1
+            await asyncio.sleep(delay)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header of a 429/503 (plus jitter), else None."""
+    if resp.status_code not in (429, 503):
+        return None
+    try:
+        value = float(resp.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return max(0.0, value) * (1.0 + 0.25 * np.random.random())
 
 
 async def _wait(settings: SimSettings, seconds: float) -> None:
@@ -224,7 +249,7 @@ async def _run_participant(
                 await answer(t["trial_id"])
         done = await api.request("POST", f"{base}/participants/{part.token}/finish", json={})
         part.completion_code = done.json().get("completion_code")
-    except (CausalvisError, KeyError, ValueError) as exc:
+    except (CausalvisError, KeyError, ValueError, httpx.HTTPError) as exc:
         part.error = f"participant {index}: {exc}"
     return part
 

@@ -10,8 +10,9 @@ import os
 import re
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from causalvis import __version__
 from causalvis.errors import CausalvisError
@@ -19,6 +20,7 @@ from causalvis.server.admin import AdminToken, resolve_admin_token
 from causalvis.server.api import build_router
 from causalvis.server.bundle import load_bundle
 from causalvis.server.db import default_url, open_database
+from causalvis.server.guards import Guards, Rate, inline_script_hashes
 from causalvis.server.service import Experiment
 
 HERE = Path(__file__).resolve().parent
@@ -57,8 +59,13 @@ def create_app(
     *,
     admin_token: str | None = None,
     web_dist: Path | None = None,
+    create_rate: Rate | None = None,
 ) -> FastAPI:
-    """Load the bundle, migrate the database, and wire the routes."""
+    """Load the bundle, migrate the database, and wire the routes.
+
+    ``create_rate`` limits new participants per client IP (default: $CAUSALVIS_CREATE_RATE
+    or 30/60 s); a database that fails (full disk, read-only) answers 503 with the reason.
+    """
     study_dir = Path(study_dir)
     bundle = load_bundle(study_dir)
     url = db_url or default_url(study_dir)
@@ -76,15 +83,22 @@ def create_app(
     app.state.web_dist = dist
     app.include_router(build_router(exp, admin))
 
-    @app.middleware("http")
-    async def headers(request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        # Participant ids travel in the URL: never leak them to other sites.
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.url.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    admin_html = HERE / "static" / "admin.html"
+    app.add_middleware(
+        Guards,
+        rate=create_rate or Rate.from_env(),
+        admin_script_hashes=inline_script_hashes(admin_html.read_text()),
+    )
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_failed(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The session rolled back: nothing half-written. Clients retry 5xx with backoff.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return JSONResponse(
+            {"detail": f"database unavailable, nothing was stored; retry later ({reason})"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     assets = bundle.assets_dir
 
@@ -107,7 +121,7 @@ def create_app(
 
     @app.get("/admin", include_in_schema=False)
     def dashboard() -> FileResponse:
-        return FileResponse(HERE / "static" / "admin.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(admin_html, headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict:

@@ -42,6 +42,9 @@ def banner(app, base_url: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # Like uvicorn: connections left in TIME_WAIT by a crashed server must not block
+        # an immediate restart; a live listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ID = r"^[A-Za-z0-9_.:@-]+$"
 EPOCH_MS_MIN = 1_577_836_800_000  # 2020-01-01: earlier client clocks are wrong
@@ -12,7 +12,18 @@ EPOCH_MS_MAX = 4_102_444_800_000  # 2100-01-01
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: "2" is not a confidence and true is not a width; NaN/inf are not times.
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, strict=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_chars(cls, value: object) -> object:
+        # NUL cannot be stored by PostgreSQL and no legitimate text contains C0 controls.
+        if isinstance(value, str) and any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+            raise ValueError("control characters are not allowed")
+        return value
 
 
 class NewParticipant(_Body):
@@ -26,7 +37,7 @@ class NewParticipant(_Body):
 
 
 class ResponseIn(_Body):
-    trial_id: str = Field(min_length=1, max_length=64)
+    trial_id: str = Field(min_length=1, max_length=64, pattern=_ID)
     choice: Literal["a", "b"]
     confidence: int = Field(ge=1, le=3)
     rt_ms: int = Field(ge=1, le=3_600_000)

@@ -7,6 +7,7 @@ returned; only practice answers report ``correct`` (the participant gets feedbac
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections import defaultdict
@@ -32,6 +33,8 @@ from causalvis.server.schemas import (
 from causalvis.server.summary import participant_label, summarize
 
 MIN_WIDTH, MIN_HEIGHT = 940, 600
+# Participant tokens are secrets.token_urlsafe(24): 192 random bits, 32 URL-safe characters.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 class ApiError(Exception):
@@ -73,6 +76,8 @@ class Experiment:
         }
 
     def _participant(self, db: DbSession, token: str) -> Participant:
+        if not _TOKEN.fullmatch(token):  # never hand odd bytes (NUL, 1 MB) to the database
+            raise ApiError(404, "unknown participant token")
         p = db.scalar(select(Participant).where(Participant.token == token))
         if p is None:
             raise ApiError(404, "unknown participant token")

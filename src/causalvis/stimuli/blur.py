@@ -3,10 +3,10 @@
 For each natural reference (max side), the image is Gaussian-blurred (kernel
 ``blur.kernel``) and one square window of the occlusion's size (``occlusion.
 patch_fraction`` of the side) on the occlusion's grid (``occlusion.stride``, plus the
-border position) is kept sharp: the window whose sharp copy gives the unit's highest
-activation (the paper's "blurred" condition). All composites are uint8, so the
-activations are those of the exact PNG bytes written; they are measured in batched,
-truncated passes (:class:`ActivationProbe`).
+border position; ``blur.stride`` may coarsen the search) is kept sharp: the window whose
+sharp copy gives the unit's highest activation (the paper's "blurred" condition). All
+composites are uint8, so the activations are those of the exact PNG bytes written; they
+are measured in batched, truncated passes (:class:`ActivationProbe`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def blur_unit(ctx, unit, probe) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     size = ctx.model.input_size
-    patch = Grid.for_config(size, cfg.occlusion.patch_fraction, cfg.occlusion.stride).patch
+    stride = cfg.blur.stride or cfg.occlusion.stride
+    patch = Grid.for_config(size, cfg.occlusion.patch_fraction, stride).patch
     score = _unit_score(probe, unit.layer, unit.channel)
     images = []
     for item in meta["images"]:
@@ -113,7 +114,7 @@ def blur_unit(ctx, unit, probe) -> None:
             raise CausalvisError(f"{natural / item['file']}: expected {size}x{size} pixels")
         blurred = blur_image(sharp, cfg.blur.kernel, cfg.blur.sigma)
         box, grid = best_sharp_window(
-            sharp, blurred, score, patch=patch, stride=cfg.occlusion.stride,
+            sharp, blurred, score, patch=patch, stride=stride,
             batch_size=cfg.occlusion.batch_size,
         )
         data = encode_png(Image.fromarray(composite(sharp, blurred, box)))
@@ -134,7 +135,7 @@ def blur_unit(ctx, unit, probe) -> None:
     write_json(out_dir / "meta.json", {
         "unit": unit.key, "layer": unit.layer, "channel": unit.channel, "method": "blur",
         "kernel": cfg.blur.kernel, "sigma": cfg.blur.sigma, "patch": patch,
-        "stride": cfg.occlusion.stride, "images": images,
+        "stride": stride, "images": images,
     })
 
 

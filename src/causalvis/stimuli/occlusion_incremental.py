@@ -10,13 +10,14 @@ forward pass up to float rounding.
 Supported: timm EfficientNet-style nets (``conv_stem``, ``bn1``, ``blocks`` of
 ``DepthwiseSeparableConv`` / ``InvertedResidual`` without squeeze-excitation, which is
 global and would change every position) up to a block output; e.g.
-the embedded ``lite0``. Anything else raises :class:`NotImplementedError`. Used by
-``benchmarks/bench_occlusion.py``; the study stages use the plain truncated sweep.
+the embedded ``lite0``. Anything else raises :class:`NotImplementedError` and the
+occlusion stage falls back to the plain truncated sweep (``occlusion.engine = "auto"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,13 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from causalvis.models import CausalvisModel
-from causalvis.stimuli.occlusion import Occluder
+from causalvis.stimuli.occlusion import Occluder, Sweep
 
 
 @dataclass
 class _Op:
-    kind: str  # "conv" (spatial), "point" (elementwise / 1x1), "push", "add"
+    kind: str  # "conv" (spatial), "point" (elementwise / 1x1), "push", "add", "mark"
     module: nn.Module | None = None
+    name: str = ""  # the layer a "mark" op reads out
 
 
 def _is_pointwise(m: nn.Module) -> bool:
@@ -63,20 +65,24 @@ def _block_ops(block: nn.Module) -> list[_Op]:
     return [_Op("push"), *ops, _Op("add")] if block.has_skip else ops
 
 
-def chain(model: CausalvisModel, layer: str) -> list[_Op]:
-    """The net as a flat op list up to ``layer`` (a block output, e.g. ``blocks.3.2``)."""
+def chain(model: CausalvisModel, layers: Sequence[str]) -> list[_Op]:
+    """The net as a flat op list up to the deepest of ``layers`` (block outputs, e.g.
+    ``blocks.3.2``), with a ``mark`` op after each requested block."""
     net = model.net
     if not all(hasattr(net, a) for a in ("conv_stem", "bn1", "blocks")):
         raise NotImplementedError("incremental inference supports timm EfficientNet-style nets")
+    wanted = set(layers)
     ops = [_conv_or_point(net.conv_stem), _Op("point", net.bn1)]
     for i, stage in enumerate(net.blocks):
         for j, block in enumerate(stage):
             ops += _block_ops(block)
-            if layer == f"blocks.{i}.{j}":
+            name = f"blocks.{i}.{j}"
+            if name in wanted:
+                ops.append(_Op("mark", name=name))
+                wanted.discard(name)
+            if not wanted:
                 return ops
-        if layer == f"blocks.{i}":
-            return ops
-    raise NotImplementedError(f"incremental inference: layer {layer!r} is not a block output")
+    raise NotImplementedError(f"incremental inference: {sorted(wanted)} are not block outputs")
 
 
 def _pads(conv: nn.Conv2d, size: int) -> tuple[int, int]:
@@ -115,59 +121,77 @@ CL = torch.channels_last  # window copies move contiguous runs of w * C values
 
 
 class IncrementalSweep:
-    """Occlusion sweep of one layer with window-only recomputation (exact)."""
+    """Occlusion sweep of block-output layers with window-only recomputation (exact)."""
 
-    def __init__(self, model: CausalvisModel, layer: str) -> None:
+    def __init__(self, model: CausalvisModel, layers: Sequence[str]) -> None:
         self.model = model
-        self.layer = layer
-        self.ops = chain(model, layer)
+        self.layers = list(dict.fromkeys(layers))
+        self.ops = chain(model, self.layers)
 
     @torch.inference_mode()
-    def _base(self, x: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor]:
-        """Full maps on the unoccluded input: the input of every op, and the output."""
+    def _base(self, x: torch.Tensor) -> tuple[list[torch.Tensor | None], list[torch.Tensor]]:
+        """Full maps on the unoccluded input: the input of every op (conv / push: the
+        context; mark: the layer's map)."""
         inputs: list[torch.Tensor | None] = []
         stack: list[torch.Tensor] = []
         for op in self.ops:
-            inputs.append(x if op.kind in ("conv", "push") else None)
+            inputs.append(x if op.kind in ("conv", "push", "mark") else None)
             if op.kind == "push":
                 stack.append(x)
             elif op.kind == "add":
                 x = x + stack.pop()
-            else:
+            elif op.kind != "mark":
                 x = op.module(x)
         return inputs, x
 
     @torch.inference_mode()
-    def run(self, occluder: Occluder, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """``(maps [ny, nx, C], base [C])`` like :func:`occlusion_sweep` for one layer."""
+    def run(self, occluder: Occluder, batch_size: int = 64,
+            on_batch: Callable[[int], None] | None = None) -> Sweep:
+        """All channels of every layer at every position, like :func:`occlusion_sweep`."""
         m = self.model
         dev = m.device
         norm = lambda t: (t.float().div(255.0) - m.mean) / m.std  # noqa: E731
         base_img = torch.from_numpy(occluder.image).permute(2, 0, 1)[None].to(dev)
-        inputs, base_out = self._base(norm(base_img).contiguous(memory_format=CL))
-        base_sum = base_out.sum(dim=(2, 3))[0]
-        area = base_out.shape[2] * base_out.shape[3]
+        inputs, _ = self._base(norm(base_img).contiguous(memory_format=CL))
         p = occluder.grid.patch
         positions = occluder.positions
-        results = []
+        results: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         for start in range(0, len(occluder), batch_size):
             idx = np.arange(start, min(len(occluder), start + batch_size))
             imgs = occluder.build_tensor(idx, dev)
             off = positions[idx].copy()
             win = torch.stack([imgs[b, :, y : y + p, x : x + p] for b, (y, x) in enumerate(off)])
-            win, off = self._window_pass(norm(win).contiguous(memory_format=CL), off, inputs)
-            region = _materialize(base_out, win[:, :, :0, :0], off, off, win.shape[-2:])
-            acts = (base_sum[None] - region.sum(dim=(2, 3)) + win.sum(dim=(2, 3))) / area
-            results.append(acts.float().cpu())
+            for name, acts in self._window_pass(norm(win).contiguous(memory_format=CL), off,
+                                                inputs).items():
+                results[name].append(acts.float().cpu())
+            if on_batch is not None:
+                on_batch(len(idx))
         ny, nx = occluder.grid.shape
-        maps = torch.cat(results).numpy().reshape(ny, nx, -1)
-        return maps, (base_sum / area).float().cpu().numpy()
+        marks = {op.name: base for op, base in zip(self.ops, inputs, strict=True)
+                 if op.kind == "mark"}
+        return Sweep(
+            occluder.grid,
+            {n: torch.cat(v).numpy().reshape(ny, nx, -1).astype(np.float32)
+             for n, v in results.items()},
+            {n: marks[n].float().mean(dim=(2, 3))[0].cpu().numpy() for n in self.layers},
+        )
 
-    def _window_pass(self, win: torch.Tensor, off: np.ndarray, inputs):
+    @staticmethod
+    def _means(base: torch.Tensor, win: torch.Tensor, off: np.ndarray) -> torch.Tensor:
+        """Spatial means of the occluded maps: base sum, minus the base under the window,
+        plus the window."""
+        region = _materialize(base, win[:, :, :0, :0], off, off, win.shape[-2:])
+        total = base.sum(dim=(2, 3)) - region.sum(dim=(2, 3)) + win.sum(dim=(2, 3))
+        return total / (base.shape[2] * base.shape[3])
+
+    def _window_pass(self, win: torch.Tensor, off: np.ndarray, inputs) -> dict[str, torch.Tensor]:
         size = inputs[0].shape[-1]
         stack: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
+        out: dict[str, torch.Tensor] = {}
         for op, base_in in zip(self.ops, inputs, strict=True):
-            if op.kind == "point":
+            if op.kind == "mark":
+                out[op.name] = self._means(base_in, win, off)
+            elif op.kind == "point":
                 win = op.module(win)
             elif op.kind == "push":
                 stack.append((win, off, base_in))
@@ -183,7 +207,7 @@ class IncrementalSweep:
                 win = win + _materialize(s_base, s_win, s_off, off, (h, w))
             else:
                 win, off, size = self._conv(op.module, win, off, base_in, size)
-        return win, off
+        return out
 
     @staticmethod
     def _conv(conv: nn.Conv2d, win, off, base_in, size):

@@ -12,6 +12,8 @@ all K candidates (index 0 = the set's query); ``offsets`` (grid offsets along ea
 
 Sweeps are grouped per query image: one truncated pass computes every channel of every
 layer needed on that image, so units sharing a layer and a query never recompute.
+``occlusion.engine`` picks exact incremental inference (:mod:`occlusion_incremental`)
+where the architecture allows it (``auto``, the default) or the plain sweep (``full``).
 """
 
 from __future__ import annotations
@@ -171,11 +173,28 @@ def make_occluder(image: np.ndarray, config, size: int):
     )
 
 
+def sweep_layers(model, occluder, layers: list[str], engine: str, batch_size: int,
+                 on_batch=None):
+    """The sweep with the configured engine: ``incremental`` (exact window-only
+    recomputation), ``full`` (truncated forward of every occluded image) or ``auto``
+    (incremental where the architecture and layers allow it)."""
+    from causalvis.stimuli.occlusion import occlusion_sweep
+    from causalvis.stimuli.occlusion_incremental import IncrementalSweep
+
+    if engine != "full":
+        try:
+            inc = IncrementalSweep(model, layers)
+        except NotImplementedError as exc:
+            if engine == "incremental":
+                raise CausalvisError(f"occlusion.engine = 'incremental': {exc}") from exc
+        else:
+            return inc.run(occluder, batch_size=batch_size, on_batch=on_batch)
+    return occlusion_sweep(model, occluder, layers, batch_size=batch_size, on_batch=on_batch)
+
+
 def run_occlusion_stage(ctx) -> None:
     """Sweep every pending (unit, image set); one pass per query image for all layers."""
     from tqdm import tqdm
-
-    from causalvis.stimuli.occlusion import occlusion_sweep
 
     paths, config = ctx.paths, ctx.config
     if config.task != "causal_occlusion":
@@ -204,8 +223,8 @@ def run_occlusion_stage(ctx) -> None:
         if bar is None:
             bar = tqdm(total=len(occluder) * len(layers_of), desc="occlusion", unit="img",
                        disable=not ctx.progress)
-        sweep = occlusion_sweep(model, occluder, sorted(layers),
-                                batch_size=config.occlusion.batch_size, on_batch=bar.update)
+        sweep = sweep_layers(model, occluder, sorted(layers), config.occlusion.engine,
+                             config.occlusion.batch_size, on_batch=bar.update)
         for it in todo:
             for ci, cand in enumerate(it.candidates):
                 if cand.image_id == image_id:

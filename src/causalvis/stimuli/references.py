@@ -10,7 +10,9 @@ see). Per-unit stamps make the stage resumable.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,6 +134,17 @@ def _natural_refs(ctx, key: str, image_set: int, n: int) -> tuple[Path, ...]:
     return tuple(folder / f"set{image_set}-{i}.png" for i in range(n))
 
 
+def _digest(cfg, name: str, n: int) -> str:
+    """Inputs a method's images depend on: the model, the featurevis settings (not the list
+    of extra methods), the image source for MACO's spectrum, and the image count."""
+    fv = cfg.featurevis.model_dump(mode="json")
+    fv.pop("also_render", None)
+    parts = {"model": cfg.model.model_dump(mode="json"), "featurevis": fv, "method": name, "n": n}
+    if name == "synthetic-maco":
+        parts["images"] = cfg.images.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run_method(ctx, name: str, units: list[dict], cache: dict) -> int:
     """Render ``name`` for every unit not yet stamped; returns the number of units rendered."""
     method = get_method(name)
@@ -144,7 +157,7 @@ def run_method(ctx, name: str, units: list[dict], cache: dict) -> int:
                 f"featurevis.n_images ({n}) < conditions.n_references "
                 f"({cfg.conditions.n_references}): not enough synthetic references"
             )
-    digest = cfg.digest("featurevis", "model", "conditions") + f"/{name}/{n}"
+    digest = _digest(cfg, name, n)
     image_sets: list[int | None] = (
         list(range(cfg.exemplars.n_image_sets)) if method.per_image_set else [None]
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from causalvis.errors import CausalvisError
@@ -58,8 +59,16 @@ def scan_layers(config, model) -> list[str]:
 # -- numeric core --------------------------------------------------------------------------
 
 def probe_arrays(probe: ActivationProbe, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Spatial means ``{layer: float16 [B, C]}`` for a batch of uint8 ``[S, S, 3]`` images."""
-    batch = uint8_to_tensor(np.stack(arrays))
+    """Spatial means ``{layer: float16 [B, C]}`` for a batch of uint8 ``[S, S, 3]`` images.
+
+    The batch travels to the device as uint8 (a quarter of the float bytes) and becomes
+    ``x / 255`` there, exactly as :func:`uint8_to_tensor` computes it on the CPU."""
+    device = probe.model.device
+    if device.type == "cpu":
+        batch = uint8_to_tensor(np.stack(arrays))
+    else:
+        u8 = torch.from_numpy(np.stack(arrays)).pin_memory().to(device, non_blocking=True)
+        batch = u8.permute(0, 3, 1, 2).float().div_(255.0)
     out = probe.run(batch)
     return {name: value.float().cpu().numpy().astype(np.float16) for name, value in out.items()}
 
@@ -191,6 +200,8 @@ def run_scan_stage(ctx) -> None:
         if not (stamp_matches(paths, f"scan-{s[0]}", s[2]) and _shard_complete(root / s[0], layers))
     ]
     n_done = sum(len(s[1]) for s in shards) - sum(len(s[1]) for s in todo)
+    if todo:  # an index from an earlier run must not describe a half-rewritten scan
+        (root / INDEX_NAME).unlink(missing_ok=True)
     if n_done:
         log.info("scan: %d of %d shards already done", len(shards) - len(todo), len(shards))
     with (

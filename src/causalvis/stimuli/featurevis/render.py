@@ -46,11 +46,11 @@ class RenderSettings:
     early_stop_tol: float = 1e-3  # relative improvement that resets the patience
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = True  # faster convolutions on CPU and GPU; restored afterwards
-    # False (Lucid): the model sees the transformed canvas at its own resolution. True: it is
-    # resized so content has the scale of the final image (canvas minus crop resized to the
-    # model's input size) - better matched to the probed image, (input / (canvas - 2 crop))^2
-    # times the compute when the canvas is small.
-    view_at_final_scale: bool = False
+    # True: the transformed canvas is resized so content has the scale of the final image
+    # (canvas minus crop resized to the model's input size), i.e. the scale at which it is
+    # shown and probed. False (Lucid): the model sees the canvas at its own resolution -
+    # cheaper for small canvases, but a small canvas shown enlarged loses its activation.
+    view_at_final_scale: bool = True
     progress: bool = False
     desc: str = "featurevis"
 
