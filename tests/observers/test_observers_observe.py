@@ -140,3 +140,19 @@ def test_an_observer_without_applicable_trials_is_declared(mixed_study, tmp_path
     assert ref["conditions"] == {} and ref["not_applicable"] == ["none", "natural"]
     assert ref["calibrated"] is False
     assert summary["human_comparison"]["reference_patch"]["all"]["n_responses"] == 0
+
+
+def test_spearman_bootstrap_ci():
+    from scipy import stats as st
+
+    from causalvis.observers.score import spearman_ci
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    y = x + rng.normal(scale=1.0, size=60)
+    rho, lo, hi = spearman_ci(x, y, n_boot=1000)
+    assert rho == pytest.approx(st.spearmanr(x, y).statistic)
+    assert lo < rho < hi and hi - lo < 0.5
+    # the bootstrap replicate for the identity resample is the statistic itself
+    assert spearman_ci(x, -x, n_boot=200)[1:] == (pytest.approx(-1.0), pytest.approx(-1.0))
+    assert np.isnan(spearman_ci(x[:2], y[:2])[0])

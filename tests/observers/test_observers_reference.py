@@ -92,3 +92,14 @@ def test_observe_declares_none_not_applicable(tmp_path, monkeypatch):
     assert ref["conditions"]["natural"]["accuracy"] == 1.0
     assert res.summary["perceptual"]["model"] == "lite1"
     assert res.summary["observers"]["center"]["not_applicable"] == []
+
+
+def test_any_model_can_be_the_perceptual_network(tmp_path):
+    root = write_study(tmp_path / "s", _specs())
+    res = observe(root, ["reference_image"], perceptual_model="timm:resnet18",
+                  perceptual_weights="random", n_boot=50)
+    assert res.summary["perceptual"]["model"] == "timm:resnet18"
+    assert res.summary["perceptual"]["weights"] == "random"
+    assert len(res.summary["perceptual"]["layers"]) >= 2
+    assert set(res.summary["observers"]["reference_image"]["conditions"]) == {
+        "natural", "synthetic"}

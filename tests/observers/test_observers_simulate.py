@@ -206,3 +206,13 @@ def test_rate_limited_creation_waits_for_retry_after(tmp_path):
                        concurrency=4)
     assert [p.error for p in res.participants] == [None] * 4
     assert res.retries >= 2  # the server said 429 + Retry-After, and the client waited
+
+
+def test_strategy_and_settings_errors(tmp_path):
+    from causalvis.errors import CausalvisError
+
+    study = _study(tmp_path)
+    with pytest.raises(CausalvisError, match="unknown strategy 'nope'"):
+        build_strategy(study, "nope")
+    with pytest.raises(CausalvisError, match="--lapse"):
+        SimSettings(lapse=1.5)

@@ -172,3 +172,16 @@ def test_candidate_queries_are_unused_top_bin_ranks():
     assert [c.rank for c in c0] == [20, 10, 9]
     assert [c.rank for c in c9] == [11]  # the spare ranks ran out
     assert [c.rank for c in candidate_queries(ex, 4, 1, bin_size=20)] == [16]
+
+
+def test_two_afc_studies_skip_occlusion(tmp_path):
+    from causalvis.config import preset
+    from causalvis.stimuli.occlusion_stage import run_occlusion_stage
+    from causalvis.stimuli.trials import run_trials_stage
+    from causalvis.study.build import StageContext
+    from causalvis.study.layout import StudyPaths
+
+    ctx = StageContext(StudyPaths(tmp_path), preset("imi2023"), progress=False)
+    run_occlusion_stage(ctx)  # no units.json needed: nothing to do for 2-AFC
+    run_trials_stage(ctx)
+    assert not (tmp_path / "occlusion").exists() and not (tmp_path / "trials.csv").exists()

@@ -24,7 +24,14 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # Each module adds its commands to ``app`` on import; heavy imports stay inside them.
-    from causalvis.cli import analyze_cmd, models_cmd, observe_cmd, serve_cmd, study_cmd  # noqa: F401
+    from causalvis.cli import (  # noqa: F401
+        analyze_cmd,
+        demo_cmd,
+        models_cmd,
+        observe_cmd,
+        serve_cmd,
+        study_cmd,
+    )
 
 
 def fail(message: str) -> None:

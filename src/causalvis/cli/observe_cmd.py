@@ -20,6 +20,10 @@ def observe_command(
         None, "--perceptual", help="perceptual model for reference observers (default: lite1 "
         "when studying lite0, else lite0)"
     ),
+    perceptual_weights: str | None = typer.Option(
+        None, "--perceptual-weights", help="state dict for --perceptual (timm:/torchvision: "
+        "models whose weights are not cached)"
+    ),
     responses_csv: Path | None = typer.Option(
         None, "--responses-csv", help="human responses to compare with / calibrate on"
     ),
@@ -32,6 +36,7 @@ def observe_command(
     from causalvis.observers.observe import DEFAULT_OBSERVERS, observe
 
     result = observe(study, observer or DEFAULT_OBSERVERS, perceptual_model=perceptual,
+                     perceptual_weights=perceptual_weights,
                      responses_csv=responses_csv, mapping=parse_map(map_spec), device=device,
                      seed=seed)  # fmt: skip
     summary = result.summary

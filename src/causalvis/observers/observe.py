@@ -44,6 +44,7 @@ def make_observers(
     *,
     studied_model: str = "lite0",
     perceptual_model: str | None = None,
+    perceptual_weights: str | None = None,
     device: str = "cpu",
 ) -> tuple[list[Observer], dict]:
     """Build observers by name; returns them and a description of the perceptual net."""
@@ -74,8 +75,9 @@ def make_observers(
                 pname = perceptual_model or perceptual_model_for(studied_model)
                 if pname == studied_model:
                     log.warning("perceptual model %s is the studied model itself", pname)
-                embedder = PerceptualEmbedder(load_model(pname, device=device))
-                info = {"model": pname, "layers": embedder.layers,
+                net = load_model(pname, weights=perceptual_weights, device=device)
+                embedder = PerceptualEmbedder(net)
+                info = {"model": pname, "weights": perceptual_weights, "layers": embedder.layers,
                         "features": "spatial mean per layer, L2-normalized per layer, cosine"}
             from causalvis.observers.reference import ReferenceImageObserver, ReferencePatchObserver
 
@@ -284,6 +286,7 @@ def observe(
     observers: Sequence[str] = DEFAULT_OBSERVERS,
     *,
     perceptual_model: str | None = None,
+    perceptual_weights: str | None = None,
     responses_csv: str | Path | None = None,
     mapping: dict | None = None,
     device: str = "cpu",
@@ -310,7 +313,8 @@ def observe(
             )
         studied, study_name = cfg.model.name, cfg.name
     built, perceptual = make_observers(observers, studied_model=studied,
-                                       perceptual_model=perceptual_model, device=device)
+                                       perceptual_model=perceptual_model,
+                                       perceptual_weights=perceptual_weights, device=device)
     reader = AssetReader(paths.bundle)
     decisions = decisions_frame(trials, reader, built)
     human = load_human_responses(paths, responses_csv, mapping)

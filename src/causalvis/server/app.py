@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -89,6 +90,14 @@ def create_app(
         rate=create_rate or Rate.from_env(),
         admin_script_hashes=inline_script_hashes(admin_html.read_text()),
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input back, which fails (500) on NaN/Infinity and
+        # returns whatever megabytes were sent; name the field and the rule only.
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]  # fmt: skip
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(SQLAlchemyError)
     async def database_failed(request: Request, exc: SQLAlchemyError) -> JSONResponse:

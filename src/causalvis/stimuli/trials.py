@@ -103,7 +103,7 @@ def _digest(ctx, npz: Path) -> str:
 
 
 def build_trial(ctx, unit: dict, image_set: int, res: OcclusionResult, counts: Counter) -> dict:
-    """Row dict for one (unit, image set); ``row`` is None when no candidate survives."""
+    """Row dict for one (unit, image set); empty when no candidate survives (counted)."""
     cfg, paths, model = ctx.config, ctx.paths, ctx.model
     grid = Grid(res.size, res.patch, res.stride)
     tcfg = cfg.trials

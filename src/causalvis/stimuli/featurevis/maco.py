@@ -44,12 +44,17 @@ def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:
     """Mean ``|fft2|`` ``[3, size, size]`` of uint8 RGB images (decorrelated colour space),
     each resized to ``size``; raises ValueError if there are no images."""
     total, n = None, 0
+    # A Hann window removes the wrap-around edges of the (non-periodic) photos, which would
+    # otherwise put a bright cross on the spectrum axes and grid lines into every image.
+    hann = torch.hann_window(size, periodic=False, dtype=torch.float64)
+    window = torch.outer(hann, hann)
+    window = window / window.square().mean().sqrt()
     for arr in images:
         x = torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = decorrelate_colors(x - x.mean(dim=(2, 3), keepdim=True))
-        mag = torch.fft.fft2(x[0].double(), norm="ortho").abs()
+        mag = torch.fft.fft2(x[0].double() * window, norm="ortho").abs()
         total = mag if total is None else total + mag
         n += 1
     if not n:

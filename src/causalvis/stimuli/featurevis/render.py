@@ -166,7 +166,7 @@ def render(
                 with torch.no_grad():
                     snapshots[step] = final_images(param(), settings.crop, model.input_size).cpu()
             if settings.early_stop is not None:
-                if mean > best + settings.early_stop_tol * max(abs(best), 1e-8):
+                if step == 1 or mean > best + settings.early_stop_tol * max(abs(best), 1e-8):
                     best, since_best = mean, 0
                 else:
                     since_best += 1
