@@ -72,27 +72,27 @@ def _measure(model, layer: str, channels: list[int], images: torch.Tensor) -> li
     return [float(acts[i, c]) for i, c in enumerate(channels)]
 
 
-def run_ours(model, layer, channels, args) -> tuple[float, torch.Tensor, float]:
+def run_ours(model, layer, channels, args) -> tuple[float, float, torch.Tensor, float]:
     seeds = [image_seed(args.seed, c) for c in channels]
     spec = TransformSpec(jitter=8, scales=SCALES, rotate_degrees=5, jitter_after=4, out_size=224)
     settings = RenderSettings(steps=args.steps, lr=0.05, transforms=spec, crop=0, amp=args.amp)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(model.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     param = FourierParam(seeds, args.size, device=model.device)
     result = render(model, unit_objective(layer, channels, 1), param, seeds, settings)
     # final canvas (uncropped, like Lucent's) for the shared measurement
     with torch.no_grad():
         canvas = param().detach()
     _sync(model.device)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     mem = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else 0.0
     del result
-    return seconds, canvas, mem
+    return seconds, cpu, canvas, mem
 
 
-def run_lucent(model, layer, channels, args) -> tuple[float, torch.Tensor, float]:
+def run_lucent(model, layer, channels, args) -> tuple[float, float, torch.Tensor, float]:
     objectives, param, render, transform = _import_lucent()
     transforms = [
         transform.jitter(8),
@@ -107,7 +107,7 @@ def run_lucent(model, layer, channels, args) -> tuple[float, torch.Tensor, float
         torch.cuda.reset_peak_memory_stats()
     images = []
     _sync(model.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for c in channels:
         torch.manual_seed(args.seed * 1000 + c)
         out = render.render_vis(
@@ -124,9 +124,9 @@ def run_lucent(model, layer, channels, args) -> tuple[float, torch.Tensor, float
         )
         images.append(torch.from_numpy(out[-1]).permute(0, 3, 1, 2))
     _sync(model.device)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     mem = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else 0.0
-    return seconds, torch.cat(images), mem
+    return seconds, cpu, torch.cat(images), mem
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     run_ours(model, args.layer, channels[:1], warm)
     run_lucent(model, args.layer, channels[:1], warm)
 
-    t_ours, img_ours, mem_ours = run_ours(model, args.layer, channels, args)
-    t_luc, img_luc, mem_luc = run_lucent(model, args.layer, channels, args)
+    t_ours, cpu_ours, img_ours, mem_ours = run_ours(model, args.layer, channels, args)
+    t_luc, cpu_luc, img_luc, mem_luc = run_lucent(model, args.layer, channels, args)
     a_ours = _measure(model, args.layer, channels, img_ours)
     a_luc = _measure(model, args.layer, channels, img_luc)
     result = {
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
         "ours_s": round(t_ours, 3),
         "lucent_s": round(t_luc, 3),
+        "ours_cpu_s": round(cpu_ours, 3),
+        "lucent_cpu_s": round(cpu_luc, 3),
+        "speedup_vs_lucent_cpu_time": round(cpu_luc / cpu_ours, 3),
         "ours_s_per_unit": round(t_ours / args.units, 4),
         "lucent_s_per_unit": round(t_luc / args.units, 4),
         "ours_peak_mib": round(mem_ours, 1),

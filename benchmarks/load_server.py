@@ -307,7 +307,7 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
         try:
             wall = asyncio.run(run_clients(f"http://127.0.0.1:{server.port}", opts, answers,
                                            stats, run_id, server))  # fmt: skip
-            server_cpu = server.cpu_s() - cpu0 if opts.kill_at_s is None else float("nan")
+            server_cpu = server.cpu_s() - cpu0 if opts.kill_at_s is None else None
             client_cpu = time.process_time() - client_cpu0
         finally:
             server.stop()
@@ -316,6 +316,7 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
             "db": "postgresql" if db_url.startswith("postgresql") else "sqlite",
             "participants": opts.participants,
             "think_ms": opts.think_ms,
+            "ramp_s": opts.ramp_s,
             "kill_at_s": opts.kill_at_s,
             "server_starts": server.starts,
             "startup_s": round(startup_s, 2),
@@ -325,7 +326,7 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
             "max_ms": round(float(lat.max()), 2),
             "responses_per_s": round(len(stats.acked) / wall, 1),
             "wall_s": round(wall, 2),
-            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_s": None if server_cpu is None else round(server_cpu, 2),
             "client_cpu_s": round(client_cpu, 2),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "finished": stats.finished,

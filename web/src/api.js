@@ -1,5 +1,6 @@
 // Talking to the causalvis server: JSON over fetch, retried with exponential backoff on
-// network errors and 5xx so that no answer is lost when the connection drops.
+// network errors, 5xx (e.g. 503 while the database is full) and 429 (too many new
+// participants at once) so that no answer is lost when the connection drops.
 "use strict";
 
 const CausalvisApi = (() => {
@@ -28,7 +29,7 @@ const CausalvisApi = (() => {
       } catch (err) {
         response = null; // offline, DNS, connection reset: retry
       }
-      if (response && response.status < 500) {
+      if (response && response.status < 500 && response.status !== 429) {
         if (banner()) banner().hidden = true;
         const data = await response.json().catch(() => ({}));
         if (!response.ok) throw new HttpError(response.status, data.detail || response.statusText);

@@ -270,13 +270,17 @@ class Experiment:
                 raise ApiError(404, f"trial {body.trial_id!r} is not part of this session")
             if trial.kind != "practice" and body.attempt != 1:
                 raise ApiError(422, "attempt must be 1 for main trials")
-            existing = db.scalar(
-                select(Response).where(
-                    Response.participant_id == p.id,
-                    Response.trial_id == body.trial_id,
-                    Response.attempt == body.attempt,
+            # Main trials: insert first, a unique violation means a retry (one query less on
+            # the hot path). Practice checks its state first, so look the retry up before.
+            existing = None
+            if trial.kind == "practice":
+                existing = db.scalar(
+                    select(Response).where(
+                        Response.participant_id == p.id,
+                        Response.trial_id == body.trial_id,
+                        Response.attempt == body.attempt,
+                    )
                 )
-            )
             if existing is not None:  # a retried POST: answer as the first time
                 if (existing.choice, existing.confidence) != (body.choice, body.confidence):
                     raise ApiError(409, "this trial was already answered differently")
@@ -307,7 +311,7 @@ class Experiment:
             p.last_seen_at = now
             try:
                 db.commit()
-            except IntegrityError:  # the same POST twice at once: keep the first
+            except IntegrityError:  # a retry, or the same POST twice at once: keep the first
                 db.rollback()
                 row = db.scalar(
                     select(Response).where(
@@ -318,6 +322,8 @@ class Experiment:
                 )
                 if row is None:
                     raise
+                if (row.choice, row.confidence) != (body.choice, body.confidence):
+                    raise ApiError(409, "this trial was already answered differently") from None
             return self._ack(db, p, trial, row)
 
     def _ack(self, db: DbSession, p: Participant, trial: Trial, row: Response) -> dict:
