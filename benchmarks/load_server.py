@@ -70,6 +70,7 @@ class Stats:
     acked: set = field(default_factory=set)
     network_errors: int = 0
     server_errors: int = 0
+    server_error_codes: Counter = field(default_factory=Counter)  # "503 create" -> n
     retried_acks: int = 0  # acknowledgements that needed more than one try
     finished: int = 0
     resumed: int = 0  # participants who reloaded after an outage and got their session back
@@ -160,6 +161,7 @@ class Participant:
                         self.stats.retried_acks += attempt > 0
                     return r
                 self.stats.server_errors += 1
+                self.stats.server_error_codes[f"{r.status_code} {path.rsplit('/', 1)[-1]}"] += 1
             await asyncio.sleep(delay * (1 + self.rng.random()))
             delay = min(delay * 2, 0.5)
         raise GaveUp(path)
@@ -333,6 +335,7 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
             "gave_up": stats.gave_up,
             "network_errors": stats.network_errors,
             "server_errors": stats.server_errors,
+            "server_error_codes": dict(stats.server_error_codes),
             "retried_acks": stats.retried_acks,
             "resumed": stats.resumed,
             "resume_mismatch": stats.resume_mismatch,

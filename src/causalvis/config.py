@@ -347,12 +347,12 @@ def config_reference_markdown() -> str:
         "",
     ]
     top = StudyConfig()
-    for name, field in StudyConfig.model_fields.items():
+    for name in StudyConfig.model_fields:
         value = getattr(top, name)
         if isinstance(value, BaseModel):
             continue
         lines.append(f"- `{name}` = `{json.dumps(value)}`")
-    for name, field in StudyConfig.model_fields.items():
+    for name in StudyConfig.model_fields:
         section = getattr(top, name)
         if not isinstance(section, BaseModel):
             continue

@@ -18,11 +18,13 @@ def causalvis(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def assert_one_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in lines if line.startswith("error: ")]
+    # progress lines ("stage scan") may come first; the error is one line, the last one
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,15 @@ def test_invalid_toml_values_name_the_field(initialised, tmp_path, old, new, fie
     (study / "study.toml").write_text(text.replace(old, new, 1))
     proc = causalvis("build", str(study), "--stage", "units", cwd=tmp_path)
     assert_one_error(proc, field, "study.toml")
+
+
+def test_unknown_layer_names_it(initialised, tmp_path):
+    study = tmp_path / "X"
+    study.mkdir()
+    text = (initialised / "X" / "study.toml").read_text()
+    (study / "study.toml").write_text(text.replace('"blocks.3.2"', '"blocks.99.9"', 1))
+    proc = causalvis("build", str(study), "--stage", "scan", cwd=tmp_path)
+    assert_one_error(proc, "unknown layer", "blocks.99.9")
 
 
 def test_missing_study_and_config(tmp_path):

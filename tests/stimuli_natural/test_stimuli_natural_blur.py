@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
@@ -14,40 +13,25 @@ from causalvis.stimuli.units import load_units
 from causalvis.study.layout import read_json
 
 
-def _noise_square(x0: int, y0: int, side: int = 20, size: int = 64) -> np.ndarray:
-    img = np.full((size, size, 3), 128, np.uint8)
-    rng = np.random.default_rng(0)
-    img[y0 : y0 + side, x0 : x0 + side] = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-    return img
-
-
-def _closeness_to(sharp: np.ndarray):
-    """Score = minus the mean absolute difference to the sharp image."""
-    ref = uint8_to_tensor(sharp)
-
-    def score(batch: torch.Tensor) -> torch.Tensor:
-        return -(batch - ref).abs().mean(dim=(1, 2, 3))
-
-    return score
-
-
-def test_window_found_on_constructed_images():
-    # grid offsets for 64 px, patch 20, stride 8: 0, 8, ..., 40 and the border 44
-    for x0, y0 in [(16, 8), (44, 44), (0, 44)]:
-        sharp = _noise_square(x0, y0)
-        blurred = blur_image(sharp, 21)
-        box, grid = best_sharp_window(sharp, blurred, _closeness_to(sharp), patch=20, stride=8,
-                                      batch_size=5)
-        assert box == (x0, y0, x0 + 20, y0 + 20)
-        assert grid.shape == (7, 7)
-        assert int(np.argmax(grid)) == 7 * (Grid(64, 20, 8).offsets.tolist().index(y0)) + \
-            Grid(64, 20, 8).offsets.tolist().index(x0)
-        _, grid_big = best_sharp_window(sharp, blurred, _closeness_to(sharp), patch=20, stride=8,
-                                        batch_size=64)
-        np.testing.assert_allclose(grid, grid_big, rtol=1e-6, atol=1e-7)
+def test_window_search_equals_brute_force_with_both_engines(lite0, samples):
+    sharp = samples.load_array(samples.ids[40])
+    blurred = blur_image(sharp, 21)
+    grid = Grid(224, 90, 67)  # offsets 0, 67, 134 (the border position)
+    boxes = [grid.box(i) for i in range(len(grid.positions()))]
+    candidates = np.stack([composite(sharp, blurred, b) for b in boxes])
+    layer, channel = "blocks.3.2", 7
+    brute = probe_tensor(lite0, uint8_to_tensor(candidates), [layer])[layer][:, channel].numpy()
+    for engine in ("full", "auto"):
+        box, values = best_sharp_window(
+            lite0, sharp, blurred, layer, channel, patch=90, stride=67, engine=engine,
+            batch_size=4,
+        )
+        assert values.shape == (3, 3)
+        np.testing.assert_allclose(values.ravel(), brute, rtol=1e-4, atol=1e-4)
+        assert box == boxes[int(np.argmax(brute))]
         out = composite(sharp, blurred, box)
-        inside = np.zeros((64, 64), bool)
-        inside[y0 : y0 + 20, x0 : x0 + 20] = True
+        inside = np.zeros((224, 224), bool)
+        inside[box[1] : box[3], box[0] : box[2]] = True
         np.testing.assert_array_equal(out[inside], sharp[inside])
         np.testing.assert_array_equal(out[~inside], blurred[~inside])
 

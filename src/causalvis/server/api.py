@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from causalvis.server.admin import AdminToken
@@ -26,9 +29,15 @@ def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
         if scheme.lower() != "bearer" or not admin.check(value.strip()):
             raise HTTPException(401, "admin token required", {"WWW-Authenticate": "Bearer"})
 
+    # Assignment is serialised (balanced sessions); creations that wait for their turn wait
+    # here on the event loop, not in worker threads, so a burst of new participants
+    # cannot take every thread from the answers of those already running.
+    create_turn = asyncio.Lock()
+
     @router.post("/participants", status_code=201)
-    def create(body: NewParticipant) -> JSONResponse:
-        status, payload = _call(exp.create_participant, body)
+    async def create(body: NewParticipant) -> JSONResponse:
+        async with create_turn:
+            status, payload = await run_in_threadpool(_call, exp.create_participant, body)
         return JSONResponse(payload, status_code=status)
 
     @router.get("/participants/{token}")

@@ -1,5 +1,5 @@
-"""Request guards of the experiment server: body size cap, participant-creation rate
-limit, security headers, and database failures turned into a retryable 503.
+"""Request guards of the experiment server: body size cap (413), participant-creation
+rate limit per client IP (429), and security headers (CSP, nosniff, framing, referrer).
 
 Pure ASGI middleware (no ``BaseHTTPMiddleware``) so that the hot path pays one function
 call per request, and a body that is too large is refused before it is read.

@@ -15,7 +15,6 @@ import hashlib
 import io
 import logging
 import shutil
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,40 +49,34 @@ def composite(
 
 
 def best_sharp_window(
+    model,
     sharp: np.ndarray,
     blurred: np.ndarray,
-    score: Callable[[torch.Tensor], torch.Tensor],
+    layer: str,
+    channel: int,
     *,
     patch: int,
     stride: int,
+    engine: str = "auto",
     batch_size: int = 64,
 ) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """The window whose sharp copy maximises ``score`` (images ``[B, 3, S, S]`` in [0, 1]
-    -> ``[B]``), and the score of every grid position ``[n_y, n_x]`` (the occlusion's
-    :class:`Grid`, border included). Ties go to the first position in row-major order."""
+    """The window whose sharp copy maximises the unit, and the unit's activation at every
+    grid position ``[n_y, n_x]`` (the occlusion's :class:`Grid`, border included).
+
+    This is an occlusion sweep in reverse: the base image is the blurred one and the
+    "patch" shows the sharp pixels, so the same engine (exact incremental inference where
+    the architecture allows it) computes it. Ties go to the first position (row-major)."""
+    from causalvis.stimuli.occlusion import Occluder
+    from causalvis.stimuli.occlusion_stage import sweep_layers
+
     grid = Grid(sharp.shape[0], patch, stride)
-    boxes = [grid.box(i) for i in range(len(grid.positions()))]
-    sharp_t = uint8_to_tensor(sharp)
-    blurred_t = uint8_to_tensor(blurred)
-    scores = []
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start : start + batch_size]
-        batch = blurred_t.unsqueeze(0).repeat(len(chunk), 1, 1, 1)
-        for k, (x0, y0, x1, y1) in enumerate(chunk):
-            batch[k, :, y0:y1, x0:x1] = sharp_t[:, y0:y1, x0:x1]
-        scores.append(score(batch).detach().float().cpu())
-    values = torch.cat(scores).numpy().reshape(grid.shape)
-    return boxes[int(np.argmax(values))], values
+    occluder = Occluder(blurred, grid, fill="canvas", canvas=sharp)
+    sweep = sweep_layers(model, occluder, [layer], engine, batch_size)
+    values = sweep.unit_map(layer, channel)
+    return grid.box(int(np.argmax(values))), values
 
 
 # -- the stage -------------------------------------------------------------------------------
-
-def _unit_score(probe, layer: str, channel: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    def score(batch: torch.Tensor) -> torch.Tensor:
-        return probe.run(batch)[layer][:, channel]
-
-    return score
-
 
 def blur_unit(ctx, unit, probe) -> None:
     """Blurred references of one unit from its natural references."""
@@ -103,7 +96,6 @@ def blur_unit(ctx, unit, probe) -> None:
     size = ctx.model.input_size
     stride = cfg.blur.stride or cfg.occlusion.stride
     patch = Grid.for_config(size, cfg.occlusion.patch_fraction, stride).patch
-    score = _unit_score(probe, unit.layer, unit.channel)
     images = []
     for item in meta["images"]:
         if item.get("role", "max") != "max":
@@ -114,14 +106,16 @@ def blur_unit(ctx, unit, probe) -> None:
             raise CausalvisError(f"{natural / item['file']}: expected {size}x{size} pixels")
         blurred = blur_image(sharp, cfg.blur.kernel, cfg.blur.sigma)
         box, grid = best_sharp_window(
-            sharp, blurred, score, patch=patch, stride=stride,
-            batch_size=cfg.occlusion.batch_size,
+            ctx.model, sharp, blurred, unit.layer, unit.channel, patch=patch, stride=stride,
+            engine=cfg.occlusion.engine, batch_size=cfg.occlusion.batch_size,
         )
         data = encode_png(Image.fromarray(composite(sharp, blurred, box)))
         atomic_write(out_dir / item["file"], data)
         with Image.open(io.BytesIO(data)) as img:
             final = uint8_to_tensor(np.array(img.convert("RGB"), dtype=np.uint8))
-        ends = score(torch.stack([final, uint8_to_tensor(blurred)])).tolist()
+        ends = probe.run(torch.stack([final, uint8_to_tensor(blurred)]))[unit.layer][
+            :, unit.channel
+        ].tolist()
         images.append({
             "file": item["file"], "image_set": item["image_set"], "index": item["index"],
             "image_id": item["image_id"], "rank": item["rank"],

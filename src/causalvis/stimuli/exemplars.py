@@ -324,6 +324,48 @@ def write_natural_references(ctx, unit, record: dict) -> None:
                                       "images": files})
 
 
+def _ranks_needed(cfg, n_images: int) -> tuple[int, int]:
+    """How many top / bottom ranks must be exact for the scheme (one past the last used
+    rank, so the tie check at the bin boundary compares exact values too)."""
+    if cfg.scheme == "rank_bins":
+        return min(n_images, cfg.n_top + 1), 0
+    return min(n_images, cfg.n_references + 1), min(n_images, cfg.n_min_references + 1)
+
+
+def refine_extremes(
+    ctx, unit, ids: Sequence[str], acts: np.ndarray, needed: tuple[int, int], batch: int = 32
+) -> np.ndarray:
+    """Exact (float32) activations for every image that could hold one of the needed top
+    or bottom ranks.
+
+    The scan stores float16 (about three significant digits), which creates ties that
+    are not in the model: ranks near a bin boundary could be decided by rounding. Every
+    image whose stored value lies within two float16 steps of the k-th value is measured
+    again, so the k extreme images by exact value are all among the re-measured ones.
+    """
+    from causalvis.images.preprocess import pil_to_tensor
+    from causalvis.models import probe_tensor
+
+    acts = np.asarray(acts, dtype=np.float64).copy()
+    n_top, n_bottom = needed
+    candidates: set[int] = set()
+    order = np.sort(acts)
+    for k, side in ((n_top, "top"), (n_bottom, "bottom")):
+        if k <= 0:
+            continue
+        kth = order[-k] if side == "top" else order[k - 1]
+        tol = 2 * float(np.spacing(np.float16(abs(kth)))) + 1e-6
+        mask = acts >= kth - tol if side == "top" else acts <= kth + tol
+        candidates.update(np.flatnonzero(mask).tolist())
+    idx = sorted(candidates)
+    for start in range(0, len(idx), batch):
+        chunk = idx[start : start + batch]
+        images = _stack([pil_to_tensor(ctx.source.load(ids[i])) for i in chunk])
+        exact = probe_tensor(ctx.model, images, [unit.layer])[unit.layer][:, unit.channel]
+        acts[chunk] = exact.double().numpy()
+    return acts
+
+
 def _stack(tensors):
     import torch
 
@@ -354,6 +396,7 @@ def run_exemplars_stage(ctx) -> None:
     for unit, digest, out, name in tqdm(todo, desc="exemplars", unit="unit",
                                         disable=not ctx.progress):
         acts = table.column(unit.layer, unit.channel)
+        acts = refine_extremes(ctx, unit, ids, acts, _ranks_needed(cfg, len(acts)))
         plan = plan_for_unit(acts, cfg, [cfg.seed, unit.seed], unit.spec)
         record = exemplar_record(unit, acts, ids, plan, cfg)
         write_json(out, record)

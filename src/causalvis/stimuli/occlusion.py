@@ -117,9 +117,13 @@ class Occluder:
     blur_kernel: int = 21
     blur_sigma: float | None = None
     seed: int = 0
+    canvas: np.ndarray | None = None  # fill="canvas": the patch shows these pixels
 
     def __post_init__(self) -> None:
-        if self.fill not in FILLS:
+        if self.fill == "canvas":
+            if self.canvas is None or self.canvas.shape != np.shape(self.image):
+                raise ValueError("fill='canvas' needs a canvas with the image's shape")
+        elif self.fill not in FILLS:
             raise ValueError(f"unknown fill {self.fill!r}: choose one of {', '.join(FILLS)}")
         self.image = np.array(self.image, dtype=np.uint8, copy=True, order="C")
         s = self.grid.size
@@ -128,7 +132,9 @@ class Occluder:
         self._positions = self.grid.positions()
         self._canvas: np.ndarray | None = None
         self._means: np.ndarray | None = None
-        if self.fill == "blur":
+        if self.fill == "canvas":
+            self._canvas = np.array(self.canvas, dtype=np.uint8, copy=True, order="C")
+        elif self.fill == "blur":
             self._canvas = blur_image(self.image, self.blur_kernel, self.blur_sigma)
         elif self.fill == "noise":
             self._canvas = noise_image(s, self.seed)
