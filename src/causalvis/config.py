@@ -283,7 +283,8 @@ def preset(name: str, *, model: str | None = None, images: str | None = None) ->
             scan={"batch_size": 32, "shard_size": 256},
             units={"mode": "per_layer", "per_layer": 1, "n_practice_units": 2},
             exemplars={"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 9},
-            occlusion={"stride": 8, "batch_size": 64},
+            occlusion={"stride": 12, "batch_size": 64},
+            blur={"stride": 24},
             featurevis={
                 "size": 128,
                 "crop": 8,

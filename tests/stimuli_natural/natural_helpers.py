@@ -23,6 +23,7 @@ def small_config(**images):
     cfg.units.n_practice_units = 1
     cfg.exemplars = ExemplarsConfig(n_top=40, n_bins=4, n_image_sets=2, n_references=2)
     cfg.occlusion.stride = 67  # 3 x 3 windows: fast, border position included
+    cfg.blur.stride = None  # the window search follows occlusion.stride
     return cfg
 
 

@@ -6,35 +6,26 @@ patch_fraction`` of the side) on the occlusion's grid (``occlusion.stride``, plu
 border position; ``blur.stride`` may coarsen the search) is kept sharp: the window whose
 sharp copy gives the unit's highest activation (the paper's "blurred" condition). All
 composites are uint8, so the activations are those of the exact PNG bytes written; they
-are measured in batched, truncated passes (:class:`ActivationProbe`).
+are measured in batched, truncated passes (:class:`ActivationProbe`). Each unit is one
+work item (:mod:`causalvis.compute`), so units run on any executor.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import shutil
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
+from causalvis.compute import ItemContext, WorkItem, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.stimuli.occlusion import Grid, blur_image
-from causalvis.study.layout import (
-    StudyPaths,
-    atomic_write,
-    read_json,
-    stamp_matches,
-    write_json,
-    write_stamp,
-)
-
-log = logging.getLogger("causalvis.blur")
-
+from causalvis.stimuli.stage_items import item_model, model_spec
+from causalvis.study.layout import StudyPaths, read_json
 
 # -- pure parts ------------------------------------------------------------------------------
 
@@ -78,24 +69,39 @@ def best_sharp_window(
 
 # -- the stage -------------------------------------------------------------------------------
 
-def blur_unit(ctx, unit, probe) -> None:
-    """Blurred references of one unit from its natural references."""
+ITEM_FUNC = "causalvis.stimuli.blur:blur_unit_item"
+
+
+def blur_unit(
+    ctx: ItemContext,
+    net,
+    probe,
+    unit: dict,
+    *,
+    kernel: int,
+    sigma: float | None,
+    patch: int,
+    stride: int,
+    engine: str,
+    batch_size: int,
+) -> None:
+    """Blurred references of one unit (``{"key", "layer", "channel"}``) from its natural
+    references, written through the item context (atomic, recorded in the stamp)."""
     from causalvis.study.assets import encode_png
 
-    cfg = ctx.config
-    natural = ctx.paths.reference_dir("natural", unit.key)
+    key, layer, channel = unit["key"], unit["layer"], int(unit["channel"])
+    natural = ctx.paths.reference_dir("natural", key)
     meta_file = natural / "meta.json"
     if not meta_file.is_file():
         raise CausalvisError(
             f"no natural references in {natural}: run `causalvis build STUDY --stage exemplars`"
         )
     meta = read_json(meta_file)
-    out_dir = ctx.paths.reference_dir("blur", unit.key)
+    out_dir = ctx.paths.reference_dir("blur", key)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    size = ctx.model.input_size
-    stride = cfg.blur.stride or cfg.occlusion.stride
-    patch = Grid.for_config(size, cfg.occlusion.patch_fraction, stride).patch
+    rel_dir = out_dir.relative_to(ctx.paths.root)
+    size = net.input_size
     images = []
     for item in meta["images"]:
         if item.get("role", "max") != "max":
@@ -104,17 +110,17 @@ def blur_unit(ctx, unit, probe) -> None:
             sharp = np.array(img.convert("RGB"), dtype=np.uint8)
         if sharp.shape[:2] != (size, size):
             raise CausalvisError(f"{natural / item['file']}: expected {size}x{size} pixels")
-        blurred = blur_image(sharp, cfg.blur.kernel, cfg.blur.sigma)
+        blurred = blur_image(sharp, kernel, sigma)
         box, grid = best_sharp_window(
-            ctx.model, sharp, blurred, unit.layer, unit.channel, patch=patch, stride=stride,
-            engine=cfg.occlusion.engine, batch_size=cfg.occlusion.batch_size,
+            net, sharp, blurred, layer, channel, patch=patch, stride=stride,
+            engine=engine, batch_size=batch_size,
         )
         data = encode_png(Image.fromarray(composite(sharp, blurred, box)))
-        atomic_write(out_dir / item["file"], data)
+        ctx.write_bytes(rel_dir / item["file"], data)
         with Image.open(io.BytesIO(data)) as img:
             final = uint8_to_tensor(np.array(img.convert("RGB"), dtype=np.uint8))
-        ends = probe.run(torch.stack([final, uint8_to_tensor(blurred)]))[unit.layer][
-            :, unit.channel
+        ends = probe.run(torch.stack([final, uint8_to_tensor(blurred)]))[layer][
+            :, channel
         ].tolist()
         images.append({
             "file": item["file"], "image_set": item["image_set"], "index": item["index"],
@@ -126,24 +132,43 @@ def blur_unit(ctx, unit, probe) -> None:
             "grid_max": float(grid.max()),
             "grid_min": float(grid.min()),
         })
-    write_json(out_dir / "meta.json", {
-        "unit": unit.key, "layer": unit.layer, "channel": unit.channel, "method": "blur",
-        "kernel": cfg.blur.kernel, "sigma": cfg.blur.sigma, "patch": patch,
+    ctx.write_json(rel_dir / "meta.json", {
+        "unit": key, "layer": layer, "channel": channel, "method": "blur",
+        "kernel": kernel, "sigma": sigma, "patch": patch,
         "stride": stride, "images": images,
     })
 
 
-def run_blur_stage(ctx) -> None:
-    """Blurred references for every unit (skips units whose inputs are unchanged)."""
+def blur_unit_item(ctx: ItemContext, *, model: dict, unit: dict, **params) -> None:
+    """Work item: one unit's blurred references, on any worker (model cached per process)."""
     from causalvis.models import ActivationProbe
+
+    net = item_model(model, ctx.device)
+    with ActivationProbe(net, [unit["layer"]]) as probe:
+        blur_unit(ctx, net, probe, unit, **params)
+
+
+def blur_items(ctx) -> list[WorkItem]:
+    """One work item per unit (``blur/<unit>``); the digest hashes the blur and model
+    config, the window geometry and the unit's natural ``meta.json``."""
     from causalvis.stimuli.units import load_units
 
     paths: StudyPaths = ctx.paths
-    units = load_units(paths)
-    base = ctx.config.digest("blur", "model")
-    occ = ctx.config.occlusion
-    todo = []
-    for unit in units:
+    cfg = ctx.config
+    base = cfg.digest("blur", "model")
+    occ = cfg.occlusion
+    stride = cfg.blur.stride or occ.stride
+    size = ctx.model.input_size
+    params = {
+        "kernel": cfg.blur.kernel,
+        "sigma": cfg.blur.sigma,
+        "patch": Grid.for_config(size, occ.patch_fraction, stride).patch,
+        "stride": stride,
+        "engine": occ.engine,
+        "batch_size": occ.batch_size,
+    }
+    items = []
+    for unit in load_units(paths):
         natural_meta = paths.reference_dir("natural", unit.key) / "meta.json"
         natural_hash = (
             hashlib.sha256(natural_meta.read_bytes()).hexdigest()[:16]
@@ -152,13 +177,19 @@ def run_blur_stage(ctx) -> None:
         digest = hashlib.sha256(
             f"{base}:{occ.patch_fraction}:{occ.stride}:{natural_hash}".encode()
         ).hexdigest()[:16]
-        out = paths.reference_dir("blur", unit.key) / "meta.json"
-        name = f"blur-{unit.key}"
-        if not (stamp_matches(paths, name, digest) and out.is_file()):
-            todo.append((unit, digest, name))
-    if len(todo) < len(units):
-        log.info("blur: %d of %d units already done", len(units) - len(todo), len(units))
-    for unit, digest, name in tqdm(todo, desc="blur", unit="unit", disable=not ctx.progress):
-        with ActivationProbe(ctx.model, [unit.layer]) as probe:
-            blur_unit(ctx, unit, probe)
-        write_stamp(paths, name, digest)
+        items.append(WorkItem(
+            name=f"blur/{unit.key}",
+            func=ITEM_FUNC,
+            kwargs={
+                "model": model_spec(cfg),
+                "unit": {"key": unit.key, "layer": unit.layer, "channel": unit.channel},
+                **params,
+            },
+            digest=digest,
+        ))
+    return items
+
+
+def run_blur_stage(ctx) -> None:
+    """Blurred references for every unit (skips units whose inputs are unchanged)."""
+    run_stage_items(ctx, blur_items(ctx), desc="blur")

@@ -14,10 +14,13 @@ Sweeps are grouped per query image: one truncated pass computes every channel of
 layer needed on that image, so units sharing a layer and a query never recompute.
 ``occlusion.engine`` picks exact incremental inference (:mod:`occlusion_incremental`)
 where the architecture allows it (``auto``, the default) or the plain sweep (``full``).
+Each group of targets sharing query images is one work item (:mod:`causalvis.compute`),
+so sweeps run on any executor; the ``.npz`` bytes are deterministic (fixed zip times).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from causalvis.compute import ItemContext, WorkItem, input_digest, run_stage_items
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths, read_json, stamp_matches, write_stamp
+from causalvis.study.layout import StudyPaths, read_json
 
 log = logging.getLogger("causalvis.occlusion")
 
@@ -38,7 +42,9 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class WorkItem:
+class OcclusionTarget:
+    """One ``occlusion/<unit>/set<b>.npz``: a unit and its image set's candidate queries."""
+
     key: str
     layer: str
     channel: int
@@ -98,7 +104,7 @@ def candidate_queries(exemplars: dict, position: int, k: int, bin_size: int) -> 
     return out
 
 
-def plan(paths: StudyPaths, config) -> list[WorkItem]:
+def plan(paths: StudyPaths, config) -> list[OcclusionTarget]:
     k = config.trials.candidate_queries
     ex_cfg = config.exemplars
     bin_size = ex_cfg.n_top // ex_cfg.n_bins if ex_cfg.scheme == "rank_bins" else 0
@@ -108,7 +114,7 @@ def plan(paths: StudyPaths, config) -> list[WorkItem]:
         for pos, image_set in enumerate(ex["image_sets"]):
             cands = candidate_queries(ex, pos, k, bin_size)
             items.append(
-                WorkItem(unit["key"], unit["layer"], int(unit["channel"]),
+                OcclusionTarget(unit["key"], unit["layer"], int(unit["channel"]),
                          int(image_set["image_set"]), tuple(cands))
             )
     return items
@@ -118,37 +124,12 @@ def result_path(paths: StudyPaths, key: str, image_set: int) -> Path:
     return paths.occlusion / key / f"set{image_set}.npz"
 
 
-def _digest(config, item: WorkItem) -> str:
+def _digest(config, item: OcclusionTarget) -> str:
     sections = ["model", "images", "occlusion"]
     if config.occlusion.fill == "blur":
         sections.append("blur")
     ids = ",".join(f"{c.image_id}@{c.rank}" for c in item.candidates)
     return f"{config.digest(*sections)}|{item.layer}:{item.channel}|{ids}"
-
-
-def _stamp_name(item: WorkItem) -> str:
-    return f"occlusion/{item.key}/set{item.image_set}"
-
-
-def save_result(path: Path, item: WorkItem, maps: list[np.ndarray], bases: list[float],
-                grid, fill: str) -> None:
-    from causalvis.study.layout import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            map=maps[0].astype(np.float32),
-            base=np.float32(bases[0]),
-            maps=np.stack(maps).astype(np.float32),
-            bases=np.asarray(bases, dtype=np.float32),
-            image_ids=np.asarray([c.image_id for c in item.candidates]),
-            ranks=np.asarray([c.rank for c in item.candidates], dtype=np.int64),
-            offsets=grid.offsets,
-            size=np.int64(grid.size),
-            patch=np.int64(grid.patch),
-            stride=np.int64(grid.stride),
-            fill=np.asarray(fill),
-        )
 
 
 def load_result(path: Path) -> OcclusionResult:
@@ -192,57 +173,135 @@ def sweep_layers(model, occluder, layers: list[str], engine: str, batch_size: in
     return occlusion_sweep(model, occluder, layers, batch_size=batch_size, on_batch=on_batch)
 
 
-def run_occlusion_stage(ctx) -> None:
-    """Sweep every pending (unit, image set); one pass per query image for all layers."""
-    from tqdm import tqdm
+ITEM_FUNC = "causalvis.stimuli.occlusion_stage:occlusion_item"
+
+
+def _groups(targets: list[OcclusionTarget]) -> list[list[OcclusionTarget]]:
+    """Targets connected through shared candidate images, in plan order.
+
+    Every group is one work item: each of its query images is swept once for all layers
+    its targets need, and no target needs an image of another group. With one candidate
+    per image set a group is exactly the targets sharing one query image."""
+    parent = list(range(len(targets)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, t in enumerate(targets):
+        for cand in t.candidates:
+            j = owner.setdefault(cand.image_id, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[OcclusionTarget]] = defaultdict(list)
+    for i, t in enumerate(targets):
+        groups[find(i)].append(t)
+    return [groups[r] for r in sorted(groups)]
+
+
+def _item_name(group: list[OcclusionTarget]) -> str:
+    """Stable, path-safe name from the group's query images (ids may hold any character)."""
+    images = sorted({c.image_id for t in group for c in t.candidates})
+    return "occlusion/query-" + hashlib.sha256("\n".join(images).encode()).hexdigest()[:16]
+
+
+def _target_kwargs(t: OcclusionTarget) -> dict:
+    return {"key": t.key, "layer": t.layer, "channel": t.channel, "image_set": t.image_set,
+            "candidates": [[c.image_id, c.rank] for c in t.candidates]}
+
+
+def occlusion_items(ctx) -> list[WorkItem]:
+    """One work item per group of targets sharing query images (see :func:`_groups`)."""
+    from causalvis.stimuli.stage_items import model_spec, source_spec
 
     paths, config = ctx.paths, ctx.config
+    occ = config.occlusion
+    params = {
+        "model": model_spec(config),
+        "source": source_spec(paths, config),
+        "occlusion": {"patch_fraction": occ.patch_fraction, "stride": occ.stride,
+                      "fill": occ.fill, "seed": occ.seed, "engine": occ.engine,
+                      "batch_size": occ.batch_size},
+        "blur": {"kernel": config.blur.kernel, "sigma": config.blur.sigma},
+    }
+    items = []
+    for group in _groups(plan(paths, config)):
+        items.append(WorkItem(
+            name=_item_name(group),
+            func=ITEM_FUNC,
+            kwargs={**params, "targets": [_target_kwargs(t) for t in group]},
+            digest=input_digest(sorted(_digest(config, t) for t in group)),
+        ))
+    return items
+
+
+def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dict,
+                   blur: dict, targets: list[dict]) -> dict:
+    """Work item: sweep each query image of the group once (all layers it needs) and write
+    every target's ``set<b>.npz``."""
+    from causalvis.stimuli.occlusion import Grid, Occluder
+    from causalvis.stimuli.stage_items import item_model, item_source
+
+    net = item_model(model, ctx.device)
+    images = item_source(source, net)
+    layers_of: dict[str, set[str]] = defaultdict(set)
+    for t in targets:
+        for image_id, _rank in t["candidates"]:
+            layers_of[image_id].add(t["layer"])
+    grid = Grid.for_config(net.input_size, occlusion["patch_fraction"], occlusion["stride"])
+    found: dict[tuple[str, str, int], tuple[np.ndarray, float]] = {}
+    for image_id, layers in layers_of.items():
+        occluder = Occluder(
+            images.load_array(image_id), grid, fill=occlusion["fill"],
+            blur_kernel=blur["kernel"], blur_sigma=blur["sigma"], seed=occlusion["seed"],
+        )
+        sweep = sweep_layers(net, occluder, sorted(layers), occlusion["engine"],
+                             occlusion["batch_size"])
+        for t in targets:
+            if any(image_id == c[0] for c in t["candidates"]):
+                found[(image_id, t["layer"], t["channel"])] = (
+                    sweep.unit_map(t["layer"], t["channel"]).copy(),
+                    float(sweep.base[t["layer"]][t["channel"]]),
+                )
+    for t in targets:
+        got = [found[(c[0], t["layer"], t["channel"])] for c in t["candidates"]]
+        ctx.save_npz(
+            result_path(ctx.paths, t["key"], t["image_set"]).relative_to(ctx.paths.root),
+            **result_arrays(t, [m for m, _ in got], [b for _, b in got], grid,
+                            occlusion["fill"]),
+        )
+    return {"images": len(layers_of), "targets": len(targets)}
+
+
+def result_arrays(target: dict, maps: list[np.ndarray], bases: list[float], grid,
+                  fill: str) -> dict[str, np.ndarray]:
+    """The arrays of one ``set<b>.npz`` (see the module docstring)."""
+    return {
+        "map": maps[0].astype(np.float32),
+        "base": np.float32(bases[0]),
+        "maps": np.stack(maps).astype(np.float32),
+        "bases": np.asarray(bases, dtype=np.float32),
+        "image_ids": np.asarray([c[0] for c in target["candidates"]]),
+        "ranks": np.asarray([c[1] for c in target["candidates"]], dtype=np.int64),
+        "offsets": grid.offsets,
+        "size": np.int64(grid.size),
+        "patch": np.int64(grid.patch),
+        "stride": np.int64(grid.stride),
+        "fill": np.asarray(fill),
+    }
+
+
+def run_occlusion_stage(ctx) -> None:
+    """Sweep every (unit, image set) as work items, one pass per query image."""
+    config = ctx.config
     if config.task != "causal_occlusion":
         log.info("occlusion: skipped (task %s does not use occlusion)", config.task)
         return
-    items = plan(paths, config)
-    todo = [
-        it for it in items
-        if not (result_path(paths, it.key, it.image_set).is_file()
-                and stamp_matches(paths, _stamp_name(it), _digest(config, it)))
-    ]
-    log.info("occlusion: %d of %d (unit, image set) maps to compute", len(todo), len(items))
-    if not todo:
-        return
-    model = ctx.model
-    layers_of: dict[str, set[str]] = defaultdict(set)
-    for it in todo:
-        for cand in it.candidates:
-            layers_of[cand.image_id].add(it.layer)
-    results: dict[tuple[str, int], dict[int, tuple[np.ndarray, float]]] = defaultdict(dict)
-    written: set[tuple[str, int]] = set()
-    size = model.input_size
-    bar = None
-    for image_id, layers in layers_of.items():
-        occluder = make_occluder(ctx.source.load_array(image_id), config, size)
-        if bar is None:
-            bar = tqdm(total=len(occluder) * len(layers_of), desc="occlusion", unit="img",
-                       disable=not ctx.progress)
-        sweep = sweep_layers(model, occluder, sorted(layers), config.occlusion.engine,
-                             config.occlusion.batch_size, on_batch=bar.update)
-        for it in todo:
-            for ci, cand in enumerate(it.candidates):
-                if cand.image_id == image_id:
-                    results[(it.key, it.image_set)][ci] = (
-                        sweep.unit_map(it.layer, it.channel).copy(),
-                        float(sweep.base[it.layer][it.channel]),
-                    )
-        for it in todo:
-            item_id = (it.key, it.image_set)
-            got = results.get(item_id, {})
-            if item_id in written or len(got) < len(it.candidates):
-                continue
-            maps = [got[i][0] for i in range(len(it.candidates))]
-            bases = [got[i][1] for i in range(len(it.candidates))]
-            save_result(result_path(paths, it.key, it.image_set), it, maps, bases,
-                        occluder.grid, config.occlusion.fill)
-            write_stamp(paths, _stamp_name(it), _digest(config, it))
-            written.add(item_id)
-            del results[item_id]
-    if bar is not None:
-        bar.close()
+    items = occlusion_items(ctx)
+    n_targets = sum(len(item.kwargs["targets"]) for item in items)
+    log.info("occlusion: %d (unit, image set) maps in %d work items", n_targets, len(items))
+    run_stage_items(ctx, items, desc="occlusion")

@@ -5,6 +5,8 @@ One truncated forward pass per batch records all configured layers at once
 each written atomically and stamped with the hash of its inputs, so a killed scan resumes
 at the first unfinished shard and memory stays bounded by one shard however large the
 image set. Images that cannot be decoded are skipped, logged and listed in ``index.json``.
+Each shard is one work item (:mod:`causalvis.compute`), so shards run on any executor;
+the driver writes ``index.json`` once every shard is done.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from causalvis.compute import ItemContext, WorkItem, item_done, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import ActivationProbe, list_layers
-from causalvis.study.layout import StudyPaths, read_json, stamp_matches, write_json, write_stamp
+from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
+from causalvis.study.layout import StudyPaths, read_json, write_json
 
 log = logging.getLogger("causalvis.scan")
 
@@ -154,33 +157,30 @@ def _write_shard(folder: Path, result: ShardResult) -> None:
     os.replace(tmp, folder)
 
 
-def _shard_complete(folder: Path, layers: Sequence[str]) -> bool:
-    return (folder / "ids.txt").is_file() and all(
-        (folder / _layer_file(name)).is_file() for name in layers
-    )
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # -- the stage -----------------------------------------------------------------------------
 
-def run_scan_stage(ctx) -> None:
-    """Scan the image source into ``activations/`` (resumable, see module docstring)."""
+ITEM_FUNC = "causalvis.stimuli.scan:scan_shard_item"
+
+
+def scan_items(ctx) -> tuple[list[WorkItem], dict]:
+    """One work item per shard (``scan/shard-00000``), plus the run's shared description.
+
+    The shard digest hashes the model, preprocessing, source, layers and the shard's image
+    ids, so changing ``images.max_images`` redoes only the shards whose ids changed."""
     cfg = ctx.config
-    paths: StudyPaths = ctx.paths
     model = ctx.model
-    source = ctx.source
     layers = scan_layers(cfg, model)
     infos = {i.name: i for i in list_layers(model)}
     channels = {name: infos[name].channels for name in layers}
-    ids = list(source.ids)
+    ids = list(ctx.source.ids)
     if cfg.images.max_images is not None:
         ids = ids[: cfg.images.max_images]
     if not ids:
-        raise CausalvisError(f"image source {source.describe()} holds no images")
-    size = cfg.scan.shard_size
+        raise CausalvisError(f"image source {ctx.source.describe()} holds no images")
     base = {
         "model": cfg.model.name,
         "weights": cfg.model.weights,
@@ -189,41 +189,64 @@ def run_scan_stage(ctx) -> None:
         "source": cfg.images.source,
         "layers": layers,
     }
-    root = paths.activations
-    root.mkdir(parents=True, exist_ok=True)
-    shards = []
+    common = {
+        "model": model_spec(cfg),
+        "source": source_spec(ctx.paths, cfg),
+        "channels": channels,
+        "batch_size": cfg.scan.batch_size,
+        "workers": cfg.scan.workers,
+    }
+    size = cfg.scan.shard_size
+    items = []
     for k, start in enumerate(range(0, len(ids), size)):
         shard_ids = ids[start : start + size]
-        shards.append((shard_name(k), shard_ids, _digest({**base, "ids": shard_ids})))
-    todo = [
-        s for s in shards
-        if not (stamp_matches(paths, f"scan-{s[0]}", s[2]) and _shard_complete(root / s[0], layers))
-    ]
-    n_done = sum(len(s[1]) for s in shards) - sum(len(s[1]) for s in todo)
-    if todo:  # an index from an earlier run must not describe a half-rewritten scan
+        items.append(WorkItem(
+            name=f"scan/{shard_name(k)}",
+            func=ITEM_FUNC,
+            kwargs={**common, "shard": shard_name(k), "ids": shard_ids},
+            digest=_digest({**base, "ids": shard_ids}),
+        ))
+    return items, {"layers": layers, "channels": channels, "base": base}
+
+
+def scan_shard_item(
+    ctx: ItemContext,
+    *,
+    model: dict,
+    source: str,
+    channels: dict[str, int],
+    batch_size: int,
+    workers: int,
+    shard: str,
+    ids: list[str],
+) -> dict:
+    """Work item: probe one shard's images and write ``activations/<shard>/`` atomically."""
+    net = item_model(model, ctx.device)
+    images = item_source(source, net)
+    with ActivationProbe(net, list(channels)) as probe:
+        result = _scan_shard(
+            probe, images, list(ids), batch_size=batch_size, workers=workers, channels=channels
+        )
+    folder = ctx.paths.activations / shard
+    _write_shard(folder, result)
+    files = ["ids.txt", "skipped.json", *(_layer_file(name) for name in result.acts)]
+    ctx.outputs.extend(f"activations/{shard}/{f}" for f in files)
+    return {"n_images": len(result.ids), "n_skipped": len(result.skipped)}
+
+
+def run_scan_stage(ctx) -> None:
+    """Scan the image source into ``activations/`` (resumable, see module docstring)."""
+    paths: StudyPaths = ctx.paths
+    items, info = scan_items(ctx)
+    root = paths.activations
+    root.mkdir(parents=True, exist_ok=True)
+    if not all(item_done(paths, item) for item in items):
+        # an index from an earlier run must not describe a half-rewritten scan
         (root / INDEX_NAME).unlink(missing_ok=True)
-    if n_done:
-        log.info("scan: %d of %d shards already done", len(shards) - len(todo), len(shards))
-    with (
-        ActivationProbe(model, layers) as probe,
-        tqdm(
-            total=len(ids), initial=n_done, desc="scan", unit="img", disable=not ctx.progress
-        ) as bar,
-    ):
-        for name, shard_ids, digest in todo:
-            result = _scan_shard(
-                probe,
-                source,
-                shard_ids,
-                batch_size=cfg.scan.batch_size,
-                workers=cfg.scan.workers,
-                channels=channels,
-                bar=bar,
-            )
-            _write_shard(root / name, result)
-            write_stamp(paths, f"scan-{name}", digest, n_images=len(result.ids))
+    run_stage_items(ctx, items, desc="scan")
+    shards = [(item.kwargs["shard"], item.kwargs["ids"], item.digest) for item in items]
     _remove_stale_shards(root, {s[0] for s in shards})
-    _write_index(paths, layers, channels, shards, base)
+    _write_index(paths, info["layers"], info["channels"], shards, info["base"])
 
 
 def _remove_stale_shards(root: Path, keep: set[str]) -> None:

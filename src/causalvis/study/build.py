@@ -47,13 +47,19 @@ class StageContext:
 
     @cached_property
     def model(self):
-        from causalvis.models import load_model
+        # The per-process cache that work items use too: in-process items share this model.
+        # Channels-last from the start (as ActivationProbe leaves it): float results must
+        # not depend on which stage touched the shared model first.
+        import torch
 
-        return load_model(
+        from causalvis.compute import cached_model
+
+        model = cached_model(
             self.config.model.name,
-            weights=self.config.model.weights,
-            device=self.device or self.config.model.device,
+            self.config.model.weights,
+            self.device or self.config.model.device,
         )
+        return model.to(memory_format=torch.channels_last)
 
     @cached_property
     def source(self):

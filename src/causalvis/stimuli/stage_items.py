@@ -1,0 +1,53 @@
+"""Shared plumbing for stage work items: what the driver passes, what a worker rebuilds.
+
+Stage items carry their inputs in their JSON kwargs (model name / weights, the resolved
+image-source spec, the config values they use), so a worker on another machine needs
+nothing but the study folder, and the item digest hashes exactly what the item computes
+from. Workers get the model and the image source once per process (``cached_model`` /
+``cached``), never from the driver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from causalvis.compute import cached, cached_model
+
+
+def model_spec(config) -> dict[str, Any]:
+    """The model an item loads: ``{"name", "weights"}`` (the device comes from the item)."""
+    return {"name": config.model.name, "weights": config.model.weights}
+
+
+def source_spec(paths, config) -> str:
+    """``images.source`` resolved as ``StageContext.source`` does, as an absolute path
+    (workers may run in another directory) or ``"samples"``."""
+    src = config.images.source
+    if src == "samples":
+        return src
+    path = Path(src)
+    if not path.is_absolute():
+        path = path if path.exists() else Path(paths.root) / path
+    return str(path.resolve())
+
+
+def item_model(spec: dict[str, Any], device: str):
+    """The process's cached model, in channels-last memory format.
+
+    ``ActivationProbe`` converts the (shared) model to channels-last when it attaches, and
+    convolution results differ in the last float bits between the two formats, so without
+    this an item's numbers would depend on what ran before it in the process (a fresh Ray
+    worker vs. an in-process build). Converting first makes every item see one format."""
+    import torch
+
+    model = cached_model(spec["name"], spec.get("weights"), device)
+    return model.to(memory_format=torch.channels_last)
+
+
+def item_source(spec: str, model):
+    """The image source, opened once per process for a given spec and preprocessing."""
+    from causalvis.images import open_source
+
+    key = ("image-source", spec, model.input_size, model.crop_pct)
+    return cached(key, lambda: open_source(spec, model.input_size, model.crop_pct))
