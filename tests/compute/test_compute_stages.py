@@ -169,3 +169,11 @@ def test_submitit_local_executor_runs_the_blur_stage(local_study, tmp_path):
     assert len(stamps(root, "blur")) == 3
     assert files(root, "references/blur") == files(local_study, "references/blur")
     assert any((tmp_path / "slurm-logs").rglob("*.out"))  # really ran as submitit jobs
+
+
+def test_rerun_of_the_item_stages_rewrites_nothing(local_study):
+    before = {p: p.stat().st_mtime_ns for p in local_study.rglob("*") if p.is_file()}
+    build(local_study, list(HEAVY), progress=False, executor_options=RUN)
+    after = {p: p.stat().st_mtime_ns for p in local_study.rglob("*") if p.is_file()}
+    assert [str(p) for p in before if after.get(p) != before[p]] == []
+    assert set(after) == set(before)

@@ -77,7 +77,11 @@ def test_catch_never_comes_from_the_session_itself():
     base = _base(["m:0", "m:1", "m:2", "p:0"], 3)
     used = {"b3-0"}
     pool = catch_pool(
-        base, main_units={"m:0", "m:1", "m:2"}, practice_units={"p:0"}, used_practice=used, image_set=1
+        base,
+        main_units={"m:0", "m:1", "m:2"},
+        practice_units={"p:0"},
+        used_practice=used,
+        image_set=1,
     )
     own = base[(base["image_set"] == 1) & base["unit"].str.startswith("m")]
     assert not set(own["trial_id"]) & set(pool["trial_id"])

@@ -276,7 +276,9 @@ def _write_index(paths: StudyPaths, layers, channels, shards, base) -> None:
         "skipped": skipped,
         "digest": _digest([e["digest"] for e in entries]),
     }
-    write_json(root / INDEX_NAME, index)
+    index_file = root / INDEX_NAME
+    if not (index_file.is_file() and read_json(index_file) == index):  # a rerun: untouched
+        write_json(index_file, index)
     if skipped:
         log.warning("scan: %d unreadable image(s) skipped (listed in %s)", len(skipped),
                     root / INDEX_NAME)

@@ -171,13 +171,19 @@ def _figure(ctx, key, image_set, query, act_map, base, grid, pair, high, low, no
     )
 
 
-def write_table(path: Path, rows: list[dict]) -> None:
+def write_table(path: Path, rows: list[dict]) -> bool:
+    """Write the table unless the file already holds exactly these bytes (so a rerun
+    leaves it, and everything downstream of it, untouched); True if it was written."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({c: (repr(v) if isinstance(v, float) else v) for c, v in row.items()})
-    atomic_write(path, buf.getvalue())
+    data = buf.getvalue().encode()
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write(path, data)
+    return True
 
 
 def run_trials_stage(ctx) -> None:
@@ -211,8 +217,9 @@ def run_trials_stage(ctx) -> None:
         if row:
             rows.append(row)
     base = paths.stimuli / "trials_base.csv"
-    write_table(base, rows)
-    atomic_write(paths.trials, base.read_bytes())
+    if write_table(base, rows) or not paths.trials.is_file():
+        # trials.csv starts as the condition-free table; the sessions stage expands it.
+        atomic_write(paths.trials, base.read_bytes())
     log.info(
         "trials: kept %d of %d; dropped on served bytes: %d order flips, %d near ties "
         "(< %g); %d without a valid pair (constraints / min_rel_diff)",

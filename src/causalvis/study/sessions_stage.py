@@ -188,6 +188,7 @@ def run_sessions_stage(ctx) -> None:
         stamp_matches(paths, "sessions", digest)
         and paths.sessions.is_file()
         and paths.trials.is_file()
+        and read_json(paths.stamps / "sessions.json").get("trials_sha256") == _sha256(paths.trials)
     ):
         log.info("sessions: up to date")
         return
@@ -292,7 +293,14 @@ def run_sessions_stage(ctx) -> None:
     }
     write_json(paths.sessions, plan)
     _write_manifest(paths, config)
-    write_stamp(paths, "sessions", digest, n_sessions=len(sessions), n_trials=len(table))
+    write_stamp(
+        paths,
+        "sessions",
+        digest,
+        n_sessions=len(sessions),
+        n_trials=len(table),
+        trials_sha256=_sha256(paths.trials),
+    )
     counts = table["kind"].value_counts().to_dict()
     log.info(
         "sessions: %d sessions, %d participants needed, trials %s",
