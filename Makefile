@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 web: $(WEBSTAMP)
 
-$(WEBSTAMP): web/package.json
+$(WEBSTAMP): web/package.json web/build.mjs $(wildcard web/src/*)
 	@if [ -f web/package.json ]; then \
 	  cd web && npm install --no-audit --no-fund --loglevel=error && npm run --if-present build && touch node_modules/.setup-stamp; \
 	fi
@@ -43,7 +43,7 @@ lint: setup
 
 test: setup browser-deps
 	.venv/bin/ruff check src tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 clean:
 	rm -rf .venv web/node_modules web/dist
