@@ -160,3 +160,17 @@ def test_ground_truth_holds_for_the_served_bytes(tiny_study, lite0):
         if row["kind"] == "main":
             assert abs(base - row["act_base"]) <= tol
             assert row["correct"] == ("a" if a > b else "b")
+
+
+def test_machine_observers_run_on_the_real_study(tiny_study):
+    from causalvis.observers.observe import observe
+
+    root, cfg = tiny_study
+    observe(root, ["center", "variance", "reference_image"], n_boot=200)
+    report = json.loads((StudyPaths(root).report / "observers.json").read_text())
+    conditions = report["observers"]["center"]["conditions"]
+    assert set(conditions) == set(cfg.conditions.names)
+    for stats in conditions.values():
+        assert 0.0 <= stats["accuracy"] <= 1.0 and stats["n_trials"] > 0
+    # the reference observer needs references: not applicable without them
+    assert "none" not in report["observers"]["reference_image"]["conditions"]

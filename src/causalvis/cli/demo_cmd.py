@@ -27,6 +27,8 @@ def demo_command(
     from causalvis.study.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "httpcore", "alembic"):  # per-request and migration chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     run_demo(
         out,
         serve=not no_serve,

@@ -93,7 +93,7 @@ def run_pilot(
         result = simulate(url, strat, participants, settings, concurrency=4)
     echo(
         f"pilot      {participants} simulated participants ({strategy}, lapse {lapse}) "
-        f"in {result.elapsed:.1f} s"
+        f"in {result.elapsed_s:.1f} s"
     )
     return db_path
 
