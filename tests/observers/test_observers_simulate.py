@@ -4,9 +4,6 @@ their own accuracy equals what the analysis computes from the server's export.""
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
@@ -17,16 +14,11 @@ import pytest
 from causalvis.cli import main
 from causalvis.config import StudyConfig
 from causalvis.observers.simulate import SimSettings, Strategy, build_strategy, simulate
+from causalvis.server.run import free_port
 
 from .conftest import TrialSpec, write_study
 
 ADMIN = "observer-test-admin-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _study(tmp_path):
@@ -39,17 +31,43 @@ def _study(tmp_path):
                 q = np.full((64, 64, 3), 128, np.uint8)
                 q[:, 32:] = gen.integers(0, 256, size=(64, 32, 3), dtype=np.uint8)
                 refs = [] if cond == "none" else [gen.integers(0, 256, (64, 64, 3), np.uint8)]
-                specs.append(TrialSpec(q, (0, 0, 20, 20), (30, 22, 50, 42),
-                                       "a" if j % 2 == 0 else "b", unit=f"blocks.3.2-c{j:04d}",
-                                       condition=cond, image_set=b, references=refs,
-                                       base_trial_id=f"base-{j}-{b}"))
-            specs.append(TrialSpec(np.full((64, 64, 3), 90, np.uint8), (0, 0, 20, 20),
-                                   (40, 40, 60, 60), "a", unit="blocks.5.3-c0009",
-                                   condition=cond, kind="catch", image_set=b))
+                specs.append(
+                    TrialSpec(
+                        q,
+                        (0, 0, 20, 20),
+                        (30, 22, 50, 42),
+                        "a" if j % 2 == 0 else "b",
+                        unit=f"blocks.3.2-c{j:04d}",
+                        condition=cond,
+                        image_set=b,
+                        references=refs,
+                        base_trial_id=f"base-{j}-{b}",
+                    )
+                )
+            specs.append(
+                TrialSpec(
+                    np.full((64, 64, 3), 90, np.uint8),
+                    (0, 0, 20, 20),
+                    (40, 40, 60, 60),
+                    "a",
+                    unit="blocks.5.3-c0009",
+                    condition=cond,
+                    kind="catch",
+                    image_set=b,
+                )
+            )
         for k in range(2):
-            specs.append(TrialSpec(np.full((64, 64, 3), 60 + k, np.uint8), (0, 0, 20, 20),
-                                   (40, 40, 60, 60), "ab"[k], unit="blocks.5.3-c0010",
-                                   condition=cond, kind="practice"))
+            specs.append(
+                TrialSpec(
+                    np.full((64, 64, 3), 60 + k, np.uint8),
+                    (0, 0, 20, 20),
+                    (40, 40, 60, 60),
+                    "ab"[k],
+                    unit="blocks.5.3-c0010",
+                    condition=cond,
+                    kind="practice",
+                )
+            )
     # simulated participants answer without waiting: keep them in the analysis
     cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0})
     return write_study(tmp_path / "study", specs, config=cfg)
@@ -58,27 +76,12 @@ def _study(tmp_path):
 @contextmanager
 def _serve(study, **app_options):
     """The real app under uvicorn on 127.0.0.1 in a thread."""
-    import uvicorn
-
     from causalvis.server.app import create_app
+    from causalvis.server.run import serve_in_thread
 
     app = create_app(study, admin_token=ADMIN, **app_options)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        app.state.engine.dispose()
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -96,14 +99,16 @@ def _analysis_accuracy(url: str) -> tuple[dict[str, float], set[str]]:
     from causalvis.analysis.load import canonicalize
     from causalvis.analysis.tables import condition_table
 
-    resp = httpx.get(f"{url}/api/v1/admin/responses.csv",
-                     headers={"Authorization": f"Bearer {ADMIN}"})
+    resp = httpx.get(
+        f"{url}/api/v1/admin/responses.csv", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     resp.raise_for_status()
     raw = pd.read_csv(io.StringIO(resp.text))
     df = canonicalize(raw, {})
     excl = apply_exclusions(df, StudyConfig(exclusion={"min_total_time_s": 0.0}).exclusion)
-    table, _ = condition_table(df[df["is_main"] & df["participant_id"].isin(excl.included)],
-                               n_boot=50)
+    table, _ = condition_table(
+        df[df["is_main"] & df["participant_id"].isin(excl.included)], n_boot=50
+    )
     included = set(raw.loc[raw["participant_id"].isin(excl.included), "external_id"])
     return {c: row["accuracy"] for c, row in table.items()}, included
 
@@ -117,8 +122,7 @@ def test_fixed_strategy_accuracy_equals_the_analysis(server_study):
     assert out["n_failed"] == 0, out["errors"]
     analysis, included = _analysis_accuracy(url)
     assert len(included) >= 4  # lapses on catch trials may exclude a few, as with humans
-    mine = {c: row["accuracy"]
-            for c, row in result.accuracy_by_condition(included).items()}
+    mine = {c: row["accuracy"] for c, row in result.accuracy_by_condition(included).items()}
     assert set(mine) == {"none", "natural"}
     assert mine == analysis  # exactly, not approximately
     # every participant finished with a completion code and a passed practice
@@ -129,8 +133,7 @@ def test_fixed_strategy_accuracy_equals_the_analysis(server_study):
 def test_center_without_lapses_is_exactly_half_right(server_study):
     # center always picks the corner patch (a); truth alternates by unit
     url, study = server_study
-    result = simulate(url, build_strategy(study, "center"), 4, SimSettings(seed=1),
-                      concurrency=2)
+    result = simulate(url, build_strategy(study, "center"), 4, SimSettings(seed=1), concurrency=2)
     assert all(p.accuracy == 0.5 for p in result.participants)
     analysis, included = _analysis_accuracy(url)
     assert len(included) == 4 and set(analysis.values()) == {0.5}
@@ -159,14 +162,26 @@ def test_lapses_and_reaction_times_are_realistic():
 
 def test_simulate_retries_then_reports_a_clear_error(server_study, capsys):
     url, study = server_study
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     settings = SimSettings(seed=0, max_retries=2, backoff_s=0.01)
     res = simulate(dead, build_strategy(study, "random"), 1, settings)
     assert res.retries == 2
     assert "gave up after 3 tries" in res.participants[0].error
     with pytest.raises(SystemExit) as exc:
-        main(["simulate", str(study), "--url", url, "--participants", "2",
-              "--strategy", "variance", "--lapse", "0.1"])
+        main(
+            [
+                "simulate",
+                str(study),
+                "--url",
+                url,
+                "--participants",
+                "2",
+                "--strategy",
+                "variance",
+                "--lapse",
+                "0.1",
+            ]
+        )
     assert exc.value.code == 0
     assert "req/s" in capsys.readouterr().out
 
@@ -178,16 +193,20 @@ def test_observe_calibrates_on_the_study_database(server_study):
     from causalvis.observers.observe import observe
 
     url, study = server_study
-    simulate(url, build_strategy(study, "center"), 6, SimSettings(lapse=0.3, seed=11),
-             concurrency=3)
+    simulate(
+        url, build_strategy(study, "center"), 6, SimSettings(lapse=0.3, seed=11), concurrency=3
+    )
     res = observe(study, ["center"], n_boot=100)
     analysis, included = _analysis_accuracy(url)
     human = res.human
     assert human is not None and human["participant_id"].nunique() == len(included)
     entry = res.summary["observers"]["center"]
     assert entry["calibrated"] and entry["alpha_n_responses"] == len(human)
-    joined = human.merge(res.decisions[["trial_id", "choice", "correct", "delta"]],
-                         on="trial_id", suffixes=("_h", ""))
+    joined = human.merge(
+        res.decisions[["trial_id", "choice", "correct", "delta"]],
+        on="trial_id",
+        suffixes=("_h", ""),
+    )
     agree = np.mean(joined["correct_h"] == (joined["choice"] == joined["correct"]))
     d = abs(joined["delta"].iloc[0])  # one box geometry: |Δ| is the same on every trial
     assert special.expit(entry["alpha"] * d) == pytest.approx(agree, abs=1e-4)
@@ -202,8 +221,7 @@ def test_rate_limited_creation_waits_for_retry_after(tmp_path):
 
     study = _study(tmp_path)
     with _serve(study, create_rate=Rate(2, 2.0)) as url:  # 1 new participant per second
-        res = simulate(url, build_strategy(study, "oracle"), 4, SimSettings(seed=2),
-                       concurrency=4)
+        res = simulate(url, build_strategy(study, "oracle"), 4, SimSettings(seed=2), concurrency=4)
     assert [p.error for p in res.participants] == [None] * 4
     assert res.retries >= 2  # the server said 429 + Retry-After, and the client waited
 

@@ -9,9 +9,6 @@ trial with what was clicked. Screenshots of every screen type go to test-artifac
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,17 +27,11 @@ FLAGS = [
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(tmp_path):
-    import uvicorn
 
     from causalvis.server import create_app, find_web_dist
+    from causalvis.server.run import serve_in_thread
 
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium is not installed (make browser-deps installs it as root)")
@@ -48,20 +39,8 @@ def live_server(tmp_path):
         pytest.skip("web/dist is not built (make setup runs npm install + npm run build)")
     study = make_study(tmp_path / "study")
     app = create_app(study, admin_token=ADMIN)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", study, app
-    server.should_exit = True
-    thread.join(timeout=10)
-    app.state.engine.dispose()
+    with serve_in_thread(app) as url:
+        yield url, study, app
 
 
 def _register(base: str, external_id: str) -> None:

@@ -333,9 +333,10 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
 
 def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Path | None = None,
                   exclusion: ExclusionConfig | None = None,
-                  options: AnalysisOptions | None = None) -> tuple[dict[str, Any], Path]:
+                  options: AnalysisOptions | None = None,
+                  source: str | None = None) -> tuple[dict[str, Any], Path]:
     """Analyse a study's responses (exclusion config: given, else the study's); write
-    STUDY/report/."""
+    STUDY/report/. ``source`` describes the responses in the report (default: the study)."""
     from causalvis.analysis.load import load_study
     from causalvis.config import StudyConfig
     from causalvis.study.layout import StudyPaths
@@ -345,7 +346,7 @@ def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Pa
     cfg = exclusion
     if cfg is None and paths.config.is_file():
         cfg = StudyConfig.load(paths.config).exclusion
-    return _finish(df, paths.root, out or paths.report, cfg, options, str(paths.root))
+    return _finish(df, paths.root, out or paths.report, cfg, options, source or str(paths.root))
 
 
 def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from causalvis.errors import CausalvisError
@@ -73,3 +74,41 @@ def serve(
     for line in banner(app, public_url or f"http://{shown}:{port}"):
         echo(line)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(
+    app, *, host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 30.0
+) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Serve ``app`` with uvicorn in a daemon thread on loopback and yield its base URL
+    (the demo's simulated pilot and the end-to-end tests drive the real HTTP API this way);
+    the server stops and the database engine is disposed on exit."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = port or free_port(host)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise CausalvisError(f"the server did not start on {host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.engine.dispose()

@@ -9,8 +9,6 @@ Rerunning reuses everything already built.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,37 +23,16 @@ log = logging.getLogger("causalvis.demo")
 PILOT_DB = "simulated-pilot.sqlite"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def background_server(study: Path, db_url: str) -> Iterator[str]:
-    """The real app under uvicorn on a free loopback port, in a thread (for the pilot)."""
-    import uvicorn
-
+    """The real app (rate limit off) on a free loopback port, for the simulated pilot."""
     from causalvis.server.app import create_app
     from causalvis.server.guards import Rate
+    from causalvis.server.run import serve_in_thread
 
     app = create_app(study, db_url, admin_token="demo-pilot-token", create_rate=Rate(0, 1.0))
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise CausalvisError("the pilot server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def ensure_study(out: Path, task: str = "causal_occlusion") -> StudyConfig:
@@ -138,7 +115,16 @@ def run_demo(
     exclusion = cfg.exclusion.model_copy(
         update={"min_total_time_s": 0.0, "min_instruction_time_s": 0.0}
     )
-    _, report = analyze_study(out, db_url=f"sqlite:///{db_path}", exclusion=exclusion)
+    _, report = analyze_study(
+        out,
+        db_url=f"sqlite:///{db_path}",
+        exclusion=exclusion,
+        source=(
+            f"{out}: SIMULATED pilot — {participants} simulated participants following the "
+            f"{strategy} observer with lapse rate {lapse} (not human data; the time-window "
+            "exclusions are off because simulated participants answer instantly)"
+        ),
+    )
     timings["analyze"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     del result
