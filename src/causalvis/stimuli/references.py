@@ -5,7 +5,8 @@ of units.json (main and practice), the method renders ``n`` images; many units o
 layer share a batch (``featurevis.batch_units``). Each image is stored as a lossless PNG at
 the model's input size; meta.json records per image the objective value reached and the
 unit's activation measured by the ActivationProbe on the *decoded PNG* (what participants
-see). Per-unit stamps make the stage resumable.
+see). Each chunk of units is one work item (:mod:`causalvis.compute`), so methods render on
+any executor and a rerun skips finished chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from causalvis.compute import ItemContext, WorkItem, cached, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import pil_to_tensor, tensor_to_pil
 from causalvis.models import ActivationProbe
@@ -33,8 +35,9 @@ from causalvis.stimuli.methods import (
     get_method,
     method_dir_name,
 )
+from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
 from causalvis.study.assets import encode_png
-from causalvis.study.layout import atomic_write, read_json, stamp_matches, write_json, write_stamp
+from causalvis.study.layout import read_json
 
 
 def _to_pil(img: ImageLike, size: int, where: str) -> Image.Image:
@@ -81,28 +84,13 @@ def _measure(model, layer: str, channels: Sequence[int], pngs: Sequence[bytes]) 
     return [float(acts[k, c]) for k, c in enumerate(channels)]
 
 
-def _stamp_name(method: str, key: str, image_set: int | None) -> str:
-    suffix = "" if image_set is None else f"-set{image_set}"
-    return f"references-{method_dir_name(method)}-{key}{suffix}"
-
-
-def _write_unit(
-    ctx,
-    method: ReferenceMethod,
-    unit: UnitRequest,
-    image_set: int | None,
-    gen: Generated,
-    n: int,
-    pngs: list[bytes],
-    activations: list[float],
-) -> None:
-    folder = ctx.paths.reference_dir(method_dir_name(method.name), unit.key)
+def _unit_entries(
+    image_set: int | None, gen: Generated, n: int, activations: list[float]
+) -> list[dict]:
     prefix = "" if image_set is None else f"set{image_set}-"
     entries = []
     for i in range(n):
-        name = f"{prefix}{i}.png"
-        atomic_write(folder / name, pngs[i])
-        entry = {"file": name, "activation": activations[i]}
+        entry = {"file": f"{prefix}{i}.png", "activation": activations[i]}
         if image_set is not None:
             entry["image_set"] = image_set
         if gen.objective is not None:
@@ -110,27 +98,26 @@ def _write_unit(
         if gen.extra is not None:
             entry.update(gen.extra[i])
         entries.append(entry)
-    meta_path = folder / "meta.json"
-    meta = read_json(meta_path) if meta_path.is_file() else {}
-    old = [e for e in meta.get("images", []) if e.get("image_set") != image_set]
-    meta.update(
-        {
-            "method": method.name,
-            "layer": unit.layer,
-            "channel": unit.channel,
-            "key": unit.key,
-            "role": unit.role,
-            "activation_measured_on": "decoded PNG at the model input size",
-            "images": sorted(old + entries, key=lambda e: (e.get("image_set", -1), e["file"])),
-        }
-    )
+    return entries
+
+
+def _unit_meta(cfg, method: ReferenceMethod, unit: UnitRequest, entries: list[dict]) -> dict:
+    meta = {
+        "method": method.name,
+        "layer": unit.layer,
+        "channel": unit.channel,
+        "key": unit.key,
+        "role": unit.role,
+        "activation_measured_on": "decoded PNG at the model input size",
+        "images": sorted(entries, key=lambda e: (e.get("image_set", -1), e["file"])),
+    }
     if method.name in ("synthetic", "synthetic-maco"):
-        meta["featurevis"] = ctx.config.featurevis.model_dump(mode="json")
-    write_json(meta_path, meta)
+        meta["featurevis"] = cfg.featurevis.model_dump(mode="json")
+    return meta
 
 
-def _natural_refs(ctx, key: str, image_set: int, n: int) -> tuple[Path, ...]:
-    folder = ctx.paths.reference_dir("natural", key)
+def _natural_refs(paths, key: str, image_set: int, n: int) -> tuple[Path, ...]:
+    folder = paths.reference_dir("natural", key)
     return tuple(folder / f"set{image_set}-{i}.png" for i in range(n))
 
 
@@ -145,10 +132,10 @@ def _digest(cfg, name: str, n: int) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_method(ctx, name: str, units: list[dict], cache: dict) -> int:
-    """Render ``name`` for every unit not yet stamped; returns the number of units rendered."""
-    method = get_method(name)
-    cfg = ctx.config
+ITEM_FUNC = "causalvis.stimuli.references:references_chunk_item"
+
+
+def _n_images(cfg, name: str) -> int:
     n = cfg.conditions.n_references
     if name in ("synthetic", "synthetic-maco"):
         n = cfg.featurevis.n_images
@@ -157,81 +144,140 @@ def run_method(ctx, name: str, units: list[dict], cache: dict) -> int:
                 f"featurevis.n_images ({n}) < conditions.n_references "
                 f"({cfg.conditions.n_references}): not enough synthetic references"
             )
+    return n
+
+
+def method_items(ctx, name: str, units: list[dict]) -> list[WorkItem]:
+    """One item per fixed chunk of up to ``featurevis.batch_units`` units of one layer
+    (cut over all units in units.json order, so chunks never change with progress); the
+    item digest combines the chunk's per-unit digests. Per-image-set methods render all
+    image sets of a chunk in one item, so each unit's meta.json has a single writer."""
+    method = get_method(name)
+    cfg = ctx.config
+    n = _n_images(cfg, name)
     digest = _digest(cfg, name, n)
     image_sets: list[int | None] = (
         list(range(cfg.exemplars.n_image_sets)) if method.per_image_set else [None]
     )
     batch_size = cfg.featurevis.batch_units if method.batch_units else 1
-    rendered = 0
+    model, source = model_spec(cfg), source_spec(ctx.paths, cfg)
+    items = []
+    counters: dict[str, int] = {}
+    for chunk in _chunks(units, batch_size):
+        layer = chunk[0]["layer"]
+        index = counters[layer] = counters.get(layer, -1) + 1
+        unit_digests = [
+            f"{digest}/{u['layer']}/{u['channel']}/{u['seed']}/{b}"
+            for u in chunk for b in image_sets
+        ]
+        items.append(WorkItem(
+            name=f"references/{method_dir_name(name)}/{layer}/{index:04d}",
+            func=ITEM_FUNC,
+            kwargs={
+                "method": name,
+                "config": cfg.model_dump(mode="json"),
+                "model": model,
+                "source": source,
+                "n": n,
+                "image_sets": image_sets,
+                "units": [
+                    {"layer": u["layer"], "channel": int(u["channel"]), "key": u["key"],
+                     "seed": int(u["seed"]), "role": u.get("role", "main")}
+                    for u in chunk
+                ],
+            },
+            digest=hashlib.sha256("|".join(unit_digests).encode()).hexdigest()[:16],
+        ))
+    return items
+
+
+def references_chunk_item(
+    ctx: ItemContext,
+    *,
+    method: str,
+    config: dict,
+    model: dict,
+    source: str,
+    n: int,
+    image_sets: list[int | None],
+    units: list[dict],
+) -> None:
+    """Work item: render one chunk of units of one layer with ``method`` and write each
+    unit's PNGs and meta.json through the item context (atomic, recorded)."""
+    from causalvis.config import StudyConfig
+
+    impl = get_method(method)
+    paths = ctx.paths
+    cfg = StudyConfig.model_validate(config)
+    net = item_model(model, ctx.device)
+    # per-process cache (MACO's magnitude spectrum), keyed by what it is computed from
+    cache = cached(("references-cache", source, net.input_size, net.crop_pct), dict)
+    layer = units[0]["layer"]
+    entries: dict[str, list[dict]] = {u["key"]: [] for u in units}
+    requests: tuple[UnitRequest, ...] = ()
     for b in image_sets:
-        todo = []
-        for u in units:
-            unit_digest = f"{digest}/{u['layer']}/{u['channel']}/{u['seed']}"
-            if not stamp_matches(ctx.paths, _stamp_name(name, u["key"], b), unit_digest):
-                todo.append((u, unit_digest))
-        digests = {u["key"]: d for u, d in todo}
-        for chunk in _chunks([u for u, _ in todo], batch_size):
-            layer = chunk[0]["layer"]
-            requests = tuple(
-                UnitRequest(
-                    u["layer"],
-                    int(u["channel"]),
-                    u["key"],
-                    int(u["seed"]),
-                    u.get("role", "main"),
-                    () if b is None else _natural_refs(ctx, u["key"], b, cfg.exemplars.n_references),
-                )
-                for u in chunk
+        requests = tuple(
+            UnitRequest(
+                u["layer"], u["channel"], u["key"], u["seed"], u["role"],
+                () if b is None else _natural_refs(paths, u["key"], b,
+                                                   cfg.exemplars.n_references),
             )
-            batch = GenerateBatch(
-                model=ctx.model,
-                layer=layer,
-                units=requests,
-                n_images=n,
-                config=cfg,
-                paths=ctx.paths,
-                source=_LazySource(ctx),
-                image_set=b,
-                progress=ctx.progress,
-                cache=cache,
+            for u in units
+        )
+        batch = GenerateBatch(
+            model=net, layer=layer, units=requests, n_images=n, config=cfg, paths=paths,
+            source=_LazySource(lambda: item_source(source, net)), image_set=b,
+            progress=False, cache=cache,
+        )
+        outputs = list(impl.generate(batch))
+        if len(outputs) != len(requests):
+            raise CausalvisError(
+                f"method {method!r} returned {len(outputs)} results for {len(requests)} units"
             )
-            outputs = list(method.generate(batch))
-            if len(outputs) != len(requests):
+        pngs: list[list[bytes]] = []
+        for req, gen in zip(requests, outputs, strict=True):
+            if len(gen.images) < n:
                 raise CausalvisError(
-                    f"method {name!r} returned {len(outputs)} results for {len(requests)} units"
+                    f"method {method!r} returned {len(gen.images)} images for {req.key}, "
+                    f"need {n}"
                 )
-            pngs: list[list[bytes]] = []
-            for req, gen in zip(requests, outputs, strict=True):
-                if len(gen.images) < n:
-                    raise CausalvisError(
-                        f"method {name!r} returned {len(gen.images)} images for {req.key}, need {n}"
-                    )
-                where = f"method {name!r}, unit {req.key}"
-                size = ctx.model.input_size
-                pngs.append([encode_png(_to_pil(im, size, where)) for im in gen.images[:n]])
-            flat = [p for ps in pngs for p in ps]
-            channels = [req.channel for req in requests for _ in range(n)]
-            acts = _measure(ctx.model, layer, channels, flat)
-            for k, (req, gen) in enumerate(zip(requests, outputs, strict=True)):
-                _write_unit(ctx, method, req, b, gen, n, pngs[k], acts[k * n : (k + 1) * n])
-                write_stamp(ctx.paths, _stamp_name(name, req.key, b), digests[req.key])
-                rendered += 1
-    return rendered
+            where = f"method {method!r}, unit {req.key}"
+            pngs.append([encode_png(_to_pil(im, net.input_size, where))
+                         for im in gen.images[:n]])
+        flat = [p for ps in pngs for p in ps]
+        channels = [req.channel for req in requests for _ in range(n)]
+        acts = _measure(net, layer, channels, flat)
+        for k, (req, gen) in enumerate(zip(requests, outputs, strict=True)):
+            folder = paths.reference_dir(method_dir_name(method), req.key)
+            rel = folder.relative_to(paths.root)
+            new = _unit_entries(b, gen, n, acts[k * n : (k + 1) * n])
+            for entry, data in zip(new, pngs[k], strict=True):
+                ctx.write_bytes(rel / entry["file"], data)
+            entries[req.key].extend(new)
+    for req in requests:
+        rel = paths.reference_dir(method_dir_name(method), req.key).relative_to(paths.root)
+        ctx.write_json(rel / "meta.json", _unit_meta(cfg, impl, req, entries[req.key]))
+
+
+def run_method(ctx, name: str, units: list[dict]) -> int:
+    """Render ``name`` for every unit whose chunk is not done; returns the number of items
+    run (computed, not skipped)."""
+    report = run_stage_items(ctx, method_items(ctx, name, units), desc=f"references {name}")
+    return report.done
 
 
 class _LazySource:
     """Defers opening the image source until a user method actually touches it."""
 
-    def __init__(self, ctx) -> None:
-        self._ctx = ctx
+    def __init__(self, opener) -> None:
+        self._opener = opener
 
     def __getattr__(self, item):
-        return getattr(self._ctx.source, item)
+        return getattr(self._opener(), item)
 
 
 def run_references_stage(ctx) -> None:
     """Render every generated reference method the study needs, for every unit."""
     units = load_units(ctx.paths)
-    cache: dict = {}
     for name in generated_methods(ctx.config):
-        run_method(ctx, name, units, cache)
+        run_method(ctx, name, units)
