@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from scipy import special
 
+from causalvis.analysis.stats import error_consistency
 from causalvis.cli import main
 from causalvis.observers.observe import observe
-from causalvis.observers.score import cluster_bootstrap, error_consistency, fit_alpha
+from causalvis.observers.score import cluster_bootstrap, fit_alpha
 from causalvis.study.layout import StudyPaths
 
 HEUR = ["center", "variance"]

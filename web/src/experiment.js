@@ -108,6 +108,17 @@
   const showProgress = (on) => document.body.classList.toggle("cv-show-progress", on);
   const setProgress = () => { jsPsych.progressBar.progress = answered.size / Math.max(1, mainTrials.length); };
   const randomLeft = () => (Math.random() < 0.5 ? "a" : "b");
+  // One causal-occlusion trial node; practice and main trials differ only in `extra`.
+  const occlusionTrial = (t, extra) => ({
+    type: jsPsychCausalOcclusion,
+    trial_id: t.trial_id,
+    query: t.query,
+    option_a: t.options.a,
+    option_b: t.options.b,
+    references: t.references,
+    left: randomLeft,
+    ...extra,
+  });
   const timeline = [];
   let outcome = null; // what /finish or a declined consent answered
 
@@ -256,14 +267,7 @@
           on_start: () => { attempt += 1; roundCorrect = 0; },
           data: { screen: "practice_intro" },
         },
-        ...practice.map((t, i) => ({
-          type: jsPsychCausalOcclusion,
-          trial_id: t.trial_id,
-          query: t.query,
-          option_a: t.options.a,
-          option_b: t.options.b,
-          references: t.references,
-          left: randomLeft,
+        ...practice.map((t, i) => occlusionTrial(t, {
           mode: "practice",
           counter: () => `Practice ${i + 1} of ${practice.length}`,
           submit: submitTo(() => ({ attempt })),
@@ -297,20 +301,13 @@
       on_finish: () => { showProgress(true); setProgress(); },
       data: { screen: "main_intro" },
     });
-    remaining.forEach((t) => timeline.push({
-      type: jsPsychCausalOcclusion,
-      trial_id: t.trial_id,
-      query: t.query,
-      option_a: t.options.a,
-      option_b: t.options.b,
-      references: t.references,
-      left: randomLeft,
+    remaining.forEach((t) => timeline.push(occlusionTrial(t, {
       mode: "trial",
       counter: () => `Question ${answered.size + 1} of ${mainTrials.length}`,
       submit: submitTo(() => ({})),
       data: { screen: "trial", kind: "main" },
       on_finish: (d) => { answered.add(d.trial_id); setProgress(); },
-    }));
+    })));
   }
 
   // -- feedback, finish, completion -----------------------------------------------------

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causalvis.analysis.stats import error_consistency
 from causalvis.errors import CausalvisError
 from causalvis.observers.base import Observer, decide, signed_toward_truth
 from causalvis.observers.score import (
     cluster_bootstrap,
-    error_consistency,
     fit_alpha,
     sigmoid,
     spearman_ci,

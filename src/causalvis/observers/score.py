@@ -98,19 +98,3 @@ def spearman_ci(
     return rho, float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))
 
 
-def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
-    """Cohen's κ between two observers' correct/incorrect patterns (Geirhos et al. 2020).
-
-    κ = (c_obs − c_exp) / (1 − c_exp), c_exp = p_a p_b + (1 − p_a)(1 − p_b): agreement
-    beyond what two independent observers with these accuracies would reach.
-    """
-    a = np.asarray(a_correct, dtype=bool)
-    b = np.asarray(b_correct, dtype=bool)
-    if len(a) == 0:
-        return float("nan")
-    c_obs = float(np.mean(a == b))
-    pa, pb = a.mean(), b.mean()
-    c_exp = float(pa * pb + (1 - pa) * (1 - pb))
-    if c_exp >= 1.0:
-        return float("nan")
-    return (c_obs - c_exp) / (1.0 - c_exp)
