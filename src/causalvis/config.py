@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from causalvis.errors import ConfigError
 
 PRESETS = ("quick", "paper2021", "imi2023")
+TASKS = ("causal_occlusion", "two_afc")
+# Conditions without a minimal side: the 2-AFC task cannot show them.
+TWO_AFC_UNSUPPORTED = ("none", "blur", "mixed")
 
 
 class _Section(BaseModel):
@@ -132,6 +135,10 @@ class FeatureVisConfig(_Section):
     steps: int = Field(2560, ge=1)
     diversity: float = Field(100.0, ge=0)
     n_images: int = Field(9, ge=1)
+    n_non_diverse: int = Field(
+        0, ge=0, description="of the n_images, how many are rendered alone without the "
+        "diversity term (IMI shows one non-diverse image first)"
+    )
     batch_units: int = Field(8, ge=1, description="units of one layer rendered per batch")
     seed: int = 0
     maco_steps: int = Field(256, ge=1)
@@ -192,6 +199,11 @@ class StudyConfig(_Section):
     preset: str = "paper2021"
     task: Literal["causal_occlusion", "two_afc"] = "causal_occlusion"
     seed: int = 0
+    models: list[str] = Field(
+        default_factory=list,
+        description="multi-model study: one sub-study per model under models/<name>/, "
+        "merged into one session plan; [] = the single model of [model]",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
@@ -205,6 +217,24 @@ class StudyConfig(_Section):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     exclusion: ExclusionConfig = Field(default_factory=ExclusionConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> StudyConfig:
+        if self.featurevis.n_non_diverse > self.featurevis.n_images:
+            raise ValueError("featurevis.n_non_diverse must be <= featurevis.n_images")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models: a model is listed twice")
+        if self.task != "two_afc":
+            return self
+        if self.exemplars.scheme != "imi":
+            raise ValueError("task two_afc needs exemplars.scheme = 'imi' (min and max sets)")
+        bad = [c for c in self.conditions.names if c in TWO_AFC_UNSUPPORTED]
+        if bad:
+            raise ValueError(
+                f"conditions.names: {', '.join(bad)} cannot be used with task two_afc "
+                "(it needs minimal and maximal references)"
+            )
+        return self
 
     # -- persistence -----------------------------------------------------------------
     def to_toml(self) -> str:
@@ -270,10 +300,24 @@ LITE0_PAPER_LAYERS = [
 ]
 
 
-def preset(name: str, *, model: str | None = None, images: str | None = None) -> StudyConfig:
-    """A fresh config for a preset; ``model`` / ``images`` override the preset's."""
+def preset(
+    name: str,
+    *,
+    model: str | None = None,
+    images: str | None = None,
+    task: str | None = None,
+    models: list[str] | None = None,
+) -> StudyConfig:
+    """A fresh config for a preset; ``model`` / ``images`` override the preset's, ``task``
+    switches a causal-occlusion preset to the 2-AFC task (IMI exemplar scheme, natural and
+    synthetic conditions, query-in-references catch trials), ``models`` makes it a
+    multi-model study."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    if name == "imi2023" and task == "causal_occlusion":
+        raise ConfigError("preset imi2023 is a two_afc preset: use quick or paper2021")
     if name == "paper2021":
         cfg = StudyConfig(name="paper2021", preset=name, units={"per_layer": 2})
     elif name == "quick":
@@ -327,8 +371,14 @@ def preset(name: str, *, model: str | None = None, images: str | None = None) ->
                 "min_instruction_time_s": 15.0,
                 "max_practice_attempts": 3,
             },
+            featurevis={"n_non_diverse": 1},
             server={"correct_counter": True},
         )
+    if task == "two_afc" and cfg.task != "two_afc":
+        cfg = _as_two_afc(cfg)
+    if models:
+        cfg.models = list(models)
+        model = model or models[0]
     if model is not None:
         cfg.model.name = model
     if images is not None:
@@ -337,6 +387,23 @@ def preset(name: str, *, model: str | None = None, images: str | None = None) ->
         paper_like = name == "paper2021"
         cfg.units.layers = list(LITE0_PAPER_LAYERS if paper_like else LITE0_QUICK_LAYERS)
     return cfg
+
+
+def _as_two_afc(cfg: StudyConfig) -> StudyConfig:
+    """The 2-AFC variant of a causal-occlusion preset: as many minimal as maximal
+    references, IMI query windows, natural vs synthetic, IMI catch rule."""
+    data = cfg.model_dump(mode="json")
+    n_refs = cfg.conditions.n_references
+    data["task"] = "two_afc"
+    data["exemplars"].update(
+        scheme="imi", n_references=n_refs, n_min_references=n_refs,
+        query_windows=[[0.0, 0.0], [0.0, 0.02], [0.02, 0.05]],
+    )
+    data["conditions"]["names"] = ["natural", "synthetic"]
+    data["featurevis"].update(n_non_diverse=1, also_render=[])
+    data["sessions"]["catch_rule"] = "query_in_references"
+    data["server"]["correct_counter"] = True
+    return StudyConfig.model_validate(data)
 
 
 def config_reference_markdown() -> str:
