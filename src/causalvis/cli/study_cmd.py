@@ -19,14 +19,24 @@ def init_command(
         None, "--images", help="'samples' (embedded) or an image folder"
     ),
     force: bool = typer.Option(False, "--force", help="overwrite an existing study.toml"),
+    task: str | None = typer.Option(
+        None, "--task", help="causal_occlusion | two_afc (default: the preset's task)"
+    ),
+    models: str | None = typer.Option(
+        None, "--models", help="comma-separated models: one multi-model study (lite0,lite1,lite2)"
+    ),
 ) -> None:
     """Create a study folder with a validated study.toml from a preset."""
     from causalvis.study.build import init_study
 
-    cfg = init_study(study, preset, model=model, images=images, force=force)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    cfg = init_study(
+        study, preset, model=model, images=images, force=force, task=task, models=names
+    )
+    which = ", ".join(cfg.models) if cfg.models else cfg.model.name
     typer.echo(
-        f"created {study / 'study.toml'} (preset {cfg.preset}, model {cfg.model.name}, "
-        f"images {cfg.images.source})"
+        f"created {study / 'study.toml'} (preset {cfg.preset}, task {cfg.task}, "
+        f"model{'s' if cfg.models else ''} {which}, images {cfg.images.source})"
     )
 
 

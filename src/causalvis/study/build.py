@@ -97,20 +97,39 @@ def build(
     executor_options: dict | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Run the named stages (default: all, in order); returns seconds per stage."""
+    """Run the named stages (default: all, in order); returns seconds per stage.
+
+    For a multi-model study (``models`` in the config) every stage but ``sessions`` runs in
+    each model's sub-study (timings keyed ``<model>:<stage>``), then ``sessions`` merges
+    them in the parent folder (see :mod:`causalvis.study.multimodel`).
+    """
     paths, config = load_study(study)
     names = stages if stages else list(STAGES)
     for name in names:
         if name not in STAGES:
             raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
-    ctx = StageContext(
-        paths,
-        config,
-        progress=progress,
-        executor=executor,
-        executor_options=executor_options or {},
-        device=device,
-    )
+    options = {
+        "progress": progress,
+        "executor": executor,
+        "executor_options": executor_options or {},
+        "device": device,
+    }
+    timings: dict[str, float] = {}
+    if config.models:
+        from causalvis.study.multimodel import ensure_substudies
+
+        per_model = [n for n in names if n != "sessions"]
+        for model, sub in ensure_substudies(paths, config).items():
+            log.info("model %s (%s)", model, sub.root)
+            sub_ctx = StageContext(sub, StudyConfig.load(sub.config), **options)
+            for name, seconds in _run_stages(sub_ctx, per_model).items():
+                timings[f"{model}:{name}"] = seconds
+        names = [n for n in names if n == "sessions"]
+    timings.update(_run_stages(StageContext(paths, config, **options), names))
+    return timings
+
+
+def _run_stages(ctx: StageContext, names: list[str]) -> dict[str, float]:
     timings: dict[str, float] = {}
     for name in names:
         t0 = time.perf_counter()
@@ -127,8 +146,11 @@ def init_study(
     model: str | None = None,
     images: str | None = None,
     force: bool = False,
+    task: str | None = None,
+    models: list[str] | None = None,
 ) -> StudyConfig:
-    """Create a study folder with the preset's validated ``study.toml``."""
+    """Create a study folder with the preset's validated ``study.toml`` (``task`` switches
+    the preset's task, ``models`` makes it a multi-model study)."""
     from causalvis.config import preset
 
     paths = StudyPaths(Path(study))
@@ -139,12 +161,13 @@ def init_study(
         if not img.is_dir():
             raise CausalvisError(f"image folder not found: {img}")
         images = str(img.resolve())
-    cfg = preset(preset_name, model=model, images=images)
-    if model is not None:
+    cfg = preset(preset_name, model=model, images=images, task=task, models=models)
+    if model is not None or models:
         # Fail early on an unknown model / missing weights rather than in stage 1.
         from causalvis.models import load_model
 
-        load_model(cfg.model.name, weights=cfg.model.weights)
+        for name in models or [cfg.model.name]:
+            load_model(name, weights=cfg.model.weights)
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg.save(paths.config)
     return cfg

@@ -35,21 +35,26 @@ def background_server(study: Path, db_url: str) -> Iterator[str]:
         yield url
 
 
+DEFAULT_STRATEGY = {"causal_occlusion": "reference_image", "two_afc": "mis"}
+
+
 def ensure_study(out: Path, task: str = "causal_occlusion") -> StudyConfig:
-    """Create the quick demo study, or reuse one that is already there."""
+    """Create the quick demo study of ``task``, or reuse one that is already there."""
+    from causalvis.config import TASKS
     from causalvis.study.build import init_study
 
+    if task not in TASKS:
+        raise CausalvisError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     paths = StudyPaths(out)
     if paths.config.is_file():
         cfg = StudyConfig.load(paths.config)
-        if cfg.preset != "quick":
+        if cfg.preset != "quick" or cfg.task != task:
             raise CausalvisError(
-                f"{out} holds a {cfg.preset!r} study, not the demo: choose another --out"
+                f"{out} holds a {cfg.preset!r} {cfg.task} study, not the {task} demo: "
+                "choose another --out"
             )
         return cfg
-    if task != "causal_occlusion":
-        raise CausalvisError(f"demo task {task!r} is not available yet")
-    return init_study(out, "quick")
+    return init_study(out, "quick", task=task)
 
 
 def run_pilot(
@@ -82,7 +87,8 @@ def run_demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     participants: int = 20,
-    strategy: str = "reference_image",
+    task: str = "causal_occlusion",
+    strategy: str | None = None,
     lapse: float = 0.1,
     progress: bool = True,
     echo: Callable[[str], None] = print,
@@ -95,7 +101,8 @@ def run_demo(
     out = Path(out).resolve()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cfg = ensure_study(out)
+    cfg = ensure_study(out, task)
+    strategy = strategy or DEFAULT_STRATEGY[cfg.task]
     echo(
         f"study      {out} (preset {cfg.preset}, model {cfg.model.name}, images {cfg.images.source})"
     )

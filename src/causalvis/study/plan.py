@@ -35,9 +35,12 @@ class PlannedSession:
     trials: list[str] = field(default_factory=list)
     practice: list[str] = field(default_factory=list)
     planned_participants: int = 1
+    model: str | None = None  # multi-model studies: every session shows one model
 
     def to_dict(self) -> dict:
+        extra = {} if self.model is None else {"model": self.model}
         return {
+            **extra,
             "session_id": self.session_id,
             "condition": self.condition,
             "image_set": self.image_set,
@@ -65,17 +68,21 @@ def plan_sessions(
     max_units_per_session: int,
     responses_per_cell: int,
     seed: int,
+    model: str | None = None,
 ) -> list[PlannedSession]:
-    """The balanced grid of sessions (trials are filled in by the caller)."""
+    """The balanced grid of sessions (trials are filled in by the caller); ``model`` tags
+    the sessions of one model of a multi-model study (and enters their ids)."""
     sessions = []
     groups = unit_groups(units, max_units_per_session)
+    tag = () if model is None else (model,)
     for condition in conditions:
         for image_set in image_sets:
             for g, group in enumerate(groups):
-                sid = opaque_id("s", seed, condition, image_set, g, length=10)
+                sid = opaque_id("s", seed, *tag, condition, image_set, g, length=10)
                 sessions.append(
                     PlannedSession(
-                        sid, condition, image_set, list(group), [], [], responses_per_cell
+                        sid, condition, image_set, list(group), [], [], responses_per_cell,
+                        model,
                     )
                 )
     return sessions

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +58,8 @@ TRIAL_COLUMNS = [
     "act_b",
     "correct",
     "rel_diff",
+    "min_reference_assets",
+    "model",
 ]
 
 
@@ -67,12 +70,14 @@ def _base_trials(paths: StudyPaths) -> pd.DataFrame:
             f"{path} is missing: run `causalvis build {paths.root} --stage trials`"
         )
     base = pd.read_csv(
-        path, dtype={"trial_id": str, "box_a": str, "box_b": str}, keep_default_na=False
+        path, dtype={"trial_id": str, "box_a": str, "box_b": str, "query_asset": str},
+        keep_default_na=False,
     )
     if base.empty:
         raise CausalvisError(
             f"{path} holds no trials: every trial was dropped (see the trials log)"
         )
+    base["unit"] = base["layer"].astype(str) + ":" + base["channel"].astype(int).astype(str)
     return base
 
 
@@ -87,51 +92,102 @@ def _units(paths: StudyPaths) -> tuple[list[str], set[str]]:
     return main, practice
 
 
-def _session_inputs_digest(paths: StudyPaths, config) -> str:
+@dataclass
+class _Source:
+    """Where one model's base trials and references live: the study itself, or one
+    sub-study of a multi-model study (``ctx`` measures activations with that model)."""
+
+    model: str
+    paths: StudyPaths
+    config: object
+    ctx: object
+    tagged: bool  # multi-model: the model enters ids and session entries
+
+
+def _sources(ctx) -> list[_Source]:
+    config = ctx.config
+    if not config.models:
+        return [_Source(config.model.name, ctx.paths, config, ctx, False)]
+    from causalvis.config import StudyConfig
+    from causalvis.study.build import StageContext
+    from causalvis.study.multimodel import existing_substudies
+
+    out = []
+    for model, sub in existing_substudies(ctx.paths, config).items():
+        if not sub.config.is_file():
+            raise CausalvisError(
+                f"{sub.root} is missing: run `causalvis build {ctx.paths.root}` (all stages)"
+            )
+        sub_cfg = StudyConfig.load(sub.config)
+        sub_ctx = StageContext(sub, sub_cfg, progress=ctx.progress, device=ctx.device)
+        out.append(_Source(model, sub, sub_cfg, sub_ctx, True))
+    return out
+
+
+def _session_inputs_digest(paths: StudyPaths, config, sources: list[_Source]) -> str:
     h = hashlib.sha256()
-    h.update(config.digest("conditions", "sessions", "seed").encode())
-    h.update((paths.stimuli / "trials_base.csv").read_bytes())
-    for meta in sorted(paths.references.glob("*/*/meta.json")):
-        h.update(str(meta.relative_to(paths.references)).encode())
-        h.update(meta.read_bytes())
+    h.update(config.digest("conditions", "sessions", "seed", "task", "models").encode())
+    for src in sources:
+        h.update(src.model.encode())
+        h.update((src.paths.stimuli / "trials_base.csv").read_bytes())
+        for meta in sorted(src.paths.references.glob("*/*/meta.json")):
+            h.update(str(meta.relative_to(src.paths.references)).encode())
+            h.update(meta.read_bytes())
     return h.hexdigest()[:16]
 
 
 class _ReferenceResolver:
-    """Reference assets per (condition, unit, image set), copied into the bundle once."""
+    """Reference assets per (condition, unit, image set, side) of one source, copied into
+    the served bundle once."""
 
-    def __init__(self, paths: StudyPaths, config) -> None:
+    def __init__(self, bundle: StudyPaths, src: _Source) -> None:
         from causalvis.stimuli.methods import reference_paths
 
-        self.paths = paths
-        self.config = config
+        self.bundle = bundle
+        self.src = src
         self._files = reference_paths
-        self._cache: dict[tuple[str, str, int], list[str]] = {}
+        self._cache: dict[tuple[str, str, int, str], list[str]] = {}
 
-    def __call__(self, condition: str, unit: str, image_set: int) -> list[str]:
-        key = (condition, unit, image_set)
+    def __call__(self, condition: str, unit: str, image_set: int, side: str = "max") -> list[str]:
+        key = (condition, unit, image_set, side)
         if key not in self._cache:
             layer, _, channel = unit.rpartition(":")
-            key = unit_key(layer, int(channel))
-            files = self._files(self.paths, self.config, condition, key, image_set)
-            self._cache[key] = [copy_asset(self.paths, f) for f in files]
+            ukey = unit_key(layer, int(channel))
+            kwargs = {} if side == "max" else {"side": side}
+            files = self._files(
+                self.src.paths, self.src.config, condition, ukey, image_set, **kwargs
+            )
+            self._cache[key] = [copy_asset(self.bundle, f) for f in files]
         return self._cache[key]
 
 
-def _row(base: pd.Series, kind: str, condition: str, references: list[str], **override) -> dict:
+def _row(
+    src: _Source,
+    base: pd.Series,
+    kind: str,
+    condition: str,
+    references: list[str],
+    min_references: list[str] = (),
+    **override,
+) -> dict:
     row = {col: base[col] for col in TRIAL_COLUMNS if col in base.index}
     row.update(
         base_trial_id=base["trial_id"],
         kind=kind,
         condition=condition,
         reference_assets=" ".join(references),
+        min_reference_assets=" ".join(min_references),
+        model=src.model,
     )
     row.update(override)
-    row["trial_id"] = opaque_id("t", row["base_trial_id"], condition, kind, row["option_b_asset"])
+    tag = (src.model,) if src.tagged else ()
+    row["trial_id"] = opaque_id(
+        "t", row["base_trial_id"], condition, kind, row["option_b_asset"], *tag
+    )
     return row
 
 
-def _none_catch(ctx, base: pd.DataFrame, trial: pd.Series) -> dict | None:
+def _none_catch(src: _Source, base: pd.DataFrame, trial: pd.Series) -> dict | None:
     """`none` catch trial: the query's best occlusion vs an occluded unrelated image."""
     partner = unrelated_partner(base, trial)
     if partner is None:
@@ -146,7 +202,7 @@ def _none_catch(ctx, base: pd.DataFrame, trial: pd.Series) -> dict | None:
         partner["option_b_asset"] if partner["correct"] == "a" else partner["option_a_asset"]
     )
     bad_box = partner["box_b"] if partner["correct"] == "a" else partner["box_a"]
-    bad_act = _measure(ctx, trial["layer"], int(trial["channel"]), bad_asset)
+    bad_act = _measure(src.ctx, trial["layer"], int(trial["channel"]), bad_asset)
     flip = random.Random(stable_seed("none-catch", trial["trial_id"])).random() < 0.5
     a, b = (
         ((bad_asset, bad_act, bad_box), (good_asset, good_act, good_box))
@@ -178,31 +234,44 @@ def _measure(ctx, layer: str, channel: int, asset: str) -> float:
     return float(probe_tensor(ctx.model, x, [layer])[layer][0, channel])
 
 
-def run_sessions_stage(ctx) -> None:
-    paths: StudyPaths = ctx.paths
-    config = ctx.config
-    base = _base_trials(paths)
-    base["unit"] = base["layer"].astype(str) + ":" + base["channel"].astype(int).astype(str)
-    digest = _session_inputs_digest(paths, config)
-    if (
-        stamp_matches(paths, "sessions", digest)
-        and paths.sessions.is_file()
-        and paths.trials.is_file()
-        and read_json(paths.stamps / "sessions.json").get("trials_sha256") == _sha256(paths.trials)
-    ):
-        log.info("sessions: up to date")
+def _copy_trial_assets(bundle: StudyPaths, src: _Source, base: pd.DataFrame) -> None:
+    """A sub-study's queries and options, copied into the parent's bundle (content-hashed
+    names, so the names in its trial table stay valid)."""
+    if not src.tagged:
         return
+    for col in ("query_asset", "option_a_asset", "option_b_asset"):
+        for rel in sorted(set(base[col]) - {""}):
+            copy_asset(bundle, src.paths.bundle / rel)
 
+
+def _two_afc_catch(trial: pd.Series, refs: list[str], min_refs: list[str]) -> tuple[list, list]:
+    """IMI catch rule for the 2-AFC task: each query is also one of its side's references."""
+    good = trial[f"option_{trial['correct']}_asset"]
+    bad = trial["option_b_asset" if trial["correct"] == "a" else "option_a_asset"]
+    return [*refs[:-1], good], [*min_refs[:-1], bad]
+
+
+def _plan_source(
+    src: _Source, bundle: StudyPaths, config, add, practice_ids: dict[str, list[str]]
+) -> list:
+    """Practice, main and catch trials and the sessions of one model (one source)."""
     sc, cc = config.sessions, config.conditions
-    main_units, practice_units = _units(paths)
+    two_afc = config.task == "two_afc"
+    base = _base_trials(src.paths)
+    _copy_trial_assets(bundle, src, base)
+    main_units, practice_units = _units(src.paths)
     main_units = [u for u in main_units if u in set(base["unit"])]
     if not main_units:
-        raise CausalvisError("no main unit has a trial: nothing to put into sessions")
+        raise CausalvisError(f"model {src.model}: no main unit has a trial")
     image_sets = sorted(
         int(b) for b in base.loc[base["unit"].isin(main_units), "image_set"].unique()
     )
-    resolve = _ReferenceResolver(paths, config)
+    resolve = _ReferenceResolver(bundle, src)
     conditions = list(cc.names)
+
+    def refs_of(condition: str, unit: str, image_set: int) -> tuple[list[str], list[str]]:
+        refs = resolve(condition, unit, image_set)
+        return refs, (resolve(condition, unit, image_set, "min") if two_afc else [])
 
     practice = select_practice(base, practice_units, sc.n_practice)
     if sc.n_practice and len(practice) < sc.n_practice:
@@ -210,20 +279,14 @@ def run_sessions_stage(ctx) -> None:
             "sessions: only %d practice trials available (wanted %d)", len(practice), sc.n_practice
         )
     used_practice = set(practice["trial_id"])
-
-    rows: dict[str, dict] = {}
-
-    def add(row: dict) -> str:
-        rows.setdefault(row["trial_id"], row)
-        return row["trial_id"]
-
-    practice_ids: dict[str, list[str]] = {}
+    own_practice: dict[str, list[str]] = {}
     for condition in conditions:
         ids = []
         for _, trial in practice.iterrows():
-            refs = resolve(condition, trial["unit"], int(trial["image_set"]))
-            ids.append(add(_row(trial, "practice", condition, refs)))
-        practice_ids[condition] = ids
+            refs, min_refs = refs_of(condition, trial["unit"], int(trial["image_set"]))
+            ids.append(add(_row(src, trial, "practice", condition, refs, min_refs)))
+        own_practice[condition] = ids
+        practice_ids.setdefault(condition, ids)
 
     sessions = plan_sessions(
         conditions,
@@ -232,6 +295,7 @@ def run_sessions_stage(ctx) -> None:
         max_units_per_session=sc.max_units_per_session,
         responses_per_cell=sc.responses_per_cell,
         seed=config.seed + sc.seed,
+        model=src.model if src.tagged else None,
     )
     missing_cells = 0
     for session in sessions:
@@ -242,8 +306,8 @@ def run_sessions_stage(ctx) -> None:
                 missing_cells += 1
                 continue
             trial = match.iloc[0]
-            refs = resolve(session.condition, unit, session.image_set)
-            trial_ids.append(add(_row(trial, "main", session.condition, refs)))
+            refs, min_refs = refs_of(session.condition, unit, session.image_set)
+            trial_ids.append(add(_row(src, trial, "main", session.condition, refs, min_refs)))
         pool = catch_pool(
             base,
             main_units=set(session.units),
@@ -253,31 +317,61 @@ def run_sessions_stage(ctx) -> None:
         )
         for _, trial in select_catch(pool, sc.n_catch).iterrows():
             if session.condition == "none":
-                override = _none_catch(ctx, base, trial)
+                override = _none_catch(src, base, trial)
                 if override is None:
                     log.warning("sessions: no unrelated image for a `none` catch trial")
                     continue
-                trial_ids.append(add(_row(trial, "catch", "none", [], **override)))
+                trial_ids.append(add(_row(src, trial, "catch", "none", [], **override)))
                 continue
-            refs = resolve(session.condition, trial["unit"], int(trial["image_set"]))
+            refs, min_refs = refs_of(session.condition, trial["unit"], int(trial["image_set"]))
             if sc.catch_rule == "query_in_references" and refs:
-                query_ref = trial["query_asset"]
-                refs = [*refs[:-1], query_ref]
-            trial_ids.append(add(_row(trial, "catch", session.condition, refs)))
+                if two_afc:
+                    refs, min_refs = _two_afc_catch(trial, refs, min_refs)
+                else:
+                    refs = [*refs[:-1], trial["query_asset"]]
+            trial_ids.append(add(_row(src, trial, "catch", session.condition, refs, min_refs)))
         session.trials = shuffled(trial_ids, config.seed, sc.seed, session.session_id)
-        session.practice = practice_ids[session.condition]
+        session.practice = own_practice[session.condition]
     if missing_cells:
         log.info(
-            "sessions: %d (unit, image set) cells have no trial (dropped by ground truth)",
-            missing_cells,
+            "sessions: %s%d (unit, image set) cells have no trial (dropped by ground truth)",
+            f"model {src.model}: " if src.tagged else "", missing_cells,
         )
+    return sessions
+
+
+def run_sessions_stage(ctx) -> None:
+    paths: StudyPaths = ctx.paths
+    config = ctx.config
+    sources = _sources(ctx)
+    digest = _session_inputs_digest(paths, config, sources)
+    if (
+        stamp_matches(paths, "sessions", digest)
+        and paths.sessions.is_file()
+        and paths.trials.is_file()
+        and read_json(paths.stamps / "sessions.json").get("trials_sha256") == _sha256(paths.trials)
+    ):
+        log.info("sessions: up to date")
+        return
+
+    rows: dict[str, dict] = {}
+
+    def add(row: dict) -> str:
+        rows.setdefault(row["trial_id"], row)
+        return row["trial_id"]
+
+    practice_ids: dict[str, list[str]] = {}
+    sessions = []
+    for src in sources:
+        sessions += _plan_source(src, paths, config, add, practice_ids)
+    conditions = list(config.conditions.names)
 
     table = pd.DataFrame(list(rows.values()), columns=TRIAL_COLUMNS)
     with atomic_path(paths.trials) as tmp:
         table.to_csv(tmp, index=False)
     examples = {}
     for condition in conditions:
-        candidates = practice_ids[condition] or [
+        candidates = practice_ids.get(condition) or [
             t for s in sessions if s.condition == condition for t in s.trials
         ]
         if candidates:
@@ -287,6 +381,7 @@ def run_sessions_stage(ctx) -> None:
         "task": config.task,
         "config_hash": config.digest(),
         "conditions": conditions,
+        **({"models": list(config.models)} if config.models else {}),
         "sessions": [s.to_dict() for s in sessions],
         "instructions_example": examples,
         "n_participants_needed": int(sum(s.planned_participants for s in sessions)),

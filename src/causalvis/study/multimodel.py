@@ -1,0 +1,67 @@
+"""Multi-model studies: one study folder that compares several models.
+
+A study whose config lists ``models = ["lite0", "lite1", …]`` holds one ordinary
+single-model study per model under ``models/<name>/`` (its ``study.toml`` is the parent's
+config with ``model.name = <name>`` and no ``models``). Every per-model stage (scan …
+references) runs in the sub-studies; the parent's ``sessions`` stage merges their trials
+into one bundle whose ``trials.csv`` carries a ``model`` column and whose sessions each
+show one model (as IMI did). Edit the parent's ``study.toml``: the sub-studies' configs are
+derived from it on every build.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from causalvis.config import StudyConfig
+from causalvis.errors import CausalvisError
+from causalvis.study.layout import StudyPaths, atomic_write
+
+log = logging.getLogger("causalvis.multimodel")
+
+SUBSTUDY_DIR = "models"
+
+
+def substudy_paths(paths: StudyPaths, model: str) -> StudyPaths:
+    """Folder of one model's sub-study (model names such as ``timm:resnet50`` made safe)."""
+    safe = model.replace(":", "__").replace("/", "_")
+    return StudyPaths(paths.root / SUBSTUDY_DIR / safe)
+
+
+def substudy_config(parent: StudyConfig, model: str, root: Path) -> StudyConfig:
+    """The parent's config for one model; a relative image folder is resolved against the
+    parent's folder so the sub-study reads the same images."""
+    data = parent.model_dump(mode="json")
+    data["models"] = []
+    data["model"]["name"] = model
+    source = data["images"]["source"]
+    if source != "samples" and not Path(source).is_absolute():
+        data["images"]["source"] = str((root / source).resolve())
+    return StudyConfig.model_validate(data)
+
+
+def ensure_substudies(paths: StudyPaths, config: StudyConfig) -> dict[str, StudyPaths]:
+    """Create or update ``models/<name>/study.toml`` for every model; returns their paths.
+
+    A sub-study config that differs from the derived one is rewritten (and logged): the
+    stamps of its stages then decide what has to be recomputed.
+    """
+    if not config.models:
+        raise CausalvisError(f"{paths.config}: not a multi-model study (models = [])")
+    out = {}
+    for model in config.models:
+        sub = substudy_paths(paths, model)
+        text = substudy_config(config, model, paths.root).to_toml()
+        if not sub.config.is_file() or sub.config.read_text() != text:
+            if sub.config.is_file():
+                log.info("models/%s: study.toml updated from the parent config", sub.root.name)
+            sub.root.mkdir(parents=True, exist_ok=True)
+            atomic_write(sub.config, text)
+        out[model] = sub
+    return out
+
+
+def existing_substudies(paths: StudyPaths, config: StudyConfig) -> dict[str, StudyPaths]:
+    """Sub-study folders of a multi-model study without writing anything (for readers)."""
+    return {m: substudy_paths(paths, m) for m in config.models}
