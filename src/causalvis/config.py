@@ -181,6 +181,10 @@ class ExclusionConfig(_Section):
         le=1.0,
         description="exclude if one side was chosen more often (1.0 = only all)",
     )
+    min_choices_per_side: int = Field(
+        0, ge=0, description="exclude if either on-screen option (row of confidence "
+        "buttons) was chosen fewer times over main + catch trials (IMI: 5)"
+    )
 
 
 class ServerConfig(_Section):
@@ -201,8 +205,9 @@ class StudyConfig(_Section):
     seed: int = 0
     models: list[str] = Field(
         default_factory=list,
-        description="multi-model study: one sub-study per model under models/<name>/, "
-        "merged into one session plan; [] = the single model of [model]",
+        description="multi-model study, listed from smallest to largest model (the report "
+        "asks whether the largest is the most interpretable): one sub-study per model under "
+        "models/<name>/, merged into one session plan; [] = the single model of [model]",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
@@ -370,6 +375,7 @@ def preset(
                 "max_total_time_s": 2500.0,
                 "min_instruction_time_s": 15.0,
                 "max_practice_attempts": 3,
+                "min_choices_per_side": 5,
             },
             featurevis={"n_non_diverse": 1},
             server={"correct_counter": True},

@@ -50,25 +50,36 @@ def participant_metrics(df: pd.DataFrame) -> pd.DataFrame:
         frac = np.maximum(left["mean"], 1 - left["mean"])
         out["same_side_fraction"] = frac.reindex(out.index)
         out["n_sided"] = left["size"].reindex(out.index).fillna(0)
+        # IMI's "row variability": how often the less chosen side was chosen.
+        rarer = np.minimum(left["mean"], 1 - left["mean"]) * left["size"]
+        out["n_rarer_side"] = rarer.round().reindex(out.index)
     if "status" in df.columns:
         out["status"] = groups["status"].last().reindex(out.index)
     return out
 
 
 def _chose_left(df: pd.DataFrame) -> pd.Series | None:
-    """1.0 where the participant clicked the left image, 0.0 right, NaN unknown."""
+    """1.0 where the participant clicked the left (or upper: IMI's layout) image, 0.0 right
+    (lower), NaN unknown."""
     if "side" in df.columns:
         s = df["side"].map(lambda v: None if v is None else str(v).strip().lower())
-        return s.map({"left": 1.0, "l": 1.0, "right": 0.0, "r": 0.0}).astype(float)
+        return s.map({"left": 1.0, "l": 1.0, "right": 0.0, "r": 0.0, "upper": 1.0, "top": 1.0,
+                      "lower": 0.0, "bottom": 0.0}).astype(float)
     if {"choice", "left_option"} <= set(df.columns):
         known = df["choice"].notna() & df["left_option"].notna()
         return (df["choice"] == df["left_option"]).astype(float).where(known)
     return None
 
 
-def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None) -> ExclusionResult:
-    """Evaluate every criterion; a participant failing any one is excluded."""
+def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
+                     min_side_choices: int | None = None) -> ExclusionResult:
+    """Evaluate every criterion; a participant failing any one is excluded.
+
+    ``min_side_choices`` (default: ``cfg.min_choices_per_side``; 0 = off) is IMI's "row variability" check: each of the two answer positions must have
+    been chosen at least that often on main + catch trials (IMI: 5 of 45)."""
     cfg = cfg or ExclusionConfig()
+    if min_side_choices is None:
+        min_side_choices = cfg.min_choices_per_side
     m = participant_metrics(df)
     ids = m.index.to_numpy()
     criteria: dict[str, dict[str, Any]] = {}
@@ -132,6 +143,14 @@ def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None) -> Ex
         mask,
         "no side information (needs choice + left_option, or side)",
     )
+    if min_side_choices > 0:
+        record(
+            "side_variability",
+            f"either answer position chosen fewer than {min_side_choices} times",
+            ((m["n_rarer_side"] < min_side_choices) & (m["n_sided"] > 1))
+            if _present(m, "n_rarer_side") else None,
+            "no side information (needs choice + left_option, or side)",
+        )
     if _present(m, "status"):
         record("unfinished", "status is not 'finished'", m["status"] != "finished")
     m["excluded"] = failed

@@ -170,6 +170,37 @@ def difficulty_plot(diff: dict[str, Any], baseline: float | None) -> Figure:
         return fig
 
 
+def model_scores(models: dict[str, Any]) -> Figure:
+    """Model score (mean per-unit accuracy) with its 95 % bootstrap CI over units, one
+    series per condition; models in the study's order (smallest first when known)."""
+    with plt.rc_context(_STYLE):
+        names = list(models["models"])
+        conds = ordered(models["by_condition"])
+        fig, ax = plt.subplots(figsize=(max(3.2, 0.7 * len(names) + 1.8), 3.0))
+        n = len(conds)
+        for i, cond in enumerate(conds):
+            rows = {r["model"]: r for r in models["by_condition"][cond]["scores"]}
+            xs = [j + (i - (n - 1) / 2) * 0.15 for j, m in enumerate(names) if m in rows]
+            ys = np.array([rows[m]["score"] for m in names if m in rows], dtype=float)
+            lo = np.array([rows[m]["ci_low"] if rows[m]["ci_low"] is not None else np.nan
+                           for m in names if m in rows], dtype=float)
+            hi = np.array([rows[m]["ci_high"] if rows[m]["ci_high"] is not None else np.nan
+                           for m in names if m in rows], dtype=float)
+            yerr = np.nan_to_num(np.vstack([ys - lo, hi - ys]), nan=0.0)
+            ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=4, lw=0, elinewidth=1.2, capsize=3,
+                        color=color(cond, i), label=cond)
+        ax.axhline(CHANCE, color="black", lw=0.8, ls=":", label="chance")
+        tilt = len(names) > 4 or max(len(m) for m in names) > 8
+        ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0,
+                      ha="right" if tilt else "center", rotation_mode="anchor")
+        ax.set_xlabel("model" + (" (smallest → largest)" if models.get("order_is_size") else ""))
+        ax.set_ylabel("score (mean unit accuracy)")
+        ax.set_ylim(0.3, 1.02)
+        ax.set_title("Model scores (95 % CI over units)")
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return fig
+
+
 def save(fig: Figure, folder: Path, name: str) -> dict[str, Path]:
     """Write ``name.png`` (200 dpi) and ``name.pdf``; close the figure."""
     folder.mkdir(parents=True, exist_ok=True)

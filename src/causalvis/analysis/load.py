@@ -7,6 +7,7 @@ the study's private ``trials.csv``). Everything downstream reads only canonical 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +36,19 @@ OPTIONAL = (
     "total_time_s",
     "instruction_time_s",
     "practice_attempts",
+    "model",
 )
 CANONICAL = REQUIRED + OPTIONAL
 # Columns taken from STUDY/trials.csv when the responses lack them (joined on trial_id).
-TRIAL_COLUMNS = ("base_trial_id", "unit", "layer", "channel", "image_set", "rel_diff")
+TRIAL_COLUMNS = ("base_trial_id", "unit", "layer", "channel", "image_set", "rel_diff", "model")
 
 _TRUE = {"true", "t", "1", "yes", "y", "correct"}
 _FALSE = {"false", "f", "0", "no", "n", "incorrect", "wrong"}
 
 
-def parse_map(spec: str | None) -> dict[str, str]:
-    """``"participant_id=subj,correct=hit"`` -> ``{"participant_id": "subj", ...}``."""
+def parse_map(spec: str | None, fields: Sequence[str] = CANONICAL) -> dict[str, str]:
+    """``"participant_id=subj,correct=hit"`` -> ``{"participant_id": "subj", ...}``;
+    ``fields`` are the names allowed left of ``=`` (an importer's roles, e.g. IMI's)."""
     mapping: dict[str, str] = {}
     if not spec:
         return mapping
@@ -57,9 +60,9 @@ def parse_map(spec: str | None) -> dict[str, str]:
         field, column = field.strip(), column.strip()
         if not sep or not field or not column:
             raise CausalvisError(f"--map: {item!r} is not FIELD=COLUMN")
-        if field not in CANONICAL:
+        if field not in fields:
             raise CausalvisError(
-                f"--map: unknown field {field!r}; canonical fields: {', '.join(CANONICAL)}"
+                f"--map: unknown field {field!r}; known fields: {', '.join(fields)}"
             )
         if field in mapping:
             raise CausalvisError(f"--map: field {field!r} mapped twice")
@@ -113,7 +116,8 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
     df["participant_id"] = df["participant_id"].astype(str)
     df["condition"] = df["condition"].astype(str)
     df["correct"] = _as_bool(df["correct"], "correct", source)
-    for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status", "side"):
+    for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status", "side",
+                  "model"):
         if field in df.columns:
             df[field] = df[field].map(_text).astype(object)
     if "image_set" in df.columns:
@@ -212,7 +216,7 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in cols:
         looked_up = out["trial_id"].map(info[col])
-        if col in ("unit", "layer", "base_trial_id", "image_set"):
+        if col in ("unit", "layer", "base_trial_id", "image_set", "model"):
             looked_up = looked_up.map(_text)
         elif col in ("rel_diff", "channel"):
             looked_up = pd.to_numeric(looked_up, errors="coerce").astype(float)

@@ -10,7 +10,7 @@ import base64
 import html
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,12 @@ class AnalysisOptions:
     design: str = "auto"  # auto | participants | crossed
     mixed_model: bool = True
     min_common_trials: int = 5
+    # IMI's "row variability" exclusion (None: the exclusion config's, else off).
+    min_side_choices: int | None = None
+    # Multi-model / 2-AFC analysis: bootstrap over units, and the study's model order.
+    model_boot: int = 10_000
+    model_order: tuple[str, ...] = ()
+    model_order_is_size: bool = False
 
 
 def analyze_frame(
@@ -47,12 +53,16 @@ def analyze_frame(
     trials: pd.DataFrame | None = None,
     options: AnalysisOptions | None = None,
     source: str = "",
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """Run every analysis on a canonical table (see :mod:`causalvis.analysis.load`)."""
+    """Run every analysis on a canonical table (see :mod:`causalvis.analysis.load`).
+
+    A ``models`` section (per-unit model scores and tests) is added when the responses
+    name two or more models, or when ``task`` is ``two_afc``."""
     # Small matrices only: one BLAS thread is faster and never oversubscribes shared cores.
     with threadpool_limits(limits=1):
         return _analyze(df, exclusion, observers, observer_trials, trials,
-                        options or AnalysisOptions(), source)
+                        options or AnalysisOptions(), source, task)
 
 
 def _analyze(
@@ -63,11 +73,12 @@ def _analyze(
     trials: pd.DataFrame | None,
     opt: AnalysisOptions,
     source: str,
+    task: str | None = None,
 ) -> dict[str, Any]:
     if opt.design not in ("auto", "participants", "crossed"):
         raise CausalvisError(f"--ci: unknown design {opt.design!r} (auto | participants | crossed)")
     exclusion = exclusion or ExclusionConfig()
-    ex = apply_exclusions(df, exclusion)
+    ex = apply_exclusions(df, exclusion, min_side_choices=opt.min_side_choices)
     main_all = df[df["is_main"]]
     main = main_all[main_all["participant_id"].isin(ex.included)]
     kinds = df["kind"].value_counts().to_dict()
@@ -117,6 +128,14 @@ def _analyze(
     machine = machine_observer_rows(observer_trials, trials) if observer_trials is not None \
         else None
     summary["kappa"] = kappa_analysis(data, machine, min_common=opt.min_common_trials)
+    n_models = int(data["model"].nunique()) if "model" in data.columns else 0
+    if n_models >= 2 or task == "two_afc":
+        from causalvis.analysis.models import models_section
+
+        summary["models"] = models_section(
+            data, order=opt.model_order, order_is_size=opt.model_order_is_size,
+            n_boot=opt.model_boot, ci=opt.level, seed=opt.seed)
+        summary["models"]["task"] = task
     if observers:
         summary["observers"] = {
             name: {"conditions": o.get("conditions", {})}
@@ -162,6 +181,9 @@ def make_figures(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     if summary.get("kappa", {}).get("available"):
         made["kappa"] = figures.save(figures.kappa_heatmap(summary["kappa"]), folder,
                                      "kappa")["png"]
+    if summary.get("models", {}).get("available"):
+        made["models"] = figures.save(figures.model_scores(summary["models"]), folder,
+                                      "models")["png"]
     if summary.get("difficulty", {}).get("available"):
         made["difficulty"] = figures.save(
             figures.difficulty_plot(summary["difficulty"], baseline), folder, "difficulty")["png"]
@@ -275,6 +297,7 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
             else:
                 parts.append(f"<p class=warn>Mixed model not fitted: "
                              f"{html.escape(mm.get('message', ''))}</p>")
+    parts.append(_models_html(s.get("models"), b64))
     if "layer" in b64:
         parts.append("<h2>Per layer</h2><p>Accuracy per layer of the unit, per condition "
                      "(bootstrap over participants).</p>" + _img(b64, "layer", "per layer"))
@@ -329,6 +352,41 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
             f"</title><style>{style}</style></head><body>" + "\n".join(parts) + "</body></html>")
 
 
+def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> str:
+    """"Is a bigger model more interpretable?": scores with CIs, tests, the verdict."""
+    if not m:
+        return ""
+    out = ["<h2>Models: is a bigger model more interpretable?</h2>"]
+    if not m.get("available"):
+        return out[0] + f"<p>Not available: {html.escape(str(m.get('reason', '')))}.</p>"
+    rpu = m["responses_per_unit"]
+    order = ("listed from smallest to largest" if m["order_is_size"]
+             else "size order unknown: no scaling claim is made")
+    out.append(f"<p>The unit of analysis is the unit (feature map), as in Zimmermann, Klein "
+               f"&amp; Brendel 2023: a unit's accuracy is the mean over its included main-trial "
+               f"responses ({rpu['min']}–{rpu['max']}, median {rpu['median']:g} per unit); a "
+               f"model's score is the mean over its units, with a 95 % percentile bootstrap "
+               f"interval over units ({m['settings']['n_boot']} replicates). Models are "
+               f"compared per condition with a Kruskal–Wallis test over unit accuracies and "
+               f"Conover's pairwise test, Holm-corrected. {m['n_models']} models "
+               f"({html.escape(order)}), {m['n_units']} units.</p>")
+    out.append(_img(b64, "models", "model scores"))
+    rows = [[cond, r["model"], _pct(r["score"]), f"{_pct(r['ci_low'])} – {_pct(r['ci_high'])}",
+             r["n_units"], r["n_responses"], r["n_participants"]]
+            for cond, c in m["by_condition"].items() for r in c["scores"]]
+    out.append(_table(["condition", "model", "score %", "95 % CI %", "units", "responses",
+                       "participants"], rows))
+    for cond, c in m["by_condition"].items():
+        comp = c["comparison"]
+        if comp.get("available") and comp["pairs"]:
+            prow = [[f"{p['a']} – {p['b']}", _num(p["p_raw"]), _num(p["p_holm"]),
+                     "yes" if p["significant"] else "no"] for p in comp["pairs"]]
+            out.append(f"<h3>{html.escape(cond)}</h3>"
+                       + _table(["pair", "p Conover", "p Holm", "significant"], prow))
+        out.append(f"<p>{html.escape(c['statement'])}</p>")
+    return "\n".join(out)
+
+
 # -- entry points ---------------------------------------------------------------------------
 
 def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Path | None = None,
@@ -351,20 +409,53 @@ def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Pa
 
 def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
                 exclusion: ExclusionConfig | None = None, study: str | Path | None = None,
-                options: AnalysisOptions | None = None) -> tuple[dict[str, Any], Path]:
-    """Analyse any trial-level CSV; ``study`` (optional) adds its trials.csv and observers."""
+                options: AnalysisOptions | None = None,
+                fmt: str = "csv") -> tuple[dict[str, Any], Path]:
+    """Analyse any trial-level CSV; ``study`` (optional) adds its trials.csv and observers.
+
+    ``fmt="imi"`` reads the IMI dataset's layout (:mod:`causalvis.analysis.imi`; ``mapping``
+    then overrides its roles): a 2-AFC, multi-model table, with IMI's exclusion thresholds
+    when no ``exclusion`` is given and models in the paper's order."""
     from causalvis.analysis.load import join_trials, load_csv
 
-    df = load_csv(path, mapping)
+    task = None
+    if fmt == "imi":
+        from causalvis.analysis.imi import load_imi_csv, model_order
+        from causalvis.config import preset
+
+        df = load_imi_csv(path, mapping)
+        task = "two_afc"
+        if exclusion is None:
+            exclusion = preset("imi2023").exclusion
+        opt = options or AnalysisOptions()
+        if not opt.model_order and "model" in df.columns:
+            opt = replace(opt, model_order=tuple(model_order(df["model"].dropna().unique())),
+                          model_order_is_size=True)
+        options = opt
+    elif fmt == "csv":
+        df = load_csv(path, mapping)
+    else:
+        raise CausalvisError(f"--format: unknown format {fmt!r} (csv | imi)")
     root = Path(study) if study is not None else None
     if root is not None and (root / "trials.csv").is_file():
         df = join_trials(df, pd.read_csv(root / "trials.csv"))
-    return _finish(df, root, out, exclusion, options, str(path))
+    return _finish(df, root, out, exclusion, options, str(path), task=task)
 
 
 def _finish(df: pd.DataFrame, root: Path | None, out: str | Path, cfg: ExclusionConfig | None,
-            options: AnalysisOptions | None, source: str) -> tuple[dict[str, Any], Path]:
+            options: AnalysisOptions | None, source: str,
+            task: str | None = None) -> tuple[dict[str, Any], Path]:
     observers = observer_trials = trials = None
+    options = options or AnalysisOptions()
+    if root is not None and (root / "study.toml").is_file():
+        from causalvis.config import StudyConfig
+
+        study_cfg = StudyConfig.load(root / "study.toml")
+        task = task or study_cfg.task
+        if study_cfg.models and not options.model_order:
+            # The study lists its models from smallest to largest (docs/analysis.md).
+            options = replace(options, model_order=tuple(study_cfg.models),
+                              model_order_is_size=True)
     if root is not None:
         obs_path = root / "report" / "observers.json"
         if obs_path.is_file():
@@ -379,5 +470,5 @@ def _finish(df: pd.DataFrame, root: Path | None, out: str | Path, cfg: Exclusion
             trials = pd.read_csv(root / "trials.csv")
     summary = analyze_frame(df, exclusion=cfg, observers=observers,
                             observer_trials=observer_trials, trials=trials, options=options,
-                            source=source)
+                            source=source, task=task)
     return summary, write_report(summary, out)

@@ -19,7 +19,12 @@ def analyze_command(
         None, "--responses-csv", help="trial-level CSV to analyse instead of the database"
     ),
     mapping: str | None = typer.Option(
-        None, "--map", help="FIELD=COLUMN,... (canonical field -> CSV column)"
+        None, "--map", help="FIELD=COLUMN,... (canonical field -> CSV column; with "
+        "--format imi: IMI role -> column)"
+    ),
+    fmt: str = typer.Option(
+        "csv", "--format", help="layout of --responses-csv: csv (canonical columns) | imi "
+        "(the IMI dataset's released responses)"
     ),
     out: Path | None = typer.Option(None, "--out", help="report folder (default STUDY/report "
                                     "or ./report)"),
@@ -37,6 +42,10 @@ def analyze_command(
     max_same_side_fraction: float | None = typer.Option(
         None, "--max-same-side-fraction", help="1.0 = exclude only all-one-side responders"
     ),
+    min_side_choices: int | None = typer.Option(
+        None, "--min-side-choices", min=0, help="exclude if either answer position was "
+        "chosen fewer times (IMI's row variability: 5; default off, 5 with --format imi)"
+    ),
 ) -> None:
     """Analyse responses: a study's database, or any CSV with --responses-csv and --map."""
     from pydantic import ValidationError
@@ -51,9 +60,17 @@ def analyze_command(
         fail("--db and --responses-csv are alternatives: give one")
     if mapping and responses_csv is None:
         fail("--map applies to --responses-csv only")
+    if fmt not in ("csv", "imi"):
+        fail(f"--format: unknown format {fmt!r} (csv | imi)")
+    if fmt != "csv" and responses_csv is None:
+        fail("--format applies to --responses-csv only")
     if study is not None and not study.is_dir():
         fail(f"no study folder at {study}")
     base = ExclusionConfig()
+    if fmt == "imi":
+        from causalvis.config import preset
+
+        base = preset("imi2023").exclusion
     if study is not None and (study / "study.toml").is_file():
         base = StudyConfig.load(study).exclusion
     overrides = {k: v for k, v in {
@@ -67,11 +84,18 @@ def analyze_command(
     except ValidationError as exc:
         fail(format_validation_error(exc, "exclusion options"))
     options = AnalysisOptions(n_boot=n_boot, n_perm=n_perm, seed=seed, design=ci,
-                              mixed_model=not no_mixed_model)
+                              mixed_model=not no_mixed_model,
+                              min_side_choices=min_side_choices)
     if responses_csv is not None:
-        summary, page = analyze_csv(responses_csv, parse_map(mapping),
+        if fmt == "imi":
+            from causalvis.analysis.imi import IMI_COLUMNS
+
+            field_map = parse_map(mapping, fields=tuple(IMI_COLUMNS))
+        else:
+            field_map = parse_map(mapping)
+        summary, page = analyze_csv(responses_csv, field_map,
                                     out=out or (study / "report" if study else Path("report")),
-                                    exclusion=exclusion, study=study, options=options)
+                                    exclusion=exclusion, study=study, options=options, fmt=fmt)
     else:
         assert study is not None
         summary, page = analyze_study(study, db_url=db, out=out, exclusion=exclusion,
@@ -86,6 +110,8 @@ def analyze_command(
                    f"n={c['n_participants']} participants, {c['n_trials']} trials")
     for c in summary["contrasts"]:
         typer.echo(c["statement"])
+    for cond, c in (summary.get("models") or {}).get("by_condition", {}).items():
+        typer.echo(f"models ({cond}): {c['statement']}")
     mm = summary.get("mixed_model")
     if mm and not mm.get("converged"):
         typer.echo(f"warning: mixed model did not converge: {mm.get('message', '')}")
