@@ -2,7 +2,8 @@
 
 Independent of the study builder: PNGs drawn with PIL under content-hashed names, a
 trials.csv with ground truth, and a sessions.json over two conditions (``none`` without
-references) x two image sets, with practice and catch trials.
+references) x two image sets, with practice and catch trials. ``task="two_afc"`` writes the
+2-AFC variant (minimal + maximal references, two queries as the options).
 """
 
 from __future__ import annotations
@@ -50,8 +51,19 @@ def _store(assets: Path, data: bytes) -> str:
     return f"assets/{name}"
 
 
-def make_study(root: Path, *, planned: int = 1, abandon_after_minutes: float = 60.0) -> Path:
-    """Write STUDY/{study.toml, trials.csv, bundle/sessions.json, bundle/assets/*.png}."""
+def make_study(
+    root: Path,
+    *,
+    planned: int = 1,
+    abandon_after_minutes: float = 60.0,
+    task: str = "causal_occlusion",
+    correct_counter: bool = False,
+) -> Path:
+    """Write STUDY/{study.toml, trials.csv, bundle/sessions.json, bundle/assets/*.png}.
+
+    ``task="two_afc"``: the 2-AFC bundle of ``make_two_afc_study`` instead."""
+    if task == "two_afc":
+        return make_two_afc_study(root, planned=planned, correct_counter=correct_counter)
     assets = root / "bundle" / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     cfg = StudyConfig(
@@ -124,6 +136,93 @@ def make_study(root: Path, *, planned: int = 1, abandon_after_minutes: float = 6
         writer.writerows(rows)
     plan = {"study": "servertest", "task": "causal_occlusion", "config_hash": cfg.digest(),
             "conditions": list(CONDITIONS), "sessions": sessions,
+            "instructions_example": examples,
+            "n_participants_needed": planned * len(sessions)}  # fmt: skip
+    (root / "bundle" / "sessions.json").write_text(json.dumps(plan, indent=2))
+    return root
+
+
+TWO_AFC_CONDITIONS = ("natural", "synthetic")
+TWO_AFC_MODEL = "lite0"
+
+
+def _tinted_png(seed: int, side: str) -> bytes:
+    """A random blob picture tinted warm (``max``) or cool (``min``): the two sides of a
+    2-AFC trial look different, as they do for a real unit."""
+    img = Image.open(io.BytesIO(_png(seed))).convert("RGB")
+    tint = Image.new("RGB", img.size, (230, 90, 40) if side == "max" else (40, 90, 230))
+    buf = io.BytesIO()
+    Image.blend(img, tint, 0.45).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_two_afc_study(root: Path, *, planned: int = 1, correct_counter: bool = False) -> Path:
+    """A 2-AFC bundle in the format of the contract: per trial N_REFS maximal and N_REFS
+    minimal references, two queries as the options (no single query), the maximal query
+    correct; catch trials show each query among its own side's references. Two conditions
+    x two image sets, two practice, two main and one catch trial per session."""
+    assets = root / "bundle" / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    cfg = StudyConfig(
+        name="servertest2afc",
+        task="two_afc",
+        exemplars={"scheme": "imi"},
+        conditions={"names": list(TWO_AFC_CONDITIONS)},
+        server={"abandon_after_minutes": 60.0, "correct_counter": correct_counter},
+    )
+    cfg.save(root / "study.toml")
+    rows: list[dict] = []
+    sessions = []
+    examples: dict[str, str] = {}
+    n = 0
+    for cond in TWO_AFC_CONDITIONS:
+        for image_set in IMAGE_SETS:
+            sid = f"s{len(sessions):04d}"
+            main, practice = [], []
+            for kind, units in (("practice", [PRACTICE_UNIT] * 2), ("main", UNITS),
+                                ("catch", [CATCH_UNIT])):  # fmt: skip
+                for j, (layer, channel) in enumerate(units):
+                    seed = 1000 * (kind == "catch") + 100 * (kind == "practice") + 10 * j
+                    seed += image_set + 1
+                    q_max = _store(assets, _tinted_png(seed, "max"))
+                    q_min = _store(assets, _tinted_png(seed + 5000, "min"))
+                    max_refs = [_store(assets, _tinted_png(seed * 100 + i, "max"))
+                                for i in range(N_REFS)]  # fmt: skip
+                    min_refs = [_store(assets, _tinted_png(seed * 100 + 50 + i, "min"))
+                                for i in range(N_REFS)]  # fmt: skip
+                    if kind == "catch":
+                        max_refs[-1], min_refs[-1] = q_max, q_min
+                    correct = "a" if (seed + n) % 2 else "b"
+                    a, b = (q_max, q_min) if correct == "a" else (q_min, q_max)
+                    n += 1
+                    rows.append({
+                        "trial_id": f"t{n:04d}", "base_trial_id": f"b{seed:04d}",
+                        "kind": kind, "condition": cond, "unit": f"{layer}:{channel}",
+                        "layer": layer, "channel": channel, "image_set": image_set,
+                        "query_asset": "", "option_a_asset": a, "option_b_asset": b,
+                        "reference_assets": " ".join(max_refs),
+                        "min_reference_assets": " ".join(min_refs),
+                        "box_a": "", "box_b": "", "act_base": "",
+                        "act_a": 3.0 if correct == "a" else -1.0,
+                        "act_b": -1.0 if correct == "a" else 3.0,
+                        "correct": correct, "rel_diff": 0.8, "model": TWO_AFC_MODEL,
+                    })  # fmt: skip
+                    (practice if kind == "practice" else main).append(f"t{n:04d}")
+            random.Random(len(sessions)).shuffle(main)
+            sessions.append({"session_id": sid, "condition": cond, "image_set": image_set,
+                             "trials": main, "practice": practice, "model": TWO_AFC_MODEL,
+                             "planned_participants": planned})  # fmt: skip
+            examples.setdefault(cond, practice[0])
+    columns = ["trial_id", "base_trial_id", "kind", "condition", "unit", "layer", "channel",
+               "image_set", "query_asset", "option_a_asset", "option_b_asset",
+               "reference_assets", "min_reference_assets", "box_a", "box_b", "act_base",
+               "act_a", "act_b", "correct", "rel_diff", "model"]  # fmt: skip
+    with (root / "trials.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plan = {"study": "servertest2afc", "task": "two_afc", "config_hash": cfg.digest(),
+            "conditions": list(TWO_AFC_CONDITIONS), "sessions": sessions,
             "instructions_example": examples,
             "n_participants_needed": planned * len(sessions)}  # fmt: skip
     (root / "bundle" / "sessions.json").write_text(json.dumps(plan, indent=2))

@@ -1,6 +1,8 @@
 // The participant's flow: identify (Prolific / MTurk / lab id) -> consent -> instructions
 // with a worked example -> browser check + fullscreen -> practice with feedback until all
 // correct -> main and catch trials with a progress bar -> optional feedback -> completion.
+// Two tasks share this flow: causal occlusion (plugin-causal-occlusion.js) and the 2-AFC
+// task of minimal vs maximal references (plugin-two-afc.js); the server says which.
 // Every answer is POSTed the moment it is given; a reload resumes at the first unanswered
 // trial because the server knows what was answered.
 "use strict";
@@ -10,7 +12,6 @@
   const params = new URLSearchParams(window.location.search);
   const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-  const render = jsPsychCausalOcclusion.render;
 
   function stage() {
     const el = document.createElement("div");
@@ -90,13 +91,19 @@
   const answered = new Set(state.answered);
   const remaining = mainTrials.filter((t) => !answered.has(t.trial_id));
   const hasRefs = welcome.trials.some((t) => t.references.length > 0);
+  const twoAfc = welcome.task === "two_afc";
+  const render = twoAfc ? jsPsychTwoAfc.render : jsPsychCausalOcclusion.render;
+  // Optional running score ("Correct so far: k of n"), only when the server sends it.
+  const counterOn = settings.correct_counter === true;
+  let nCorrect = state.n_correct ?? 0;
   const startStage = state.next.stage;
 
   if (startStage === "finished" || startStage === "declined") {
     return page(`<h1 class="cv-title">Thank you</h1><p class="cv-lead">You have already taken part in this study.</p>`);
   }
   // Warm the browser cache so that images appear together.
-  welcome.trials.forEach((t) => [t.query, t.options.a, t.options.b, ...t.references].forEach((u) => { new Image().src = u; }));
+  welcome.trials.forEach((t) => [t.query, t.options.a, t.options.b, ...t.references, ...(t.min_references || [])]
+    .filter(Boolean).forEach((u) => { new Image().src = u; }));
 
   const el = stage();
   const jsPsych = initJsPsych({
@@ -108,8 +115,17 @@
   const showProgress = (on) => document.body.classList.toggle("cv-show-progress", on);
   const setProgress = () => { jsPsych.progressBar.progress = answered.size / Math.max(1, mainTrials.length); };
   const randomLeft = () => (Math.random() < 0.5 ? "a" : "b");
-  // One causal-occlusion trial node; practice and main trials differ only in `extra`.
-  const occlusionTrial = (t, extra) => ({
+  // One trial node of the study's task; practice and main trials differ only in `extra`.
+  const occlusionTrial = (t, extra) => (twoAfc ? {
+    type: jsPsychTwoAfc,
+    trial_id: t.trial_id,
+    option_a: t.options.a,
+    option_b: t.options.b,
+    references: t.references,
+    min_references: t.min_references,
+    left: randomLeft,
+    ...extra,
+  } : {
     type: jsPsychCausalOcclusion,
     trial_id: t.trial_id,
     query: t.query,
@@ -174,10 +190,32 @@
       ? `<p>On the left you see <strong>nine images that make this unit respond strongly</strong>. They show what the unit “looks for”.</p>`
       : "";
     const ex = welcome.example;
+    const exampleTrial = ex && { trial_id: ex.trial_id, query: ex.query, option_a: ex.options.a, option_b: ex.options.b,
+                                 references: ex.references, min_references: ex.min_references, left: "a" };
+    const exampleAnswer = !ex || !ex.correct ? ""
+      : twoAfc
+        ? `<p>Here the right answer is the <strong>${ex.correct === "a" ? "top" : "bottom"} image</strong> (framed in green): it resembles the maximally activating images on the right, so the unit responds strongly to it.</p>`
+        : `<p>Here the right answer is the <strong>${ex.correct === "a" ? "left" : "right"} image</strong> (framed in green): its grey patch hides less of what the unit responds to, so the unit's response drops less.</p>`;
     const exampleHtml = ex
-      ? `<div class="cv-example">${render({ trial_id: ex.trial_id, query: ex.query, option_a: ex.options.a, option_b: ex.options.b, references: ex.references, left: "a" }, { buttons: false, highlight: ex.correct })}</div>
-         ${ex.correct ? `<p>Here the right answer is the <strong>${ex.correct === "a" ? "left" : "right"} image</strong> (framed in green): its grey patch hides less of what the unit responds to, so the unit's response drops less.</p>` : ""}`
+      ? `<div class="cv-example">${render(exampleTrial, { buttons: false, highlight: ex.correct })}</div>${exampleAnswer}`
       : "";
+    const scoreText = counterOn ? " A counter above each question shows how many of your answers so far were correct." : "";
+    const intro = `<div class="cv-page cv-text"><h1 class="cv-title">Instructions</h1>
+          <p>Computers recognise images with <em>artificial neural networks</em>. Such a network is made of many <strong>units</strong>; each unit responds strongly to some image content (say, a texture or an object part) and weakly to other content.</p>
+          <p>${twoAfc ? "In this study you will try to tell which of two images makes one unit respond strongly." : "In this study you will try to predict how strongly one unit responds when part of an image is covered."}</p></div>`;
+    const twoAfcPages = [
+      intro,
+      `<div class="cv-page cv-text"><h1 class="cv-title">Your task</h1>
+        <p>On the <strong>left</strong> you see images that make the unit respond <strong>weakly</strong> (<em>minimally activating</em>); on the <strong>right</strong>, images that make it respond <strong>strongly</strong> (<em>maximally activating</em>).</p>
+        <p>In the middle there are <strong>two more images</strong>, one above the other. One of them makes the unit respond strongly, the other weakly.</p>
+        <p>Choose the image in the middle that <strong>belongs to the right side</strong>, the maximally activating one.</p></div>`,
+      `<div class="cv-page cv-text cv-wide"><h1 class="cv-title">An example</h1>${exampleHtml}</div>`,
+      `<div class="cv-page cv-text"><h1 class="cv-title">How to answer</h1>
+        <p>Under each middle image there are three buttons. Click the one under the image you think belongs to the <strong>maximally activating</strong> side that says how sure you are: <em>Not confident</em>, <em>Fairly confident</em> or <em>Very confident</em>.</p>
+        <p>There is no time limit, but please answer intuitively; most answers take a few seconds.</p>
+        <p>First comes a short <strong>practice</strong> with feedback. It repeats until you answer all practice questions correctly. Then the main part (${mainTrials.length} questions) follows.${scoreText}</p>
+        <p>Please do not resize the window during the study. Next we check your window size and switch to full screen.</p></div>`,
+    ];
     timeline.push({
       type: jsPsychInstructions,
       show_clickable_nav: true,
@@ -187,10 +225,8 @@
       data: { screen: "instructions" },
       on_start: () => { instructionStart = performance.now(); },
       on_finish: () => { instructionTime = (performance.now() - instructionStart) / 1000; },
-      pages: [
-        `<div class="cv-page cv-text"><h1 class="cv-title">Instructions</h1>
-          <p>Computers recognise images with <em>artificial neural networks</em>. Such a network is made of many <strong>units</strong>; each unit responds strongly to some image content (say, a texture or an object part) and weakly to other content.</p>
-          <p>In this study you will try to predict how strongly one unit responds when part of an image is covered.</p></div>`,
+      pages: twoAfc ? twoAfcPages : [
+        intro,
         `<div class="cv-page cv-text"><h1 class="cv-title">Your task</h1>${refsText}
           <p>You see an <strong>original image</strong> and, below it, <strong>two copies</strong> of it. In each copy a different square patch is covered with a grey-ish block.</p>
           <p>Choose the copy in which the unit <strong>still responds more strongly</strong>, that is, the copy whose covered patch hides <em>less</em> of what the unit responds to.</p></div>`,
@@ -198,7 +234,7 @@
         `<div class="cv-page cv-text"><h1 class="cv-title">How to answer</h1>
           <p>Under each copy there are three buttons. Click the one under the copy you choose that says how sure you are: <em>Very confident</em>, <em>Fairly confident</em> or <em>Not confident</em>.</p>
           <p>There is no time limit, but please answer intuitively; most answers take a few seconds.</p>
-          <p>First comes a short <strong>practice</strong> with feedback. It repeats until you answer all practice questions correctly. Then the main part (${mainTrials.length} questions, no feedback) follows.</p>
+          <p>First comes a short <strong>practice</strong> with feedback. It repeats until you answer all practice questions correctly. Then the main part (${mainTrials.length} questions, no feedback) follows.${scoreText}</p>
           <p>Please do not resize the window during the study. Next we check your window size and switch to full screen.</p></div>`,
       ],
     });
@@ -295,7 +331,7 @@
       type: jsPsychHtmlButtonResponse,
       stimulus: answered.size
         ? `<div class="cv-page cv-text"><h1 class="cv-title">Welcome back</h1><p>You have answered ${answered.size} of ${mainTrials.length} questions. Continue where you left off.</p></div>`
-        : `<div class="cv-page cv-text"><h1 class="cv-title">Main part</h1><p>Now come ${mainTrials.length} questions without feedback. A bar at the top shows your progress.</p></div>`,
+        : `<div class="cv-page cv-text"><h1 class="cv-title">Main part</h1><p>Now come ${mainTrials.length} questions without feedback${counterOn ? " (a counter shows how many answers were correct so far)" : ""}. A bar at the top shows your progress.</p></div>`,
       choices: ["Begin"],
       button_html: (c) => `<button class="jspsych-btn cv-primary">${c}</button>`,
       on_finish: () => { showProgress(true); setProgress(); },
@@ -303,8 +339,10 @@
     });
     remaining.forEach((t) => timeline.push(occlusionTrial(t, {
       mode: "trial",
-      counter: () => `Question ${answered.size + 1} of ${mainTrials.length}`,
+      counter: () => `Question ${answered.size + 1} of ${mainTrials.length}`
+        + (counterOn && answered.size ? ` · <span class="cv-score">Correct so far: ${nCorrect} of ${answered.size}</span>` : ""),
       submit: submitTo(() => ({})),
+      on_reply: (r) => { if (typeof r.n_correct === "number") nCorrect = r.n_correct; },
       data: { screen: "trial", kind: "main" },
       on_finish: (d) => { answered.add(d.trial_id); setProgress(); },
     })));

@@ -25,6 +25,8 @@ var jsPsychCausalOcclusion = (function (jspsych) {
       submit: { type: ParameterType.FUNCTION, default: null },
       /** A line above the trial, e.g. "Practice 1 of 4". */
       counter: { type: ParameterType.HTML_STRING, default: "" },
+      /** Called with the server reply of a main trial (e.g. to update a running score). */
+      on_reply: { type: ParameterType.FUNCTION, default: null },
     },
     data: {
       trial_id: { type: ParameterType.STRING },
@@ -131,6 +133,8 @@ var jsPsychCausalOcclusion = (function (jspsych) {
             : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The unit responds more strongly to the <em>other</em> (${data.side === "left" ? "right" : "left"}) image, marked in green.</div>`;
           feedback.insertAdjacentHTML("beforeend", '<button type="button" class="jspsych-btn cv-primary cv-continue">Continue</button>');
           await new Promise((resolve) => feedback.querySelector(".cv-continue").addEventListener("click", resolve, { once: true }));
+        } else if (trial.on_reply && reply) {
+          trial.on_reply(reply);
         }
         display_element.innerHTML = "";
         this.jsPsych.finishTrial(data);

@@ -16,6 +16,7 @@ from causalvis.errors import CausalvisError
 from causalvis.study.layout import StudyPaths
 
 KINDS = ("main", "practice", "catch")
+TASKS = ("causal_occlusion", "two_afc")
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,13 @@ class Trial:
     layer: str
     channel: int | None
     image_set: int | None
-    query: str
+    query: str | None  # None in the 2-AFC task: the two options are the queries
     option_a: str
     option_b: str
-    references: tuple[str, ...]
+    references: tuple[str, ...]  # 2-AFC: the maximally activating references
     correct: str
+    min_references: tuple[str, ...] = ()  # 2-AFC only: the minimally activating references
+    model: str = ""  # multi-model studies: which model the unit belongs to
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class StudyBundle:
     sessions: dict[str, Session]
     trials: dict[str, Trial]
     examples: dict[str, str] = field(default_factory=dict)
+    task: str = "causal_occlusion"
 
     @property
     def assets_dir(self) -> Path:
@@ -73,7 +77,15 @@ def _opt_int(value: str | None) -> int | None:
     return int(float(value)) if value else None
 
 
-def _read_trials(path: Path, assets: Path) -> dict[str, Trial]:
+def _refs(value: str | None, where: str) -> tuple[str, ...]:
+    return tuple(_asset_name(r, where) for r in (value or "").split())
+
+
+def _read_trials(path: Path, assets: Path, task: str) -> dict[str, Trial]:
+    """``task`` two_afc: the query is optional (empty) and every trial needs minimal and
+    maximal references; optional columns (``min_reference_assets``, ``model``) may be absent
+    in bundles built before they existed."""
+    two_afc = task == "two_afc"
     if not path.is_file():
         raise CausalvisError(f"no trial table at {path} (run `causalvis build` first)")
     trials: dict[str, Trial] = {}
@@ -100,7 +112,16 @@ def _read_trials(path: Path, assets: Path) -> dict[str, Trial]:
             correct = row["correct"].strip()
             if correct not in ("a", "b"):
                 raise CausalvisError(f"{where}: correct must be a or b, not {correct!r}")
-            refs = tuple(_asset_name(r, where) for r in (row["reference_assets"] or "").split())
+            refs = _refs(row["reference_assets"], where)
+            min_refs = _refs(row.get("min_reference_assets"), where)
+            query_cell = (row["query_asset"] or "").strip()
+            query = _asset_name(query_cell, where) if query_cell or not two_afc else None
+            if two_afc and not (refs and min_refs):
+                side = "min_reference_assets" if refs else "reference_assets"
+                raise CausalvisError(
+                    f"{where}: a two_afc trial needs minimal and maximal references; "
+                    f"{side} is empty"
+                )
             trial = Trial(
                 trial_id=row["trial_id"].strip(),
                 base_trial_id=(row.get("base_trial_id") or row["trial_id"]).strip(),
@@ -110,16 +131,18 @@ def _read_trials(path: Path, assets: Path) -> dict[str, Trial]:
                 layer=(row.get("layer") or "").strip(),
                 channel=_opt_int(row.get("channel")),
                 image_set=_opt_int(row.get("image_set")),
-                query=_asset_name(row["query_asset"], where),
+                query=query,
                 option_a=_asset_name(row["option_a_asset"], where),
                 option_b=_asset_name(row["option_b_asset"], where),
                 references=refs,
                 correct=correct,
+                min_references=min_refs,
+                model=(row.get("model") or "").strip(),
             )
             if trial.trial_id in trials:
                 raise CausalvisError(f"{where}: duplicate trial_id {trial.trial_id!r}")
-            for name in (trial.query, trial.option_a, trial.option_b, *refs):
-                if not (assets / name).is_file():
+            for name in (trial.query, trial.option_a, trial.option_b, *refs, *min_refs):
+                if name is not None and not (assets / name).is_file():
                     raise CausalvisError(f"{where}: asset {assets / name} is missing")
             trials[trial.trial_id] = trial
     return trials
@@ -137,7 +160,10 @@ def load_bundle(study_dir: str | Path) -> StudyBundle:
         plan = json.loads(paths.sessions.read_text())
     except json.JSONDecodeError as exc:
         raise CausalvisError(f"{paths.sessions}: invalid JSON: {exc}") from exc
-    trials = _read_trials(paths.trials, paths.assets)
+    task = str(plan.get("task") or config.task)
+    if task not in TASKS:
+        raise CausalvisError(f"{paths.sessions}: task {task!r} is not one of {', '.join(TASKS)}")
+    trials = _read_trials(paths.trials, paths.assets, task)
     sessions: dict[str, Session] = {}
     for i, raw in enumerate(plan.get("sessions") or []):
         where = f"{paths.sessions}: sessions[{i}]"
@@ -179,4 +205,5 @@ def load_bundle(study_dir: str | Path) -> StudyBundle:
         sessions=sessions,
         trials=trials,
         examples=examples,
+        task=task,
     )

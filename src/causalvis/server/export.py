@@ -29,6 +29,14 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def columns_for(bundle: StudyBundle) -> list[str]:
+    """The canonical columns, plus ``model`` (after ``channel``) in multi-model studies."""
+    if not any(t.model for t in bundle.trials.values()):
+        return list(COLUMNS)
+    at = COLUMNS.index("channel") + 1
+    return [*COLUMNS[:at], "model", *COLUMNS[at:]]
+
+
 def _status(p: Participant) -> str:
     # Declined consent never produces response rows; report the three canonical states.
     return p.status if p.status in ("active", "finished", "abandoned") else "abandoned"
@@ -60,6 +68,7 @@ def build_frame(db: DbSession, bundle: StudyBundle) -> pd.DataFrame:
                 "unit": t.unit if t else "",
                 "layer": t.layer if t else "",
                 "channel": t.channel if t else None,
+                "model": t.model if t else "",
                 "choice": r.choice,
                 "correct": bool(r.correct),
                 "confidence": r.confidence,
@@ -72,7 +81,7 @@ def build_frame(db: DbSession, bundle: StudyBundle) -> pd.DataFrame:
                 "practice_attempts": s.practice_attempts,
                 "status": _status(p),
             })  # fmt: skip
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=columns_for(bundle))
     frame["channel"] = frame["channel"].astype("Int64")
     frame["image_set"] = frame["image_set"].astype("Int64")
     return frame

@@ -1,8 +1,9 @@
 """The experiment's server-side logic, independent of HTTP: create/resume participants,
 store responses (idempotently, immediately), finish, and report progress.
 
-Ground truth stays here: main and catch answers are scored and stored but never
-returned; only practice answers report ``correct`` (the participant gets feedback).
+Ground truth stays here: main and catch answers are scored and stored; only practice
+answers report ``correct`` (the participant gets feedback), and, with
+``server.correct_counter``, main and catch answers too, once stored (a running score).
 """
 
 from __future__ import annotations
@@ -66,14 +67,18 @@ class Experiment:
 
     def trial_payload(self, trial: Trial) -> dict:
         """What the browser gets: URLs only. Catch trials are sent as ``main`` so that the
-        page source does not single them out."""
-        return {
+        page source does not single them out. 2-AFC trials have no single query (the options
+        are the queries) and carry the minimal references besides the maximal ones."""
+        payload = {
             "trial_id": trial.trial_id,
             "kind": "practice" if trial.kind == "practice" else "main",
-            "query": self._asset(trial.query),
+            "query": None if trial.query is None else self._asset(trial.query),
             "options": {"a": self._asset(trial.option_a), "b": self._asset(trial.option_b)},
             "references": [self._asset(r) for r in trial.references],
         }
+        if self.bundle.task == "two_afc":
+            payload["min_references"] = [self._asset(r) for r in trial.min_references]
+        return payload
 
     def _participant(self, db: DbSession, token: str) -> Participant:
         if not _TOKEN.fullmatch(token):  # never hand odd bytes (NUL, 1 MB) to the database
@@ -118,7 +123,8 @@ class Experiment:
             stage = "main"
         else:
             stage = "feedback"
-        return {
+        out = {
+            "task": self.bundle.task,
             "status": p.status,
             "condition": p.condition,
             "consent": p.consent,
@@ -128,6 +134,9 @@ class Experiment:
             "n_trials": len(sess.trials),
             "next": {"stage": stage, "trial_id": pending[0] if stage == "main" else None},
         }
+        if self.bundle.config.server.correct_counter:  # the running score after a reload
+            out["n_correct"] = sum(1 for r in responses if r.kind != "practice" and r.correct)
+        return out
 
     def _welcome(self, p: Participant, responses: list[Response]) -> dict:
         sess = self.bundle.sessions[p.session_id]
@@ -141,6 +150,7 @@ class Experiment:
             example["correct"] = ex.correct if ex_id not in sess.trials else None
         return {
             "participant_token": p.token,
+            "task": self.bundle.task,
             "condition": p.condition,
             "trials": trials,
             "example": example,
@@ -336,7 +346,18 @@ class Experiment:
                 Response.participant_id == p.id, Response.kind != "practice"
             )
         )
-        return {"ok": True, "n_answered": int(n or 0), "n_trials": len(sess.trials)}
+        ack = {"ok": True, "n_answered": int(n or 0), "n_trials": len(sess.trials)}
+        if self.bundle.config.server.correct_counter:
+            # The row is committed before this runs: the answer can no longer change.
+            n_correct = db.scalar(
+                select(func.count()).where(
+                    Response.participant_id == p.id,
+                    Response.kind != "practice",
+                    Response.correct.is_(True),
+                )
+            )
+            ack |= {"correct": bool(row.correct), "n_correct": int(n_correct or 0)}
+        return ack
 
     # -- finishing -------------------------------------------------------------------
     def _completion(self, p: Participant) -> dict:

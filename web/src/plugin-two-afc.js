@@ -1,0 +1,149 @@
+// jsPsych 8 plugin for one 2-AFC trial (Borowski, Zimmermann et al., ICLR 2021; IMI,
+// NeurIPS 2023): minimally activating references of a unit on the left, maximally activating
+// references on the right, and two query images in the middle, one above the other (the
+// caller randomizes which option comes first). Under each query three buttons say how sure
+// the participant is that THIS query belongs to the maximal (right) side.
+"use strict";
+
+var jsPsychTwoAfc = (function (jspsych) {
+  const { ParameterType } = jspsych;
+  const CONF_LABELS = { 1: "Not confident", 2: "Fairly confident", 3: "Very confident" };
+
+  const info = {
+    name: "two-afc",
+    version: "1.0.0",
+    parameters: {
+      trial_id: { type: ParameterType.STRING, default: undefined },
+      option_a: { type: ParameterType.IMAGE, default: undefined },
+      option_b: { type: ParameterType.IMAGE, default: undefined },
+      /** The maximally activating references (shown on the right). */
+      references: { type: ParameterType.IMAGE, array: true, default: [] },
+      /** The minimally activating references (shown on the left). */
+      min_references: { type: ParameterType.IMAGE, array: true, default: [] },
+      /** Which option ("a" or "b") is shown first (top); the caller randomizes it. */
+      left: { type: ParameterType.STRING, default: "a" },
+      /** "trial" (answer is sent, no feedback), "practice" (feedback after the answer). */
+      mode: { type: ParameterType.STRING, default: "trial" },
+      /** async (answer) => server reply; the trial ends only once the answer is stored. */
+      submit: { type: ParameterType.FUNCTION, default: null },
+      /** A line above the trial, e.g. "Practice 1 of 4". */
+      counter: { type: ParameterType.HTML_STRING, default: "" },
+      /** Called with the server reply of a main trial (e.g. to update a running score). */
+      on_reply: { type: ParameterType.FUNCTION, default: null },
+    },
+    data: {
+      trial_id: { type: ParameterType.STRING },
+      choice: { type: ParameterType.STRING },
+      confidence: { type: ParameterType.INT },
+      left_option: { type: ParameterType.STRING },
+      side: { type: ParameterType.STRING },
+      rt: { type: ParameterType.INT },
+      shown_at: { type: ParameterType.INT },
+      answered_at: { type: ParameterType.INT },
+      correct: { type: ParameterType.BOOL },
+    },
+  };
+
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const POS = { left: "top", right: "bottom" }; // "left" = the first option, shown on top
+
+  /** The trial's markup; also used (without buttons) for the worked example in the instructions. */
+  function render(t, { buttons = true, highlight = null } = {}) {
+    const second = t.left === "a" ? "b" : "a";
+    const src = { a: t.option_a, b: t.option_b };
+    const grid = (cls, title, caption, refs) => `<aside class="cv-refs ${cls}"><h3>${title}</h3>
+        <div class="cv-ref-grid">${refs.map((r) => `<img src="${esc(r)}" alt="${cls === "cv-refs-min" ? "minimally" : "maximally"} activating image" draggable="false">`).join("")}</div>
+        <p class="cv-caption">${caption}</p></aside>`;
+    const group = (side, option) => {
+      const btns = [1, 2, 3].map((c) =>
+        `<button type="button" class="cv-btn cv-conf-${c}" data-side="${side}" data-option="${option}" data-confidence="${c}">${CONF_LABELS[c]}</button>`).join("");
+      return buttons ? `<div class="cv-btn-group" role="group" aria-label="${POS[side]} image belongs to the maximal side">${btns}</div>` : "";
+    };
+    const query = (side, option) => {
+      const mark = highlight === option ? " cv-highlight" : "";
+      return `<figure class="cv-option cv-afc-query${mark}" data-side="${side}" data-option="${option}">
+          <img src="${esc(src[option])}" alt="${POS[side]} query image" draggable="false">
+          ${group(side, option)}
+        </figure>`;
+    };
+    return `<div class="cv-trial cv-afc" data-trial-id="${esc(t.trial_id)}">
+      ${grid("cv-refs-min", "Minimally activating", "Images that make the unit respond weakly", t.min_references || [])}
+      <section class="cv-task cv-afc-task">
+        ${t.counter ? `<div class="cv-counter">${t.counter}</div>` : ""}
+        <p class="cv-question">Which image belongs with the <strong>maximally activating</strong> images?</p>
+        <div class="cv-afc-queries">${query("left", t.left)}${query("right", second)}</div>
+        <div class="cv-feedback" aria-live="polite"></div>
+      </section>
+      ${grid("cv-refs-max", "Maximally activating", "Images that make the unit respond strongly", t.references || [])}
+    </div>`;
+  }
+
+  class TwoAfcPlugin {
+    constructor(jsPsych) {
+      this.jsPsych = jsPsych;
+    }
+
+    trial(display_element, trial) {
+      display_element.innerHTML = render(trial);
+      const buttons = [...display_element.querySelectorAll(".cv-btn")];
+      const feedback = display_element.querySelector(".cv-feedback");
+      const start = performance.now();
+      const shownAt = Date.now();
+      let answered = false;
+
+      const onClick = async (ev) => {
+        if (answered) return;
+        answered = true;
+        const btn = ev.currentTarget;
+        const rt = Math.max(1, Math.round(performance.now() - start));
+        buttons.forEach((b) => (b.disabled = true));
+        btn.classList.add("cv-selected");
+        const data = {
+          trial_id: trial.trial_id,
+          choice: btn.dataset.option,
+          confidence: Number(btn.dataset.confidence),
+          left_option: trial.left,
+          side: btn.dataset.side,
+          rt,
+          shown_at: shownAt,
+          answered_at: Date.now(),
+          correct: null,
+        };
+        let reply = null;
+        if (trial.submit) {
+          const slow = setTimeout(() => (feedback.innerHTML = '<span class="cv-saving">Saving…</span>'), 600);
+          try {
+            reply = await trial.submit(data);
+          } catch (err) {
+            clearTimeout(slow);
+            feedback.innerHTML = `<div class="cv-fb cv-fb-bad">Your answer could not be saved (${esc(err.message || err)}). Please reload the page to continue.</div>`;
+            return;
+          }
+          clearTimeout(slow);
+          feedback.innerHTML = "";
+        }
+        if (reply && typeof reply.correct === "boolean") data.correct = reply.correct;
+        if (trial.mode === "practice" && reply && typeof reply.correct === "boolean") {
+          const chosen = display_element.querySelector(`.cv-afc-query[data-side="${data.side}"]`);
+          const other = display_element.querySelector(`.cv-afc-query:not([data-side="${data.side}"])`);
+          (reply.correct ? chosen : other).classList.add("cv-highlight");
+          const pos = POS[data.side];
+          const otherPos = pos === "top" ? "bottom" : "top";
+          feedback.innerHTML = reply.correct
+            ? `<div class="cv-fb cv-fb-ok"><strong>Correct.</strong> The ${pos} image belongs to the maximally activating side.</div>`
+            : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The <em>other</em> (${otherPos}) image, marked in green, belongs to the maximally activating side.</div>`;
+          feedback.insertAdjacentHTML("beforeend", '<button type="button" class="jspsych-btn cv-primary cv-continue">Continue</button>');
+          await new Promise((resolve) => feedback.querySelector(".cv-continue").addEventListener("click", resolve, { once: true }));
+        } else if (trial.on_reply && reply) {
+          trial.on_reply(reply);
+        }
+        display_element.innerHTML = "";
+        this.jsPsych.finishTrial(data);
+      };
+      buttons.forEach((b) => b.addEventListener("click", onClick));
+    }
+  }
+  TwoAfcPlugin.info = info;
+  TwoAfcPlugin.render = render;
+  return TwoAfcPlugin;
+})(jsPsychModule);
