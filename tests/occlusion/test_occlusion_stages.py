@@ -176,6 +176,7 @@ def test_candidate_queries_are_unused_top_bin_ranks():
 
 def test_two_afc_studies_skip_occlusion(tmp_path):
     from causalvis.config import preset
+    from causalvis.errors import CausalvisError
     from causalvis.stimuli.occlusion_stage import run_occlusion_stage
     from causalvis.stimuli.trials import run_trials_stage
     from causalvis.study.build import StageContext
@@ -183,5 +184,8 @@ def test_two_afc_studies_skip_occlusion(tmp_path):
 
     ctx = StageContext(StudyPaths(tmp_path), preset("imi2023"), progress=False)
     run_occlusion_stage(ctx)  # no units.json needed: nothing to do for 2-AFC
-    run_trials_stage(ctx)
-    assert not (tmp_path / "occlusion").exists() and not (tmp_path / "trials.csv").exists()
+    assert not (tmp_path / "occlusion").exists()
+    # the trials stage builds the 2-AFC query pairs instead (tests/two_afc), from units.json
+    with pytest.raises(CausalvisError, match="units.json"):
+        run_trials_stage(ctx)
+    assert not (tmp_path / "trials.csv").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 
 import numpy as np
@@ -26,6 +27,8 @@ from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.stimuli.occlusion import Grid, blur_image
 from causalvis.stimuli.stage_items import item_model, model_spec
 from causalvis.study.layout import StudyPaths, read_json
+
+log = logging.getLogger("causalvis.blur")
 
 # -- pure parts ------------------------------------------------------------------------------
 
@@ -190,6 +193,24 @@ def blur_items(ctx) -> list[WorkItem]:
     return items
 
 
+def blur_used(config) -> bool:
+    """Whether a condition shows blurred references (directly or in a composite)."""
+    from causalvis.stimuli.methods import get_method
+
+    def uses(name: str) -> bool:
+        method = get_method(name)
+        if method.kind == "composite":
+            return any(uses(part) for part, _ in method.parts)
+        return method.name == "blur"
+
+    return any(uses(name) for name in config.conditions.names)
+
+
 def run_blur_stage(ctx) -> None:
-    """Blurred references for every unit (skips units whose inputs are unchanged)."""
+    """Blurred references for every unit (skips units whose inputs are unchanged); does
+    nothing when no condition uses them (e.g. every 2-AFC study)."""
+    if not blur_used(ctx.config):
+        log.info("blur: skipped (no condition of this %s study uses blurred references)",
+                 ctx.config.task)
+        return
     run_stage_items(ctx, blur_items(ctx), desc="blur")

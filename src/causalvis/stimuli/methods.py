@@ -51,7 +51,8 @@ class UnitRequest:
     key: str
     seed: int
     role: str = "main"
-    natural_references: tuple[Path, ...] = ()  # for per-image-set methods: set b's naturals
+    # for per-image-set methods: set b's naturals of the batch's side
+    natural_references: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class GenerateBatch:
     image_set: int | None = None  # None for per-unit methods
     progress: bool = False
     cache: dict = field(default_factory=dict)  # shared across batches of one stage run
+    # "max": images that activate the unit most; "min" (2-AFC studies): least. A method
+    # that cannot minimize must raise a CausalvisError for side "min".
+    side: Literal["max", "min"] = "max"
 
 
 @dataclass(frozen=True)
@@ -108,23 +112,31 @@ class ReferenceMethod:
 
 def _featurevis(method: str) -> GenerateFn:
     def generate(batch: GenerateBatch) -> list[Generated]:
-        from causalvis.stimuli.featurevis import render_units
+        from causalvis.stimuli.featurevis import render_side
 
         cfg = batch.config.featurevis.model_copy(update={"n_images": batch.n_images})
         magnitude = None
         if method == "synthetic-maco":
             magnitude = maco_magnitude(batch)
-        rendered = render_units(
+        rendered = render_side(
             batch.model,
             batch.layer,
             [(u.channel, u.seed) for u in batch.units],
             cfg,
             method=method,
             magnitude=magnitude,
+            side=batch.side,
             progress=batch.progress,
         )
+        k = min(cfg.n_non_diverse, cfg.n_images)
+
+        def extra(i: int, seed: int) -> dict:
+            # "diverse" only where some images are not (keeps older meta.json unchanged)
+            return {"seed": seed, "diverse": i >= k} if k else {"seed": seed}
+
         return [
-            Generated(list(r.images), r.objective, [{"seed": s} for s in r.seeds])
+            Generated(list(r.images), r.objective,
+                      [extra(i, s) for i, s in enumerate(r.seeds)])
             for r in rendered
         ]
 
@@ -270,13 +282,29 @@ def _count(config: StudyConfig, field_name: str) -> int:
     return int(getattr(config.conditions, field_name))
 
 
+SIDES = ("max", "min")
+
+
 def reference_files(
-    paths: StudyPaths, config: StudyConfig, condition: str, key: str, image_set: int
+    paths: StudyPaths,
+    config: StudyConfig,
+    condition: str,
+    key: str,
+    image_set: int,
+    side: str = "max",
 ) -> list[Path]:
     """Expected reference image paths of ``condition`` for (unit key, image set b), in
-    display order, without checking that they exist."""
+    display order, without checking that they exist. ``side="min"`` (2-AFC): the minimal
+    references (natural ``set<b>-min-<i>.png``, generated ``min-<i>.png``)."""
+    if side not in SIDES:
+        raise CausalvisError(f"reference side must be 'max' or 'min', not {side!r}")
     method = get_method(condition)
     n = config.conditions.n_references
+    if side == "min" and (method.kind in ("none", "composite") or method.name == "blur"):
+        raise CausalvisError(
+            f"condition {condition!r} has no minimal references (side 'min' needs natural "
+            "or a generated method)"
+        )
     if method.kind == "none":
         return []
     if method.kind == "composite":
@@ -284,24 +312,36 @@ def reference_files(
         for part, field_name in method.parts:
             files += _files(paths, get_method(part), key, image_set, _count(config, field_name))
         return files
-    return _files(paths, method, key, image_set, n)
+    return _files(paths, method, key, image_set, n, side)
+
+
+def side_prefix(side: str) -> str:
+    """File-name infix of a side: ``""`` (max) or ``"min-"``."""
+    return "" if side == "max" else f"{side}-"
 
 
 def _files(
-    paths: StudyPaths, method: ReferenceMethod, key: str, image_set: int, n: int
+    paths: StudyPaths, method: ReferenceMethod, key: str, image_set: int, n: int,
+    side: str = "max",
 ) -> list[Path]:
     folder = paths.reference_dir(method_dir_name(method.name), key)
+    prefix = side_prefix(side)
     if method.per_image_set:
-        return [folder / f"set{image_set}-{i}.png" for i in range(n)]
-    return [folder / f"{i}.png" for i in range(n)]
+        return [folder / f"set{image_set}-{prefix}{i}.png" for i in range(n)]
+    return [folder / f"{prefix}{i}.png" for i in range(n)]
 
 
 def reference_paths(
-    paths: StudyPaths, config: StudyConfig, condition: str, key: str, image_set: int
+    paths: StudyPaths,
+    config: StudyConfig,
+    condition: str,
+    key: str,
+    image_set: int,
+    side: str = "max",
 ) -> list[Path]:
-    """Reference image paths of ``condition`` for (unit key, image set b); raises a
-    CausalvisError naming the first missing file and the stage that writes it."""
-    files = reference_files(paths, config, condition, key, image_set)
+    """Reference image paths of ``condition`` for (unit key, image set b) and ``side``;
+    raises a CausalvisError naming the first missing file and the stage that writes it."""
+    files = reference_files(paths, config, condition, key, image_set, side)
     for f in files:
         if not f.is_file():
             method = f.parent.parent.name

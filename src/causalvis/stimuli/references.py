@@ -7,6 +7,11 @@ the model's input size; meta.json records per image the objective value reached 
 unit's activation measured by the ActivationProbe on the *decoded PNG* (what participants
 see). Each chunk of units is one work item (:mod:`causalvis.compute`), so methods render on
 any executor and a rerun skips finished chunks.
+
+A ``two_afc`` study needs both sides: every method renders the maximizing images
+(``<i>.png``) and the minimizing ones (``min-<i>.png``, negated objective; per-image-set
+methods ``set<b>-min-<i>.png``), and each meta.json image entry carries ``"role"``
+(``max``/``min``). Causal-occlusion studies render the max side only, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,7 @@ from causalvis.stimuli.methods import (
     generated_methods,
     get_method,
     method_dir_name,
+    side_prefix,
 )
 from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
 from causalvis.study.assets import encode_png
@@ -84,13 +91,21 @@ def _measure(model, layer: str, channels: Sequence[int], pngs: Sequence[bytes]) 
     return [float(acts[k, c]) for k, c in enumerate(channels)]
 
 
+def reference_sides(cfg) -> list[str]:
+    """Reference sides a study shows: max only, or max and min (task ``two_afc``)."""
+    return ["max", "min"] if cfg.task == "two_afc" else ["max"]
+
+
 def _unit_entries(
-    image_set: int | None, gen: Generated, n: int, activations: list[float]
+    image_set: int | None, gen: Generated, n: int, activations: list[float],
+    side: str = "max", with_role: bool = False,
 ) -> list[dict]:
-    prefix = "" if image_set is None else f"set{image_set}-"
+    prefix = ("" if image_set is None else f"set{image_set}-") + side_prefix(side)
     entries = []
     for i in range(n):
         entry = {"file": f"{prefix}{i}.png", "activation": activations[i]}
+        if with_role:
+            entry["role"] = side
         if image_set is not None:
             entry["image_set"] = image_set
         if gen.objective is not None:
@@ -116,9 +131,9 @@ def _unit_meta(cfg, method: ReferenceMethod, unit: UnitRequest, entries: list[di
     return meta
 
 
-def _natural_refs(paths, key: str, image_set: int, n: int) -> tuple[Path, ...]:
+def _natural_refs(paths, key: str, image_set: int, n: int, side: str = "max") -> tuple[Path, ...]:
     folder = paths.reference_dir("natural", key)
-    return tuple(folder / f"set{image_set}-{i}.png" for i in range(n))
+    return tuple(folder / f"set{image_set}-{side_prefix(side)}{i}.png" for i in range(n))
 
 
 def _digest(cfg, name: str, n: int) -> str:
@@ -127,6 +142,8 @@ def _digest(cfg, name: str, n: int) -> str:
     fv = cfg.featurevis.model_dump(mode="json")
     fv.pop("also_render", None)
     parts = {"model": cfg.model.model_dump(mode="json"), "featurevis": fv, "method": name, "n": n}
+    if reference_sides(cfg) != ["max"]:  # only then: causal-occlusion digests stay as they were
+        parts["sides"] = reference_sides(cfg)
     if name == "synthetic-maco":
         parts["images"] = cfg.images.model_dump(mode="json")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -180,6 +197,7 @@ def method_items(ctx, name: str, units: list[dict]) -> list[WorkItem]:
                 "source": source,
                 "n": n,
                 "image_sets": image_sets,
+                "sides": reference_sides(cfg),
                 "units": [
                     {"layer": u["layer"], "channel": int(u["channel"]), "key": u["key"],
                      "seed": int(u["seed"]), "role": u.get("role", "main")}
@@ -201,6 +219,7 @@ def references_chunk_item(
     n: int,
     image_sets: list[int | None],
     units: list[dict],
+    sides: Sequence[str] = ("max",),
 ) -> None:
     """Work item: render one chunk of units of one layer with ``method`` and write each
     unit's PNGs and meta.json through the item context (atomic, recorded)."""
@@ -215,19 +234,21 @@ def references_chunk_item(
     layer = units[0]["layer"]
     entries: dict[str, list[dict]] = {u["key"]: [] for u in units}
     requests: tuple[UnitRequest, ...] = ()
-    for b in image_sets:
+    with_role = list(sides) != ["max"]
+    for side, b in product(sides, image_sets):
+        n_natural = (cfg.exemplars.n_references if side == "max"
+                     else cfg.exemplars.n_min_references)
         requests = tuple(
             UnitRequest(
                 u["layer"], u["channel"], u["key"], u["seed"], u["role"],
-                () if b is None else _natural_refs(paths, u["key"], b,
-                                                   cfg.exemplars.n_references),
+                () if b is None else _natural_refs(paths, u["key"], b, n_natural, side),
             )
             for u in units
         )
         batch = GenerateBatch(
             model=net, layer=layer, units=requests, n_images=n, config=cfg, paths=paths,
             source=_LazySource(lambda: item_source(source, net)), image_set=b,
-            progress=False, cache=cache,
+            progress=False, cache=cache, side=side,
         )
         outputs = list(impl.generate(batch))
         if len(outputs) != len(requests):
@@ -250,7 +271,7 @@ def references_chunk_item(
         for k, (req, gen) in enumerate(zip(requests, outputs, strict=True)):
             folder = paths.reference_dir(method_dir_name(method), req.key)
             rel = folder.relative_to(paths.root)
-            new = _unit_entries(b, gen, n, acts[k * n : (k + 1) * n])
+            new = _unit_entries(b, gen, n, acts[k * n : (k + 1) * n], side, with_role)
             for entry, data in zip(new, pngs[k], strict=True):
                 ctx.write_bytes(rel / entry["file"], data)
             entries[req.key].extend(new)

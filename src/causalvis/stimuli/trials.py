@@ -9,6 +9,7 @@ below ``trials.tie_tolerance`` is dropped (counted in the stage's log line). Kep
 to ``bundle/assets/`` under content-hashed names; A and B are labelled ``a``/``b`` in a
 seeded random order. Output: ``stimuli/trials_base.csv`` and a copy as ``trials.csv``
 (the sessions stage later replaces it with the per-condition table).
+Task ``two_afc`` builds its query pairs instead (:mod:`causalvis.stimuli.two_afc`).
 """
 
 from __future__ import annotations
@@ -171,11 +172,11 @@ def _figure(ctx, key, image_set, query, act_map, base, grid, pair, high, low, no
     )
 
 
-def write_table(path: Path, rows: list[dict]) -> bool:
+def write_table(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> bool:
     """Write the table unless the file already holds exactly these bytes (so a rerun
     leaves it, and everything downstream of it, untouched); True if it was written."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({c: (repr(v) if isinstance(v, float) else v) for c, v in row.items()})
@@ -189,6 +190,11 @@ def write_table(path: Path, rows: list[dict]) -> bool:
 def run_trials_stage(ctx) -> None:
     """Build (or reuse) every (unit, image set) trial and write trials_base.csv."""
     paths: StudyPaths = ctx.paths
+    if ctx.config.task == "two_afc":
+        from causalvis.stimuli.two_afc import run_two_afc_trials
+
+        run_two_afc_trials(ctx)
+        return
     if ctx.config.task != "causal_occlusion":
         log.info("trials: skipped (task %s has no occlusion trials)", ctx.config.task)
         return

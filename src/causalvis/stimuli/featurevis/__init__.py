@@ -21,7 +21,7 @@ from causalvis.stimuli.featurevis.objectives import (
     unit_objective,
 )
 from causalvis.stimuli.featurevis.param import FourierParam, PixelParam, make_param
-from causalvis.stimuli.featurevis.recipe import UnitImages, render_units
+from causalvis.stimuli.featurevis.recipe import UnitImages, render_side, render_units
 from causalvis.stimuli.featurevis.render import RenderResult, RenderSettings, image_seed, render
 from causalvis.stimuli.featurevis.transforms import TransformSpec
 
@@ -44,6 +44,7 @@ __all__ = [
     "natural_magnitude",
     "render",
     "render_maco",
+    "render_side",
     "render_units",
     "unit_objective",
 ]
