@@ -117,6 +117,19 @@ def test_imi_scheme_by_hand():
                             query_windows=[(0.0, 0.0), (0.1, 0.2)], n_image_sets=4, seed=3)
 
 
+def test_imi_windows_never_share_a_query():
+    # Overlapping windows (the IMI "next rank" and percentile variants) used to draw the
+    # same image for two image sets; every set must have its own queries.
+    windows = [(0.0, 0.0), (0.0, 0.02), (0.02, 0.05)]
+    for n_images in (40, 550):
+        plan = imi_plan(n_images, n_references=5, n_min_references=5, query_windows=windows,
+                        n_image_sets=9, seed=1)
+        assert len({p.query for p in plan}) == 9
+        assert len({p.min_query for p in plan}) == 9
+        for p in plan[1::3]:  # window (0, 0.02): inside it unless widened past taken ranks
+            assert p.query >= 6
+
+
 def test_imi_errors():
     with pytest.raises(ExemplarError, match="too few"):
         imi_plan(12, n_references=5, n_min_references=5, query_windows=[(0.0, 0.0)],

@@ -109,14 +109,24 @@ def rank_bin_plan(
 
 
 def _window_positions(
-    window: tuple[float, float], n_images: int, uses: int, rng: np.random.Generator
+    window: tuple[float, float],
+    n_images: int,
+    uses: int,
+    rng: np.random.Generator,
+    taken: set[int] = frozenset(),
 ) -> list[int]:
     """``uses`` distinct 0-based positions below the references inside ``window``
-    (fractions of the dataset); a window narrower than ``uses`` is widened to ``uses``."""
+    (fractions of the dataset), none of them ``taken`` by another window (so two image
+    sets never share a query); a window with too few free positions is widened downwards."""
     lo, hi = window
     start = int(math.floor(lo * n_images))
     stop = max(int(math.ceil(hi * n_images)), start + uses)
-    chosen = rng.choice(np.arange(start, stop), size=uses, replace=False)
+    free = [p for p in range(start, stop) if p not in taken]
+    while len(free) < uses:
+        if stop not in taken:
+            free.append(stop)
+        stop += 1
+    chosen = rng.choice(np.asarray(free), size=uses, replace=False)
     return sorted(int(p) for p in chosen)
 
 
@@ -145,13 +155,15 @@ def imi_plan(
     n_windows = len(query_windows)
     queries: dict[str, list[int]] = {"max": [0] * n_image_sets, "min": [0] * n_image_sets}
     for side, n_refs in (("max", n_references), ("min", n_min_references)):
+        taken: set[int] = set()
         for w, window in enumerate(query_windows):
             sets = list(range(w, n_image_sets, n_windows))
             if not sets:
                 continue
             rng = np.random.default_rng([*seeds, w, 0 if side == "max" else 1])
-            for b, pos in zip(sets, _window_positions(window, n_images, len(sets), rng),
-                              strict=True):
+            positions = _window_positions(window, n_images, len(sets), rng, taken)
+            taken.update(positions)
+            for b, pos in zip(sets, positions, strict=True):
                 queries[side][b] = n_refs + 1 + pos
     # Top ranks used by the max side and by the min side (converted) must not meet.
     deepest_max = max([n_references, *queries["max"]])
