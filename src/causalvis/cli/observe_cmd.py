@@ -14,7 +14,8 @@ from causalvis.cli import app
 def observe_command(
     study: Path = typer.Argument(..., help="study folder"),
     observer: list[str] = typer.Option(
-        [], "--observer", help="observer to run (repeatable; default: all but saliency_fine)"
+        [], "--observer", help="observer to run (repeatable; default: all but saliency_fine "
+        "for causal occlusion, mis for two_afc)"
     ),
     perceptual: str | None = typer.Option(
         None, "--perceptual", help="perceptual model for reference observers (default: lite1 "
@@ -30,15 +31,18 @@ def observe_command(
     map_spec: str | None = typer.Option(None, "--map", help="FIELD=COLUMN,... for the CSV"),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed", help="bootstrap seed"),
+    mis_tasks: int = typer.Option(
+        20, "--mis-tasks", min=1, help="two_afc: simulated tasks per unit for the scan MIS"
+    ),
 ) -> None:
     """Machine observers on a built study -> report/observers.json, observer_trials.csv."""
     from causalvis.analysis.load import parse_map
-    from causalvis.observers.observe import DEFAULT_OBSERVERS, observe
+    from causalvis.observers.observe import observe
 
-    result = observe(study, observer or DEFAULT_OBSERVERS, perceptual_model=perceptual,
+    result = observe(study, observer or None, perceptual_model=perceptual,
                      perceptual_weights=perceptual_weights,
                      responses_csv=responses_csv, mapping=parse_map(map_spec), device=device,
-                     seed=seed)  # fmt: skip
+                     seed=seed, mis_tasks=mis_tasks)  # fmt: skip
     summary = result.summary
     for name, entry in summary["observers"].items():
         tag = f"alpha={entry['alpha']:.3g}" if entry["calibrated"] else "uncalibrated"
@@ -51,6 +55,16 @@ def observe_command(
         row = conds.get("all", {})
         typer.echo(f"vs humans {name:<16} spearman={row.get('spearman')} "
                    f"[{row.get('ci_low')}, {row.get('ci_high')}] kappa={row.get('kappa')}")
+    mis = summary.get("mis")
+    if mis is not None and not mis.get("available"):
+        typer.echo(f"scan MIS: {mis.get('reason')}")
+    for cond, entry in (mis or {}).get("summary", {}).items():
+        for row in entry["scores"]:
+            typer.echo(f"scan MIS {row['model']:<12} {cond:<10} {row['score']:.3f} "
+                       f"[{row['ci_low']}, {row['ci_high']}]  units={row['n_units']}")
+        kw = (entry.get("comparison") or {}).get("kruskal")
+        if kw:
+            typer.echo(f"scan MIS {cond}: Kruskal-Wallis H={kw['H']:.3g} p={kw['p']:.3g}")
     typer.echo(f"wrote {Path(study) / 'report' / 'observers.json'}")
 
 

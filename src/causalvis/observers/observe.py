@@ -32,7 +32,9 @@ log = logging.getLogger("causalvis.observe")
 HEURISTICS = ("center", "variance", "saliency")
 REFERENCE_OBSERVERS = ("reference_patch", "reference_image")
 DEFAULT_OBSERVERS = HEURISTICS + REFERENCE_OBSERVERS
-ALL_OBSERVERS = DEFAULT_OBSERVERS + ("saliency_fine",)
+# The 2-AFC task (two natural queries, maximal and minimal references): observers/mis.py.
+TWO_AFC_OBSERVERS = ("mis",)
+ALL_OBSERVERS = DEFAULT_OBSERVERS + ("saliency_fine",) + TWO_AFC_OBSERVERS
 CI_METHOD = (
     "95% percentile cluster bootstrap over units (2000 resamples, all trials of a drawn "
     "unit kept); machines have no participants"
@@ -79,9 +81,11 @@ def make_observers(
                 embedder = PerceptualEmbedder(net)
                 info = {"model": pname, "weights": perceptual_weights, "layers": embedder.layers,
                         "features": "spatial mean per layer, L2-normalized per layer, cosine"}
+            from causalvis.observers.mis import MisObserver
             from causalvis.observers.reference import ReferenceImageObserver, ReferencePatchObserver
 
-            cls = ReferencePatchObserver if name == "reference_patch" else ReferenceImageObserver
+            cls = {"reference_patch": ReferencePatchObserver, "mis": MisObserver}.get(
+                name, ReferenceImageObserver)
             observers.append(cls(embedder))
     return observers, info
 
@@ -283,7 +287,7 @@ def _jsonable(obj):
 
 def observe(
     study: str | Path,
-    observers: Sequence[str] = DEFAULT_OBSERVERS,
+    observers: Sequence[str] | None = None,
     *,
     perceptual_model: str | None = None,
     perceptual_weights: str | None = None,
@@ -292,37 +296,70 @@ def observe(
     device: str = "cpu",
     n_boot: int = 2000,
     seed: int = 0,
+    mis_tasks: int = 20,
 ) -> ObserveResult:
-    """Run observers on ``STUDY/trials.csv`` main trials; write the report files."""
+    """Run observers on ``STUDY/trials.csv`` main trials; write the report files.
+
+    ``observers`` None = the task's defaults (DEFAULT_OBSERVERS for causal occlusion,
+    TWO_AFC_OBSERVERS for two_afc). A two_afc study also gets ``"mis"``: the per-unit MIS
+    sampled from its scan (``mis_tasks`` simulated tasks per unit), see observers/mis.py.
+    """
     paths = StudyPaths(Path(study))
     if not paths.root.is_dir():
         raise CausalvisError(f"study folder not found: {paths.root}")
-    trials = load_trials(paths.trials)
-    if not trials:
-        raise CausalvisError(f"{paths.trials}: no main trials")
     studied = "lite0"
     study_name = paths.root.name
+    cfg = None
+    task = "causal_occlusion"
     if paths.config.is_file():
         from causalvis.config import StudyConfig
 
         cfg = StudyConfig.load(paths.config)
-        if cfg.task != "causal_occlusion":
-            raise CausalvisError(
-                f"{paths.config}: task is {cfg.task!r}; the machine observers implement the "
-                "causal occlusion task only"
-            )
-        studied, study_name = cfg.model.name, cfg.name
+        studied, study_name, task = cfg.model.name, cfg.name, cfg.task
+    allowed = TWO_AFC_OBSERVERS if task == "two_afc" else tuple(
+        n for n in ALL_OBSERVERS if n not in TWO_AFC_OBSERVERS)
+    observers = list(observers) if observers else list(
+        TWO_AFC_OBSERVERS if task == "two_afc" else DEFAULT_OBSERVERS)
+    wrong = [n for n in observers if n in ALL_OBSERVERS and n not in allowed]
+    if wrong:
+        raise CausalvisError(
+            f"observer {wrong[0]!r} does not apply to task {task!r}: choose from "
+            f"{', '.join(allowed)}"
+        )
+    if task == "two_afc":
+        from causalvis.observers.mis import load_two_afc_trials
+
+        trials = load_two_afc_trials(paths.trials)
+        if cfg is not None and cfg.models and perceptual_model is None:
+            # one similarity for every compared model: a net that is none of them if possible
+            free = [m for m in ("lite0", "lite1", "lite2") if m not in cfg.models]
+            perceptual_model = free[0] if free else None
+    else:
+        trials = load_trials(paths.trials)
+    if not trials:
+        raise CausalvisError(f"{paths.trials}: no main trials")
     built, perceptual = make_observers(observers, studied_model=studied,
                                        perceptual_model=perceptual_model,
                                        perceptual_weights=perceptual_weights, device=device)
     reader = AssetReader(paths.bundle)
     decisions = decisions_frame(trials, reader, built)
     human = load_human_responses(paths, responses_csv, mapping)
+    if human is not None and task == "two_afc":
+        # unit labels of the trials (``<model>/<unit>`` in a multi-model study)
+        labels = {t.trial_id: t.unit for t in trials}
+        human = human.assign(unit=human["trial_id"].map(labels).fillna(human["unit"]))
     summary, decisions = summarize(decisions, trials, human, n_boot=n_boot, seed=seed,
                                    names=[o.name for o in built])
-    summary = {"study": study_name, "studied_model": studied, "n_main_trials": len(trials),
-               "perceptual": perceptual or None,
+    summary = {"study": study_name, "task": task, "studied_model": studied,
+               "n_main_trials": len(trials), "perceptual": perceptual or None,
                "human_responses": 0 if human is None else int(len(human)), **summary}
+    mis_obs = next((o for o in built if o.name == "mis"), None)
+    if mis_obs is not None:
+        from causalvis.observers.mis import scan_mis_section
+
+        summary["mis"] = scan_mis_section(
+            paths, cfg, mis_obs.embedder, alpha=summary["observers"]["mis"]["alpha"],
+            n_tasks=mis_tasks, n_boot=n_boot, seed=seed)
     summary = _jsonable(summary)
     write_json(paths.report / "observers.json", summary)
     cols = ["trial_id", "observer", "choice", "p_correct", "delta", "hit", "condition", "unit"]

@@ -18,7 +18,7 @@ Trials without references (condition ``none``) get Δ = NaN: not applicable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -88,6 +88,14 @@ class PerceptualEmbedder:
             for key, vec in zip(todo, self.embed([items[k] for k in todo]), strict=True):
                 self._cache[key] = vec
         return {k: self._cache[k] for k in items}
+
+    def embed_lazy(self, keys: Sequence[str], load: Callable[[str], np.ndarray]) -> np.ndarray:
+        """``[len(keys), D]`` embeddings; ``load(key)`` decodes only keys not cached yet
+        (a scan-sampled MIS touches the same few hundred images for every unit)."""
+        todo = {k: load(k) for k in dict.fromkeys(keys) if k not in self._cache}
+        if todo:
+            self.embed_keyed(todo)
+        return np.stack([self._cache[k] for k in keys])
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:

@@ -320,5 +320,7 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
 
     studied = StudyConfig.load(paths.config).model.name if paths.config.is_file() else "lite0"
     observers, _ = make_observers([name], studied_model=studied, device=device)
+    if name == "mis":  # the 2-AFC task's trials (two queries, max and min references)
+        from causalvis.observers.mis import load_two_afc_trials as load_trials
     dec = decisions_frame(load_trials(paths.trials), AssetReader(paths.bundle), observers)
     return Strategy(name, truth, kinds, dict(zip(dec["trial_id"], dec["choice"], strict=True)))
