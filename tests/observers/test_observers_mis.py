@@ -358,29 +358,6 @@ def test_observe_multi_model_study(mis_study, tmp_path, monkeypatch, embedder):
     assert mis["summary"]["natural"]["comparison"]["kruskal"]["p"] == pytest.approx(1.0)
 
 
-@pytest.mark.slow
-def test_observe_on_a_built_two_afc_study(tmp_path, cached_embedder):
-    """End to end: the tiny two_afc study of tests/two_afc built through stage sessions
-    (natural and feature-visualization references on both sides)."""
-    import importlib.util
-    from pathlib import Path
-
-    helper = Path(__file__).parents[1] / "two_afc" / "two_afc_helpers.py"
-    spec = importlib.util.spec_from_file_location("two_afc_helpers", helper)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    root = tmp_path / "study"
-    mod.build_tiny_two_afc(root, stages=[*mod.STAGES, "sessions"])
-    res = observe(root, n_boot=100, mis_tasks=8)
-    entry = res.summary["observers"]["mis"]
-    assert set(entry["conditions"]) == {"natural", "synthetic"} and not entry["not_applicable"]
-    assert all(r["n_trials"] >= 2 for r in entry["conditions"].values())
-    mis = res.summary["mis"]
-    assert set(mis["summary"]) == {"natural", "synthetic"}
-    nat = [r for r in mis["per_unit"] if r["condition"] == "natural"]
-    assert len(nat) == 2 and all(r["n_tasks"] == 8 for r in nat)
-
-
 def test_observe_refuses_mis_on_causal_occlusion(mixed_study):
     with pytest.raises(CausalvisError, match="does not apply to task 'causal_occlusion'"):
         observe(mixed_study, ["mis"])

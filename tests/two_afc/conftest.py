@@ -13,3 +13,17 @@ def tiny_two_afc(tmp_path_factory):
     root = tmp_path_factory.mktemp("two_afc") / "study"
     cfg = build_tiny_two_afc(root)
     return root, cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_two_afc_sessions(tiny_two_afc, tmp_path_factory):
+    """(root, config) of a copy of the tiny study with stage ``sessions`` built too (the
+    served bundle). Shared and read-only: copy it before writing into it."""
+    import shutil
+
+    from causalvis.study.build import build
+
+    root = tmp_path_factory.mktemp("two_afc_sessions") / "study"
+    shutil.copytree(tiny_two_afc[0], root)
+    build(root, ["sessions"], progress=False)
+    return root, tiny_two_afc[1]

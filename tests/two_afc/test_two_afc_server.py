@@ -208,18 +208,16 @@ def test_bundle_errors_and_old_bundles(tmp_path):
         load_bundle(study)
 
 
-def test_real_built_study_is_served(tiny_two_afc, tmp_path):
+def test_real_built_study_is_served(tiny_two_afc_sessions, tmp_path):
     """The study builder's own two_afc bundle (stage sessions on the tiny real study): every
     trial is served with its minimal and maximal references, the served query bytes are the
     bundle's, and scoring follows trials.csv (the maximal query is correct)."""
     import shutil
 
     from causalvis.server import create_app
-    from causalvis.study.build import build
 
     root = tmp_path / "study"
-    shutil.copytree(tiny_two_afc[0], root)
-    build(root, ["sessions"], progress=False)
+    shutil.copytree(tiny_two_afc_sessions[0], root)
     rows = truth(root)
     app = create_app(root, f"sqlite:///{root / 'responses.sqlite'}", admin_token=ADMIN)
     with TestClient(app) as client:

@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 
 import pandas as pd
 import pytest
 
-from causalvis.study.build import build
 from causalvis.study.layout import StudyPaths, unit_key
 
 
 @pytest.fixture(scope="module")
-def sessions_study(tiny_two_afc, tmp_path_factory):
-    root = tmp_path_factory.mktemp("two_afc_sessions") / "study"
-    shutil.copytree(tiny_two_afc[0], root)
-    build(root, ["sessions"], progress=False)
-    return root, tiny_two_afc[1]
+def sessions_study(tiny_two_afc_sessions):
+    return tiny_two_afc_sessions
 
 
 def _digest(path) -> str:

@@ -530,8 +530,9 @@ def scan_mis_section(
         return {"available": False,
                 "reason": f"no scan/units for {', '.join(missing) or paths.root.name}: "
                           "build stages scan and units to get the per-unit MIS"}
+    # a multi-model study lists its models from the smallest to the largest (config docs)
     out = mis_for_models(folders, settings=settings, n_boot=n_boot, seed=seed,
-                         embedder=embedder)
+                         embedder=embedder, order_is_size=bool(config.models))
     out["alpha_source"] = ("fitted on human responses (observer mis)" if alpha is not None
                            else "none: hard decisions (no human responses)")
     return {"available": True, **out}
