@@ -11,7 +11,7 @@
   const API = "/api/v1";
   const params = new URLSearchParams(window.location.search);
   const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
-  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const esc = causalvisTrialResponse.esc;
 
   function stage() {
     const el = document.createElement("div");

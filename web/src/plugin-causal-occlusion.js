@@ -41,7 +41,7 @@ var jsPsychCausalOcclusion = (function (jspsych) {
     },
   };
 
-  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const esc = causalvisTrialResponse.esc;
 
   /** The trial's markup; also used (without buttons) for the worked example in the instructions. */
   function render(t, { buttons = true, highlight = null } = {}) {
@@ -86,60 +86,13 @@ var jsPsychCausalOcclusion = (function (jspsych) {
 
     trial(display_element, trial) {
       display_element.innerHTML = render(trial);
-      const buttons = [...display_element.querySelectorAll(".cv-btn")];
-      const feedback = display_element.querySelector(".cv-feedback");
-      const start = performance.now();
-      const shownAt = Date.now();
-      let answered = false;
-
-      const onClick = async (ev) => {
-        if (answered) return;
-        answered = true;
-        const btn = ev.currentTarget;
-        const rt = Math.max(1, Math.round(performance.now() - start));
-        buttons.forEach((b) => (b.disabled = true));
-        btn.classList.add("cv-selected");
-        const data = {
-          trial_id: trial.trial_id,
-          choice: btn.dataset.option,
-          confidence: Number(btn.dataset.confidence),
-          left_option: trial.left,
-          side: btn.dataset.side,
-          rt,
-          shown_at: shownAt,
-          answered_at: Date.now(),
-          correct: null,
-        };
-        let reply = null;
-        if (trial.submit) {
-          const slow = setTimeout(() => (feedback.innerHTML = '<span class="cv-saving">Saving…</span>'), 600);
-          try {
-            reply = await trial.submit(data);
-          } catch (err) {
-            clearTimeout(slow);
-            feedback.innerHTML = `<div class="cv-fb cv-fb-bad">Your answer could not be saved (${esc(err.message || err)}). Please reload the page to continue.</div>`;
-            return;
-          }
-          clearTimeout(slow);
-          feedback.innerHTML = "";
-        }
-        if (trial.mode === "practice" && reply && typeof reply.correct === "boolean") {
-          data.correct = reply.correct;
-          const chosen = display_element.querySelector(`.cv-option[data-side="${data.side}"]`);
-          const other = display_element.querySelector(`.cv-option:not([data-side="${data.side}"])`);
-          (reply.correct ? chosen : other).classList.add("cv-highlight");
-          feedback.innerHTML = reply.correct
-            ? `<div class="cv-fb cv-fb-ok"><strong>Correct.</strong> The unit responds more strongly to the ${data.side} image.</div>`
-            : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The unit responds more strongly to the <em>other</em> (${data.side === "left" ? "right" : "left"}) image, marked in green.</div>`;
-          feedback.insertAdjacentHTML("beforeend", '<button type="button" class="jspsych-btn cv-primary cv-continue">Continue</button>');
-          await new Promise((resolve) => feedback.querySelector(".cv-continue").addEventListener("click", resolve, { once: true }));
-        } else if (trial.on_reply && reply) {
-          trial.on_reply(reply);
-        }
-        display_element.innerHTML = "";
-        this.jsPsych.finishTrial(data);
-      };
-      buttons.forEach((b) => b.addEventListener("click", onClick));
+      causalvisTrialResponse.bind(this.jsPsych, display_element, trial, {
+        optionSelector: ".cv-option",
+        practiceMessage: (correct, side) =>
+            correct
+              ? `<div class="cv-fb cv-fb-ok"><strong>Correct.</strong> The unit responds more strongly to the ${side} image.</div>`
+              : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The unit responds more strongly to the <em>other</em> (${side === "left" ? "right" : "left"}) image, marked in green.</div>`,
+      });
     }
   }
   CausalOcclusionPlugin.info = info;

@@ -44,7 +44,7 @@ var jsPsychTwoAfc = (function (jspsych) {
     },
   };
 
-  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const esc = causalvisTrialResponse.esc;
   const POS = { left: "top", right: "bottom" }; // "left" = the first option, shown on top
 
   /** The trial's markup; also used (without buttons) for the worked example in the instructions. */
@@ -85,62 +85,16 @@ var jsPsychTwoAfc = (function (jspsych) {
 
     trial(display_element, trial) {
       display_element.innerHTML = render(trial);
-      const buttons = [...display_element.querySelectorAll(".cv-btn")];
-      const feedback = display_element.querySelector(".cv-feedback");
-      const start = performance.now();
-      const shownAt = Date.now();
-      let answered = false;
-
-      const onClick = async (ev) => {
-        if (answered) return;
-        answered = true;
-        const btn = ev.currentTarget;
-        const rt = Math.max(1, Math.round(performance.now() - start));
-        buttons.forEach((b) => (b.disabled = true));
-        btn.classList.add("cv-selected");
-        const data = {
-          trial_id: trial.trial_id,
-          choice: btn.dataset.option,
-          confidence: Number(btn.dataset.confidence),
-          left_option: trial.left,
-          side: btn.dataset.side,
-          rt,
-          shown_at: shownAt,
-          answered_at: Date.now(),
-          correct: null,
-        };
-        let reply = null;
-        if (trial.submit) {
-          const slow = setTimeout(() => (feedback.innerHTML = '<span class="cv-saving">Saving…</span>'), 600);
-          try {
-            reply = await trial.submit(data);
-          } catch (err) {
-            clearTimeout(slow);
-            feedback.innerHTML = `<div class="cv-fb cv-fb-bad">Your answer could not be saved (${esc(err.message || err)}). Please reload the page to continue.</div>`;
-            return;
-          }
-          clearTimeout(slow);
-          feedback.innerHTML = "";
-        }
-        if (reply && typeof reply.correct === "boolean") data.correct = reply.correct;
-        if (trial.mode === "practice" && reply && typeof reply.correct === "boolean") {
-          const chosen = display_element.querySelector(`.cv-afc-query[data-side="${data.side}"]`);
-          const other = display_element.querySelector(`.cv-afc-query:not([data-side="${data.side}"])`);
-          (reply.correct ? chosen : other).classList.add("cv-highlight");
-          const pos = POS[data.side];
-          const otherPos = pos === "top" ? "bottom" : "top";
-          feedback.innerHTML = reply.correct
-            ? `<div class="cv-fb cv-fb-ok"><strong>Correct.</strong> The ${pos} image belongs to the maximally activating side.</div>`
-            : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The <em>other</em> (${otherPos}) image, marked in green, belongs to the maximally activating side.</div>`;
-          feedback.insertAdjacentHTML("beforeend", '<button type="button" class="jspsych-btn cv-primary cv-continue">Continue</button>');
-          await new Promise((resolve) => feedback.querySelector(".cv-continue").addEventListener("click", resolve, { once: true }));
-        } else if (trial.on_reply && reply) {
-          trial.on_reply(reply);
-        }
-        display_element.innerHTML = "";
-        this.jsPsych.finishTrial(data);
-      };
-      buttons.forEach((b) => b.addEventListener("click", onClick));
+      causalvisTrialResponse.bind(this.jsPsych, display_element, trial, {
+        optionSelector: ".cv-afc-query",
+        practiceMessage: (correct, side) => {
+            const pos = POS[side];
+            const otherPos = pos === "top" ? "bottom" : "top";
+            return correct
+              ? `<div class="cv-fb cv-fb-ok"><strong>Correct.</strong> The ${pos} image belongs to the maximally activating side.</div>`
+              : `<div class="cv-fb cv-fb-bad"><strong>Not quite.</strong> The <em>other</em> (${otherPos}) image, marked in green, belongs to the maximally activating side.</div>`;
+          },
+      });
     }
   }
   TwoAfcPlugin.info = info;
