@@ -324,9 +324,9 @@ def _statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, Any],
                 parts.append(f"lower than {', '.join(worse)}")
             if same:
                 parts.append(f"not different from {', '.join(same)}")
-            verdict = (f" Not shown: the largest model ({big}) scores "
-                       + "; ".join(parts) + " (Conover–Holm at α = 0.05). A non-significant "
-                       "difference is not evidence that there is none.")
+            verdict = (f" Not shown that the largest model is the most interpretable: {big} "
+                       "scores " + "; ".join(parts) + " (Conover–Holm at α = 0.05). A "
+                       "non-significant difference is not evidence that there is none.")
         return head + test + verdict
     best = comp["best"]
     if comp["best_significantly_better"]:

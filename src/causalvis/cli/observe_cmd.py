@@ -48,20 +48,20 @@ def observe_command(
         tag = f"alpha={entry['alpha']:.3g}" if entry["calibrated"] else "uncalibrated"
         for cond, row in entry["conditions"].items():
             typer.echo(f"{name:<16} {cond:<10} {row['accuracy']:.3f} "
-                       f"[{row['ci_low']}, {row['ci_high']}]  n={row['n_trials']}  {tag}")
+                       f"{_ci(row)}  n={row['n_trials']}  {tag}")
         for cond in entry["not_applicable"]:
             typer.echo(f"{name:<16} {cond:<10} not applicable (no references)")
     for name, conds in summary.get("human_comparison", {}).items():
         row = conds.get("all", {})
-        typer.echo(f"vs humans {name:<16} spearman={row.get('spearman')} "
-                   f"[{row.get('ci_low')}, {row.get('ci_high')}] kappa={row.get('kappa')}")
+        typer.echo(f"vs humans {name:<16} spearman={_num(row.get('spearman'))} "
+                   f"{_ci(row)} kappa={_num(row.get('kappa'))}")
     mis = summary.get("mis")
     if mis is not None and not mis.get("available"):
         typer.echo(f"scan MIS: {mis.get('reason')}")
     for cond, entry in (mis or {}).get("summary", {}).items():
         for row in entry["scores"]:
             typer.echo(f"scan MIS {row['model']:<12} {cond:<10} {row['score']:.3f} "
-                       f"[{row['ci_low']}, {row['ci_high']}]  units={row['n_units']}")
+                       f"{_ci(row)}  units={row['n_units']}")
         kw = (entry.get("comparison") or {}).get("kruskal")
         if kw:
             typer.echo(f"scan MIS {cond}: Kruskal-Wallis H={kw['H']:.3g} p={kw['p']:.3g}")
@@ -136,3 +136,12 @@ def power_command(
     else:
         typer.echo(f"required participants per condition: {result.required_n}")
     typer.echo(f"wrote {figure}")
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ci(row: dict) -> str:
+    """``[low, high]`` with three decimals (n/a where the bootstrap had nothing to resample)."""
+    return f"[{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]"
