@@ -355,7 +355,11 @@ def test_observe_multi_model_study(mis_study, tmp_path, monkeypatch, embedder):
     assert len(units) == 4 and all(u.split("/")[0] in {"lite0", "lite1"} for u in units)
     mis = res.summary["mis"]
     assert {r["model"] for r in mis["per_unit"]} == {"lite0", "lite1"}
-    assert mis["summary"]["natural"]["comparison"]["kruskal"]["p"] == pytest.approx(1.0)
+    natural = mis["summary"]["natural"]
+    assert natural["comparison"]["kruskal"]["p"] == pytest.approx(1.0)
+    # models listed smallest first: the verdict is about the largest one
+    assert natural["comparison"]["largest"] == "lite1"
+    assert "Not shown that the largest model" in natural["statement"]
 
 
 def test_observe_refuses_mis_on_causal_occlusion(mixed_study):

@@ -283,7 +283,7 @@ def models_section(
         comparison = compare_models(pu)
         section["by_condition"][str(cond)] = {
             "scores": rows, "comparison": comparison,
-            "statement": _statement(str(cond), rows, comparison, order_is_size)}
+            "statement": comparison_statement(str(cond), rows, comparison, order_is_size)}
     section["per_unit"] = [
         {**r, "model": str(r["model"])} for r in per_unit.to_dict("records")]
     return section
@@ -295,7 +295,7 @@ def _fmt_score(r: dict[str, Any]) -> str:
     return f"{r['model']} {100 * r['score']:.1f} %{ci} ({r['n_units']} units)"
 
 
-def _statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, Any],
+def comparison_statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, Any],
                order_is_size: bool) -> str:
     """One honest sentence per condition: scores with CIs, the test, the verdict."""
     by_model = {r["model"]: r for r in rows}

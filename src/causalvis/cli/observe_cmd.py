@@ -62,9 +62,8 @@ def observe_command(
         for row in entry["scores"]:
             typer.echo(f"scan MIS {row['model']:<12} {cond:<10} {row['score']:.3f} "
                        f"{_ci(row)}  units={row['n_units']}")
-        kw = (entry.get("comparison") or {}).get("kruskal")
-        if kw:
-            typer.echo(f"scan MIS {cond}: Kruskal-Wallis H={kw['H']:.3g} p={kw['p']:.3g}")
+        if entry.get("statement"):
+            typer.echo(entry["statement"])
     typer.echo(f"wrote {Path(study) / 'report' / 'observers.json'}")
 
 

@@ -346,14 +346,18 @@ def summarize_mis(
     """Per condition: model scores (mean per-unit MIS, bootstrap CI over units, from
     ``analysis.models.model_scores``) and, with several models, ``compare_models``
     (Kruskal–Wallis + Conover–Holm)."""
-    from causalvis.analysis.models import compare_models, model_scores
+    from causalvis.analysis.models import compare_models, comparison_statement, model_scores
 
+    # an ordered model column (mis_for_models(order_is_size=True)) lists smallest → largest
+    order_is_size = bool(getattr(per_unit["model"].dtype, "ordered", False))
     out: dict = {}
     for cond, d in per_unit.groupby("condition", sort=False):
         scores = model_scores(d, value="mis", group="model", n_boot=n_boot, ci=ci, seed=seed)
         entry: dict = {"scores": _records(scores.astype({"model": str}))}
         if d["model"].nunique() > 1:
             entry["comparison"] = compare_models(d, value="mis", group="model")
+            entry["statement"] = "MIS " + comparison_statement(
+                str(cond), entry["scores"], entry["comparison"], order_is_size)
         out[str(cond)] = entry
     return out
 
