@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from causalvis.compute.allocator import tune_malloc
 from causalvis.compute.items import ItemContext, ItemResult, WorkItem
 from causalvis.study.layout import StudyPaths, write_stamp
 
@@ -101,6 +102,7 @@ def execute_item(
     """
     ctx = ItemContext(Path(root), item, device)
     t0 = time.perf_counter()
+    tune_malloc()  # every worker process, whichever executor started it
     old_threads = set_threads(threads)
     try:
         func = item.resolve()

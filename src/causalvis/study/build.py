@@ -103,11 +103,14 @@ def build(
     each model's sub-study (timings keyed ``<model>:<stage>``), then ``sessions`` merges
     them in the parent folder (see :mod:`causalvis.study.multimodel`).
     """
+    from causalvis.compute.allocator import tune_malloc
+
     paths, config = load_study(study)
     names = stages if stages else list(STAGES)
     for name in names:
         if name not in STAGES:
             raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+    tune_malloc()  # stages that run in this process (scan, exemplars, sessions, …)
     options = {
         "progress": progress,
         "executor": executor,
