@@ -20,28 +20,9 @@ var jsPsychTwoAfc = (function (jspsych) {
       references: { type: ParameterType.IMAGE, array: true, default: [] },
       /** The minimally activating references (shown on the left). */
       min_references: { type: ParameterType.IMAGE, array: true, default: [] },
-      /** Which option ("a" or "b") is shown first (top); the caller randomizes it. */
-      left: { type: ParameterType.STRING, default: "a" },
-      /** "trial" (answer is sent, no feedback), "practice" (feedback after the answer). */
-      mode: { type: ParameterType.STRING, default: "trial" },
-      /** async (answer) => server reply; the trial ends only once the answer is stored. */
-      submit: { type: ParameterType.FUNCTION, default: null },
-      /** A line above the trial, e.g. "Practice 1 of 4". */
-      counter: { type: ParameterType.HTML_STRING, default: "" },
-      /** Called with the server reply of a main trial (e.g. to update a running score). */
-      on_reply: { type: ParameterType.FUNCTION, default: null },
+      ...causalvisTrialResponse.answerParameters(ParameterType),
     },
-    data: {
-      trial_id: { type: ParameterType.STRING },
-      choice: { type: ParameterType.STRING },
-      confidence: { type: ParameterType.INT },
-      left_option: { type: ParameterType.STRING },
-      side: { type: ParameterType.STRING },
-      rt: { type: ParameterType.INT },
-      shown_at: { type: ParameterType.INT },
-      answered_at: { type: ParameterType.INT },
-      correct: { type: ParameterType.BOOL },
-    },
+    data: causalvisTrialResponse.answerData(ParameterType),
   };
 
   const esc = causalvisTrialResponse.esc;
