@@ -392,8 +392,9 @@ def mis_for_models(
     studied = _model_names(study_dirs)
     if embedder is None:
         if perceptual_model is None:
-            free = [m for m in ("lite0", "lite1", "lite2") if m not in studied]
-            perceptual_model = free[0] if free else "lite1"
+            from causalvis.observers.reference import perceptual_model_for
+
+            perceptual_model = perceptual_model_for(*studied)
         embedder = make_embedder(perceptual_model, device=device)
     frames = [
         study_mis(folder, embedder=embedder, settings=settings, conditions=conditions,

@@ -332,8 +332,9 @@ def observe(
         trials = load_two_afc_trials(paths.trials)
         if cfg is not None and cfg.models and perceptual_model is None:
             # one similarity for every compared model: a net that is none of them if possible
-            free = [m for m in ("lite0", "lite1", "lite2") if m not in cfg.models]
-            perceptual_model = free[0] if free else None
+            from causalvis.observers.reference import perceptual_model_for
+
+            perceptual_model = perceptual_model_for(*cfg.models)
     else:
         trials = load_trials(paths.trials)
     if not trials:

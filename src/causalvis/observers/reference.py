@@ -29,9 +29,14 @@ from causalvis.observers.trials import AssetReader, Box, Trial
 DEFAULT_DEPTHS = (0.35, 0.65, 0.9)
 
 
-def perceptual_model_for(studied: str) -> str:
-    """An embedded network different from the studied one."""
-    return "lite1" if studied == "lite0" else "lite0"
+EMBEDDED = ("lite0", "lite1", "lite2")
+
+
+def perceptual_model_for(*studied: str) -> str:
+    """An embedded network that is none of the studied ones (the first free of lite0,
+    lite1, lite2); lite1 when all of them are studied (then one model is judged in its own
+    feature space, which the MIS output flags)."""
+    return next((m for m in EMBEDDED if m not in studied), "lite1")
 
 
 def default_layers(model, depths: Sequence[float] = DEFAULT_DEPTHS) -> list[str]:

@@ -11,12 +11,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from causalvis.config import StudyConfig
+from causalvis.config import TASKS, StudyConfig
 from causalvis.errors import CausalvisError
 from causalvis.study.layout import StudyPaths
 
 KINDS = ("main", "practice", "catch")
-TASKS = ("causal_occlusion", "two_afc")
 
 
 @dataclass(frozen=True)

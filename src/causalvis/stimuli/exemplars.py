@@ -292,15 +292,15 @@ def exemplar_record(unit, acts: np.ndarray, ids: Sequence[str], plan, cfg) -> di
 def _reference_files(record: dict) -> list[dict]:
     """Natural reference images to write: ``set<b>-<i>.png`` (max side) and, for the imi
     scheme, ``set<b>-min-<i>.png`` (min side)."""
+    from causalvis.stimuli.methods import reference_file
+
     files = []
     for s in record["image_sets"]:
         b = s["image_set"]
-        for i, ref in enumerate(s["references"]):
-            files.append({"file": f"set{b}-{i}.png", "image_set": b, "index": i, "role": "max",
-                          **_ref_fields(ref)})
-        for i, ref in enumerate(s.get("min_references", [])):
-            files.append({"file": f"set{b}-min-{i}.png", "image_set": b, "index": i,
-                          "role": "min", **_ref_fields(ref)})
+        for side, key in (("max", "references"), ("min", "min_references")):
+            for i, ref in enumerate(s.get(key, [])):
+                files.append({"file": reference_file(i, b, side), "image_set": b, "index": i,
+                              "role": side, **_ref_fields(ref)})
     return files
 
 

@@ -315,9 +315,11 @@ def reference_files(
     return _files(paths, method, key, image_set, n, side)
 
 
-def side_prefix(side: str) -> str:
-    """File-name infix of a side: ``""`` (max) or ``"min-"``."""
-    return "" if side == "max" else f"{side}-"
+def reference_file(index: int, image_set: int | None = None, side: str = "max") -> str:
+    """The one naming rule of reference images: ``[set<b>-][min-]<i>.png`` (``set<b>-`` for
+    per-image-set methods, ``min-`` for the 2-AFC minimal side)."""
+    prefix = "" if image_set is None else f"set{image_set}-"
+    return f"{prefix}{'' if side == 'max' else f'{side}-'}{index}.png"
 
 
 def _files(
@@ -325,10 +327,15 @@ def _files(
     side: str = "max",
 ) -> list[Path]:
     folder = paths.reference_dir(method_dir_name(method.name), key)
-    prefix = side_prefix(side)
-    if method.per_image_set:
-        return [folder / f"set{image_set}-{prefix}{i}.png" for i in range(n)]
-    return [folder / f"{prefix}{i}.png" for i in range(n)]
+    b = image_set if method.per_image_set else None
+    return [folder / reference_file(i, b, side) for i in range(n)]
+
+
+def natural_reference_paths(
+    paths: StudyPaths, key: str, image_set: int, n: int, side: str = "max"
+) -> list[Path]:
+    """The first ``n`` natural references of (unit, image set) on ``side``."""
+    return _files(paths, BUILTIN["natural"], key, image_set, n, side)
 
 
 def reference_paths(

@@ -21,7 +21,6 @@ import io
 import json
 from collections.abc import Sequence
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +39,8 @@ from causalvis.stimuli.methods import (
     generated_methods,
     get_method,
     method_dir_name,
-    side_prefix,
+    natural_reference_paths,
+    reference_file,
 )
 from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
 from causalvis.study.assets import encode_png
@@ -100,10 +100,9 @@ def _unit_entries(
     image_set: int | None, gen: Generated, n: int, activations: list[float],
     side: str = "max", with_role: bool = False,
 ) -> list[dict]:
-    prefix = ("" if image_set is None else f"set{image_set}-") + side_prefix(side)
     entries = []
     for i in range(n):
-        entry = {"file": f"{prefix}{i}.png", "activation": activations[i]}
+        entry = {"file": reference_file(i, image_set, side), "activation": activations[i]}
         if with_role:
             entry["role"] = side
         if image_set is not None:
@@ -129,11 +128,6 @@ def _unit_meta(cfg, method: ReferenceMethod, unit: UnitRequest, entries: list[di
     if method.name in ("synthetic", "synthetic-maco"):
         meta["featurevis"] = cfg.featurevis.model_dump(mode="json")
     return meta
-
-
-def _natural_refs(paths, key: str, image_set: int, n: int, side: str = "max") -> tuple[Path, ...]:
-    folder = paths.reference_dir("natural", key)
-    return tuple(folder / f"set{image_set}-{side_prefix(side)}{i}.png" for i in range(n))
 
 
 def _digest(cfg, name: str, n: int) -> str:
@@ -241,7 +235,8 @@ def references_chunk_item(
         requests = tuple(
             UnitRequest(
                 u["layer"], u["channel"], u["key"], u["seed"], u["role"],
-                () if b is None else _natural_refs(paths, u["key"], b, n_natural, side),
+                () if b is None else tuple(
+                    natural_reference_paths(paths, u["key"], b, n_natural, side)),
             )
             for u in units
         )
