@@ -38,7 +38,7 @@ def workload(args: argparse.Namespace) -> dict:
     from causalvis.images import open_source
     from causalvis.images.preprocess import uint8_to_tensor
     from causalvis.models import load_model, probe_tensor
-    from causalvis.stimuli.featurevis import render_units
+    from causalvis.pipeline.featurevis_recipe import render_units
 
     torch.set_num_threads(args.threads)
     model = load_model("lite0")

@@ -31,11 +31,11 @@ import types
 import numpy as np
 import torch
 
+from causalvis.featurevis import FourierParam, RenderSettings, render, unit_objective
+from causalvis.featurevis.render import final_images, image_seed
+from causalvis.featurevis.transforms import TransformSpec
 from causalvis.images import pil_to_tensor, tensor_to_pil
 from causalvis.models import load_model, probe_tensor
-from causalvis.stimuli.featurevis import FourierParam, RenderSettings, render, unit_objective
-from causalvis.stimuli.featurevis.render import final_images, image_seed
-from causalvis.stimuli.featurevis.transforms import TransformSpec
 
 SCALES = (1.0, 0.975, 1.025, 0.95, 1.05)
 

@@ -3,7 +3,7 @@
 Compares, on the same already-decoded images (decoding excluded from all three; the
 scan side *includes* its uint8 -> float conversion and float16 storage conversion):
 
-* **scan**: the scan stage's per-batch code (:func:`causalvis.stimuli.scan.probe_arrays`),
+* **scan**: the scan stage's per-batch code (:func:`causalvis.pipeline.scan.probe_arrays`),
 * **bare forward**: ``model(x)`` on ready float tensors (goal: scan >= 0.9x its speed),
 * **per layer**: one full forward per layer with a single hook, the way the reference
   code scanned (goal: scan >= 3x faster).
@@ -60,7 +60,7 @@ def main() -> None:
     from causalvis.images import SampleSource
     from causalvis.images.preprocess import uint8_to_tensor
     from causalvis.models import ActivationProbe, load_model
-    from causalvis.stimuli.scan import probe_arrays
+    from causalvis.pipeline.scan import probe_arrays
 
     device = torch.device(args.device)
     model = load_model("lite0", device=device)
@@ -126,9 +126,9 @@ def main() -> None:
 def _time_stage(model, args, n: int) -> float:
     """Images per second of the full scan stage (decoding and writing included)."""
     from causalvis.config import preset
-    from causalvis.stimuli.scan import run_scan_stage
-    from causalvis.study.build import StageContext
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import StageContext
+    from causalvis.pipeline.scan import run_scan_stage
+    from causalvis.store.layout import StudyPaths
 
     cfg = preset("quick")
     cfg.images.max_images = n

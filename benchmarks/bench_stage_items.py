@@ -1,7 +1,7 @@
 """Throughput of the real occlusion stage's work items: local vs. Ray with 1 and 2 workers.
 
 Builds a small quick-preset study up to ``exemplars`` (in-process), then runs the
-occlusion stage's own items (:func:`causalvis.stimuli.occlusion_stage.occlusion_items`,
+occlusion stage's own items (:func:`causalvis.pipeline.occlusion.occlusion_items`,
 one per query image, all layers it needs in one sweep) on each executor, one torch thread
 per item, after a warm-up item per worker (model load). Checks that every executor wrote
 the same ``.npz`` bytes.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 
 def make_study(root: Path, args: argparse.Namespace) -> None:
-    from causalvis.study.build import build, init_study
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import build, init_study
+    from causalvis.store.layout import StudyPaths
 
     cfg = init_study(root, "quick")
     cfg.images.max_images = 96
@@ -42,9 +42,9 @@ def make_study(root: Path, args: argparse.Namespace) -> None:
 def run_occlusion(root: Path, executor: str, **options) -> dict:
     from causalvis.compute import run_items
     from causalvis.config import StudyConfig
-    from causalvis.stimuli.occlusion_stage import occlusion_items
-    from causalvis.study.build import StageContext
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import StageContext
+    from causalvis.pipeline.occlusion import occlusion_items
+    from causalvis.store.layout import StudyPaths
 
     paths = StudyPaths(root)
     shutil.rmtree(paths.occlusion, ignore_errors=True)

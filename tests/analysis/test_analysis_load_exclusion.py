@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from causalvis.analysis.exclusion import apply_exclusions
 from causalvis.analysis.load import canonicalize, join_trials, load_csv, parse_map
 from causalvis.config import ExclusionConfig
 from causalvis.errors import CausalvisError
+from causalvis.responses.exclusion import apply_exclusions
 
 
 def test_parse_map_and_errors():

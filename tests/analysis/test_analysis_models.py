@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from causalvis.analysis.exclusion import apply_exclusions
 from causalvis.analysis.load import canonicalize
 from causalvis.analysis.models import compare_models, model_scores, unit_accuracy
 from causalvis.analysis.report import AnalysisOptions, analyze_frame, write_report
 from causalvis.analysis.stats import holm
 from causalvis.config import ExclusionConfig
 from causalvis.errors import CausalvisError
+from causalvis.responses.exclusion import apply_exclusions
 
 
 def _responses(acc: dict[str, float], *, n_units=10, n_resp=12, conditions=("natural",),

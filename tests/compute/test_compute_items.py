@@ -21,7 +21,7 @@ from causalvis.compute import (
 )
 from causalvis.compute.worker import execute_item
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 
 @pytest.mark.parametrize("name", ["", "/abs", "a//b", "a/../b", "sp ace", "x/"])

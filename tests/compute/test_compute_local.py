@@ -109,8 +109,8 @@ def test_worker_processes_are_pinned_and_give_the_same_bytes(tmp_path):
 def test_stage_context_options_reach_run_items(tmp_path):
     from causalvis.compute import build_options, run_stage_items
     from causalvis.config import StudyConfig
-    from causalvis.study.build import StageContext
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import StageContext
+    from causalvis.store.layout import StudyPaths
 
     options = build_options("local", retries=0, threads=1, workers=None)
     ctx = StageContext(

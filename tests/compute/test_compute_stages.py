@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causalvis.study.build import build, init_study
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.pipeline.build import build, init_study
+from causalvis.store.layout import StudyPaths, read_json
 
 ray = pytest.importorskip("ray")
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from causalvis.images import pil_to_tensor
-from causalvis.models import probe_tensor
-from causalvis.stimuli.featurevis import (
+from causalvis.featurevis import (
     ChannelMean,
     Direction,
     Diversity,
@@ -22,9 +20,11 @@ from causalvis.stimuli.featurevis import (
     render_maco,
     unit_objective,
 )
-from causalvis.stimuli.featurevis.objectives import pairwise_gram_similarity
-from causalvis.stimuli.featurevis.param import make_generators
-from causalvis.stimuli.featurevis.transforms import jitter, random_rotate, random_scale
+from causalvis.featurevis.objectives import pairwise_gram_similarity
+from causalvis.featurevis.param import make_generators
+from causalvis.featurevis.transforms import jitter, random_rotate, random_scale
+from causalvis.images import pil_to_tensor
+from causalvis.models import probe_tensor
 
 LAYER = "blocks.1.1"
 SMALL = TransformSpec(jitter=4, scales=(1.0, 0.95, 1.05), rotate_degrees=5, jitter_after=2, out_size=48)

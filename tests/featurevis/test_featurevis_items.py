@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from causalvis.config import StudyConfig
-from causalvis.study.build import build
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.pipeline.build import build
+from causalvis.store.layout import StudyPaths, read_json
 
 pytest.importorskip("ray")
 

@@ -14,10 +14,10 @@ from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
 from causalvis.images import pil_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import methods
-from causalvis.stimuli.references import run_references_stage
-from causalvis.study.build import StageContext
-from causalvis.study.layout import StudyPaths, read_json, unit_key, write_json
+from causalvis.pipeline import methods
+from causalvis.pipeline.build import StageContext
+from causalvis.pipeline.references import run_references_stage
+from causalvis.store.layout import StudyPaths, read_json, unit_key, write_json
 
 UNITS = [("blocks.1.1", 2, "main"), ("blocks.1.1", 9, "practice"), ("blocks.2.1", 4, "main")]
 
@@ -125,7 +125,7 @@ def test_seeded_stage_output_is_independent_of_batching(tmp_path, lite0, samples
 def test_user_defined_method_by_dotted_path(tmp_path, lite0, samples, monkeypatch):
     (tmp_path / "mymethod.py").write_text(textwrap.dedent("""
         import numpy as np
-        from causalvis.stimuli.methods import Generated, ReferenceMethod
+        from causalvis.pipeline.methods import Generated, ReferenceMethod
 
         def generate(batch):
             s = batch.model.input_size

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from causalvis.config import StudyConfig
-from causalvis.study.assets import write_asset
-from causalvis.study.layout import StudyPaths
+from causalvis.store.assets import write_asset
+from causalvis.store.layout import StudyPaths
 
 COLUMNS = ["trial_id", "base_trial_id", "kind", "condition", "unit", "layer", "channel",
            "image_set", "query_asset", "option_a_asset", "option_b_asset", "reference_assets",

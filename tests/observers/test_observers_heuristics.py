@@ -14,7 +14,7 @@ from causalvis.observers.heuristics import (
 )
 from causalvis.observers.observe import decisions_frame
 from causalvis.observers.trials import AssetReader, Box, load_trials
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 from .conftest import TrialSpec, write_study
 

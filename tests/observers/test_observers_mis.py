@@ -34,9 +34,9 @@ from causalvis.observers.mis import (
 )
 from causalvis.observers.observe import observe
 from causalvis.observers.trials import AssetReader
-from causalvis.study.assets import encode_png, write_asset
-from causalvis.study.build import StageContext, build
-from causalvis.study.layout import StudyPaths
+from causalvis.pipeline.build import StageContext, build
+from causalvis.store.assets import encode_png, write_asset
+from causalvis.store.layout import StudyPaths
 
 K = 3
 N_TASKS = 30
@@ -166,9 +166,9 @@ def test_synthetic_explanations_are_read_from_the_reference_folder(mis_study, em
     """Feature visualizations identical to the k most / least activating images give the
     natural MIS exactly (imi scheme: the natural explanations are those k images)."""
     from causalvis.config import StudyConfig
-    from causalvis.stimuli.exemplars import rank_order
-    from causalvis.stimuli.scan import ActivationTable
-    from causalvis.stimuli.units import load_units
+    from causalvis.pipeline.exemplars import rank_order
+    from causalvis.pipeline.scan import ActivationTable
+    from causalvis.pipeline.units import load_units
 
     study = tmp_path / "study"
     shutil.copytree(mis_study, study)
@@ -215,9 +215,9 @@ def _two_afc_study(mis_study, tmp_path):
     b, max query = rank K + 1 + b, min query = bottom rank K + 1 + b, references = the K
     most / least activating images; the max query is option a on even trials."""
     from causalvis.config import StudyConfig
-    from causalvis.stimuli.exemplars import rank_order
-    from causalvis.stimuli.scan import ActivationTable
-    from causalvis.stimuli.units import load_units
+    from causalvis.pipeline.exemplars import rank_order
+    from causalvis.pipeline.scan import ActivationTable
+    from causalvis.pipeline.units import load_units
 
     study = tmp_path / "study"
     shutil.copytree(mis_study, study)

@@ -13,7 +13,7 @@ from causalvis.analysis.stats import error_consistency
 from causalvis.cli import main
 from causalvis.observers.observe import observe
 from causalvis.observers.score import cluster_bootstrap, fit_alpha
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 HEUR = ["center", "variance"]
 

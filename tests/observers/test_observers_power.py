@@ -19,7 +19,7 @@ from causalvis.observers.power import (
     power_curve,
     simulate_power,
 )
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 
 @pytest.mark.parametrize("n", [5, 20])

@@ -15,7 +15,7 @@ from causalvis.observers.reference import (
     perceptual_model_for,
 )
 from causalvis.observers.trials import AssetReader, load_trials
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 from .conftest import TrialSpec, write_study
 

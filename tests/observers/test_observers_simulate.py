@@ -95,9 +95,9 @@ def server_study(tmp_path):
 def _analysis_accuracy(url: str) -> tuple[dict[str, float], set[str]]:
     """Accuracy per condition as ``causalvis analyze`` computes it from the export (over
     included participants), and the external ids of those participants."""
-    from causalvis.analysis.exclusion import apply_exclusions
     from causalvis.analysis.load import canonicalize
     from causalvis.analysis.tables import condition_table
+    from causalvis.responses.exclusion import apply_exclusions
 
     resp = httpx.get(
         f"{url}/api/v1/admin/responses.csv", headers={"Authorization": f"Bearer {ADMIN}"}

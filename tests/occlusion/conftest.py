@@ -9,7 +9,7 @@ from occlusion_helpers import make_study, shared_model
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory, lite0):
     """Two units of blocks.2.1 (main) + one of blocks.3.2 (practice), built once."""
-    from causalvis.study.build import build
+    from causalvis.pipeline.build import build
 
     paths = make_study(tmp_path_factory.mktemp("occ") / "study",
                        [("blocks.2.1", 3, "main"), ("blocks.2.1", 17, "main"),

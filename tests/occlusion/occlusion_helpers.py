@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from causalvis.config import preset
-from causalvis.study.layout import StudyPaths, unit_key, write_json
+from causalvis.store.layout import StudyPaths, unit_key, write_json
 
 # Sample ids of the embedded image set (see causalvis.images.SampleSource).
 IMAGES = [

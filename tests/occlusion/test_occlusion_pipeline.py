@@ -11,8 +11,8 @@ import pytest
 from occlusion_helpers import shared_model
 
 from causalvis.cli import main
-from causalvis.study.build import build, init_study
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.pipeline.build import build, init_study
+from causalvis.store.layout import StudyPaths, read_json
 
 
 @pytest.fixture(scope="module")

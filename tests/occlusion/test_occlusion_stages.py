@@ -14,12 +14,12 @@ from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import occlusion_stage as stage_mod
+from causalvis.pipeline import occlusion as stage_mod
+from causalvis.pipeline.build import build
+from causalvis.pipeline.occlusion import candidate_queries, load_result
+from causalvis.pipeline.trials import COLUMNS, order_flip
 from causalvis.stimuli.occlusion import Grid
-from causalvis.stimuli.occlusion_stage import candidate_queries, load_result
-from causalvis.stimuli.trials import COLUMNS, order_flip
-from causalvis.study.build import build
-from causalvis.study.layout import unit_key
+from causalvis.store.layout import unit_key
 
 
 def rows(paths, name="trials.csv"):
@@ -177,10 +177,10 @@ def test_candidate_queries_are_unused_top_bin_ranks():
 def test_two_afc_studies_skip_occlusion(tmp_path):
     from causalvis.config import preset
     from causalvis.errors import CausalvisError
-    from causalvis.stimuli.occlusion_stage import run_occlusion_stage
-    from causalvis.stimuli.trials import run_trials_stage
-    from causalvis.study.build import StageContext
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import StageContext
+    from causalvis.pipeline.occlusion import run_occlusion_stage
+    from causalvis.pipeline.trials import run_trials_stage
+    from causalvis.store.layout import StudyPaths
 
     ctx = StageContext(StudyPaths(tmp_path), preset("imi2023"), progress=False)
     run_occlusion_stage(ctx)  # no units.json needed: nothing to do for 2-AFC

@@ -23,7 +23,7 @@ def database_params() -> list:
 def reset_postgres(url: str) -> None:
     from sqlalchemy import text
 
-    from causalvis.server.db import make_engine
+    from causalvis.responses.db import make_engine
 
     engine = make_engine(url)
     with engine.begin() as conn:

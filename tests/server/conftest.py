@@ -36,7 +36,7 @@ def study(tmp_path: Path) -> Path:
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import text
 
-    from causalvis.server.db import make_engine
+    from causalvis.responses.db import make_engine
 
     engine = make_engine(url)
     with engine.begin() as conn:

@@ -97,8 +97,8 @@ def test_abandoned_sessions_are_handed_out_again(tmp_path):
     from server_bundle_factory import make_study
     from sqlalchemy import update
 
+    from causalvis.responses.db import Participant, utcnow
     from causalvis.server import create_app
-    from causalvis.server.db import Participant, utcnow
 
     study = make_study(tmp_path / "s", abandon_after_minutes=5)
     app = create_app(study, admin_token=ADMIN)
@@ -155,7 +155,7 @@ def test_responses_validated_idempotent_and_stored(client, study):
     assert state["answered"] == [tid]
     assert state["next"] == {"stage": "main", "trial_id": main[1]["trial_id"]}
     with client.app.state.experiment.sessions() as db:
-        from causalvis.server.db import Response
+        from causalvis.responses.db import Response
 
         rows = db.query(Response).all()
     mains = [r for r in rows if r.kind != "practice"]
@@ -347,7 +347,7 @@ def test_alembic_schema_is_at_head(client, db_url):
 def test_participants_of_an_earlier_build(client, study):
     from sqlalchemy import update
 
-    from causalvis.server.db import Participant
+    from causalvis.responses.db import Participant
     from causalvis.server.run import banner
 
     token = new(client, "old-1").json()["participant_token"]

@@ -103,8 +103,8 @@ def test_participant_flow_end_to_end(live_server):
     from playwright.sync_api import expect, sync_playwright
     from sqlalchemy import select
 
-    from causalvis.server.db import Participant as P
-    from causalvis.server.db import Response
+    from causalvis.responses.db import Participant as P
+    from causalvis.responses.db import Response
 
     base, study, app = live_server
     rows = truth(study)
@@ -254,7 +254,7 @@ def test_platform_entry_screens(live_server):
     from playwright.sync_api import expect, sync_playwright
     from sqlalchemy import func, select
 
-    from causalvis.server.db import Participant as P
+    from causalvis.responses.db import Participant as P
 
     base, _study, app = live_server
     with sync_playwright() as pw:

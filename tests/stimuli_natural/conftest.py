@@ -9,10 +9,10 @@ from natural_helpers import make_context, small_config
 @pytest.fixture(scope="session")
 def natural_study(tmp_path_factory, lite0, samples):
     """Context of a study that went through scan, units, exemplars and blur."""
-    from causalvis.stimuli.blur import run_blur_stage
-    from causalvis.stimuli.exemplars import run_exemplars_stage
-    from causalvis.stimuli.scan import run_scan_stage
-    from causalvis.stimuli.units import run_units_stage
+    from causalvis.pipeline.blur import run_blur_stage
+    from causalvis.pipeline.exemplars import run_exemplars_stage
+    from causalvis.pipeline.scan import run_scan_stage
+    from causalvis.pipeline.units import run_units_stage
 
     ctx = make_context(tmp_path_factory.mktemp("natural") / "study", small_config(), lite0,
                        samples)

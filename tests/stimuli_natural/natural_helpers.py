@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from causalvis.config import ExemplarsConfig, preset
-from causalvis.study.build import StageContext
-from causalvis.study.layout import StudyPaths
+from causalvis.pipeline.build import StageContext
+from causalvis.store.layout import StudyPaths
 
 LAYERS = ["blocks.1.1", "blocks.2.1"]
 

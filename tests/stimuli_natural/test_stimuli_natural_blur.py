@@ -7,10 +7,10 @@ from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli.blur import best_sharp_window, composite
+from causalvis.pipeline.blur import best_sharp_window, composite
+from causalvis.pipeline.units import load_units
 from causalvis.stimuli.occlusion import Grid, blur_image
-from causalvis.stimuli.units import load_units
-from causalvis.study.layout import read_json
+from causalvis.store.layout import read_json
 
 
 def test_window_search_equals_brute_force_with_both_engines(lite0, samples):

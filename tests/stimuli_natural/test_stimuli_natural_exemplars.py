@@ -8,10 +8,10 @@ from PIL import Image
 
 from causalvis.images.preprocess import pil_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import exemplars
-from causalvis.stimuli.scan import ActivationTable
-from causalvis.stimuli.units import load_units
-from causalvis.study.layout import read_json
+from causalvis.pipeline import exemplars
+from causalvis.pipeline.scan import ActivationTable
+from causalvis.pipeline.units import load_units
+from causalvis.store.layout import read_json
 
 
 def test_exemplar_files(natural_study, lite0):
@@ -65,8 +65,8 @@ def test_imi_scheme_stage(natural_study, tmp_path):
     import shutil
 
     from causalvis.config import ExemplarsConfig
-    from causalvis.study.build import StageContext
-    from causalvis.study.layout import StudyPaths
+    from causalvis.pipeline.build import StageContext
+    from causalvis.store.layout import StudyPaths
 
     for name in ("activations", "units.json"):
         src = natural_study.paths.root / name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from causalvis.config import ExemplarsConfig
-from causalvis.stimuli.exemplars import (
+from causalvis.pipeline.exemplars import (
     ExemplarError,
     check_ties,
     exemplar_record,
@@ -16,7 +16,7 @@ from causalvis.stimuli.exemplars import (
     rank_order,
     reference_bins,
 )
-from causalvis.stimuli.units import Unit
+from causalvis.pipeline.units import Unit
 
 
 def test_small_rank_bins_by_hand():

@@ -13,8 +13,8 @@ from causalvis.errors import CausalvisError
 from causalvis.images import FolderSource
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import scan
-from causalvis.stimuli.scan import ActivationTable, run_scan_stage, scan_layers
+from causalvis.pipeline import scan
+from causalvis.pipeline.scan import ActivationTable, run_scan_stage, scan_layers
 
 
 def test_scan_matches_direct_probe(natural_study, samples, lite0):

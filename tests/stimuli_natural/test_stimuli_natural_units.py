@@ -9,10 +9,10 @@ import pytest
 from natural_helpers import LAYERS
 
 from causalvis.errors import CausalvisError
-from causalvis.stimuli.scan import ActivationTable
-from causalvis.stimuli.units import dead_channels, load_units, run_units_stage, sample_units
-from causalvis.study.build import StageContext
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.pipeline.build import StageContext
+from causalvis.pipeline.scan import ActivationTable
+from causalvis.pipeline.units import dead_channels, load_units, run_units_stage, sample_units
+from causalvis.store.layout import StudyPaths, read_json
 
 
 def test_per_layer_sampling_is_seeded_and_practice_is_distinct():

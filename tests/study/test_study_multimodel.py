@@ -11,10 +11,10 @@ import pytest
 
 from causalvis.config import StudyConfig
 from causalvis.errors import ConfigError
+from causalvis.pipeline.build import build, init_study
+from causalvis.pipeline.multimodel import substudy_paths
 from causalvis.server.bundle import load_bundle
-from causalvis.study.build import build, init_study
-from causalvis.study.layout import StudyPaths
-from causalvis.study.multimodel import substudy_paths
+from causalvis.store.layout import StudyPaths
 
 MODELS = ["lite0", "lite1"]
 

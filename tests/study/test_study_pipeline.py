@@ -15,9 +15,9 @@ import torch
 from causalvis.config import StudyConfig
 from causalvis.images import pil_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.study.assets import read_asset
-from causalvis.study.build import build, init_study
-from causalvis.study.layout import StudyPaths
+from causalvis.pipeline.build import build, init_study
+from causalvis.store.assets import read_asset
+from causalvis.store.layout import StudyPaths
 
 
 def tiny_config(root: Path) -> StudyConfig:

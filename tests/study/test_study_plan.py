@@ -7,8 +7,9 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from causalvis.study.catch import catch_pool, select_catch, select_practice, unrelated_partner
-from causalvis.study.plan import opaque_id, plan_sessions, shuffled, unit_groups
+from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
+from causalvis.stimuli.plan import plan_sessions, shuffled, unit_groups
+from causalvis.store.seeds import opaque_id
 
 
 def _base(units: list[str], image_sets: int) -> pd.DataFrame:

@@ -21,7 +21,7 @@ def tiny_two_afc_sessions(tiny_two_afc, tmp_path_factory):
     served bundle). Shared and read-only: copy it before writing into it."""
     import shutil
 
-    from causalvis.study.build import build
+    from causalvis.pipeline.build import build
 
     root = tmp_path_factory.mktemp("two_afc_sessions") / "study"
     shutil.copytree(tiny_two_afc[0], root)

@@ -105,8 +105,8 @@ def test_two_afc_participant_end_to_end(live_two_afc):
     from playwright.sync_api import expect, sync_playwright
     from sqlalchemy import select
 
-    from causalvis.server.db import Participant as P
-    from causalvis.server.db import Response
+    from causalvis.responses.db import Participant as P
+    from causalvis.responses.db import Response
 
     base, study, app = live_two_afc
     rows = truth(study)

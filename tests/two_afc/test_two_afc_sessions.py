@@ -11,7 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from causalvis.study.layout import StudyPaths, unit_key
+from causalvis.store.layout import StudyPaths, unit_key
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,14 @@ from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
 from causalvis.images import pil_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli import methods, two_afc
-from causalvis.stimuli.featurevis import render_side, render_units
-from causalvis.stimuli.methods import Generated, ReferenceMethod
-from causalvis.stimuli.references import run_method
-from causalvis.stimuli.trials import order_flip
-from causalvis.study.assets import read_asset
-from causalvis.study.build import StageContext, build
-from causalvis.study.layout import StudyPaths, read_json, unit_key
+from causalvis.pipeline import methods, two_afc
+from causalvis.pipeline.build import StageContext, build
+from causalvis.pipeline.featurevis_recipe import render_side, render_units
+from causalvis.pipeline.methods import Generated, ReferenceMethod
+from causalvis.pipeline.references import run_method
+from causalvis.pipeline.trials import order_flip
+from causalvis.store.assets import read_asset
+from causalvis.store.layout import StudyPaths, read_json, unit_key
 
 
 def _trials(root: Path) -> pd.DataFrame:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from causalvis.config import StudyConfig, preset
-from causalvis.study.build import build
-from causalvis.study.layout import StudyPaths
+from causalvis.pipeline.build import build
+from causalvis.store.layout import StudyPaths
 
 STAGES = ("scan", "units", "exemplars", "blur", "occlusion", "trials", "references")
 LAYERS = ("blocks.2.1", "blocks.4.2")

@@ -205,7 +205,7 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     if "image_set" in trials.columns:  # "3" and "3.0" must join as the same set
         trials["image_set"] = trials["image_set"].map(_set_text)
     if "unit" not in trials.columns and {"layer", "channel"} <= set(trials.columns):
-        from causalvis.study.layout import unit_key
+        from causalvis.store.layout import unit_key
 
         trials["unit"] = [
             unit_key(str(layer), int(ch)) for layer, ch in zip(trials["layer"], trials["channel"], strict=True)
@@ -230,7 +230,7 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 def load_study(study: str | Path, db_url: str | None = None) -> pd.DataFrame:
     """Responses of a study (its database, default ``STUDY/responses.sqlite``), canonical,
     joined with ``STUDY/trials.csv``."""
-    from causalvis.study.layout import StudyPaths
+    from causalvis.store.layout import StudyPaths
 
     paths = StudyPaths(Path(study))
     if not paths.root.is_dir():

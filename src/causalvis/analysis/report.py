@@ -21,10 +21,10 @@ from threadpoolctl import threadpool_limits
 from causalvis import __version__
 from causalvis.analysis import figures, tables
 from causalvis.analysis.contrasts import compute_contrasts, mixed_model
-from causalvis.analysis.exclusion import apply_exclusions
 from causalvis.analysis.kappa import kappa_analysis, machine_observer_rows
 from causalvis.config import ExclusionConfig
 from causalvis.errors import CausalvisError
+from causalvis.responses.exclusion import apply_exclusions
 
 
 @dataclass
@@ -397,7 +397,7 @@ def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Pa
     STUDY/report/. ``source`` describes the responses in the report (default: the study)."""
     from causalvis.analysis.load import load_study
     from causalvis.config import StudyConfig
-    from causalvis.study.layout import StudyPaths
+    from causalvis.store.layout import StudyPaths
 
     paths = StudyPaths(Path(study))
     df = load_study(paths.root, db_url)

@@ -32,7 +32,7 @@ def demo_command(
 ) -> None:
     """Quick study on the embedded model and images, end to end: build, machine observers,
     a simulated pilot through the real server, the analysis report, then serve it."""
-    from causalvis.study.demo import run_demo
+    from causalvis.cli.demo import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore", "alembic"):  # per-request and migration chatter

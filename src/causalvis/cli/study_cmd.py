@@ -27,7 +27,7 @@ def init_command(
     ),
 ) -> None:
     """Create a study folder with a validated study.toml from a preset."""
-    from causalvis.study.build import init_study
+    from causalvis.pipeline.build import init_study
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     cfg = init_study(
@@ -72,7 +72,7 @@ def build_command(
     """Run the pipeline stages (scan, units, exemplars, blur, occlusion, trials,
     references, sessions), skipping finished work."""
     from causalvis.compute import build_options
-    from causalvis.study.build import build
+    from causalvis.pipeline.build import build
 
     given = {
         "workers": workers,

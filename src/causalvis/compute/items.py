@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths, atomic_path, read_json
-from causalvis.study.plan import stable_seed
+from causalvis.store.layout import StudyPaths, atomic_path, read_json
+from causalvis.store.seeds import stable_seed
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
 _FUNC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")

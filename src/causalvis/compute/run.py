@@ -18,7 +18,7 @@ from typing import Any
 from causalvis.compute.base import Executor, make_executor
 from causalvis.compute.items import ItemResult, WorkItem, item_done, stamp_path
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.store.layout import StudyPaths, read_json
 
 log = logging.getLogger("causalvis.compute")
 MAX_NAMED = 20  # failed items named in the error message (all are in the report)

@@ -24,7 +24,7 @@ import numpy as np
 
 from causalvis.compute.allocator import tune_malloc
 from causalvis.compute.items import ItemContext, ItemResult, WorkItem
-from causalvis.study.layout import StudyPaths, write_stamp
+from causalvis.store.layout import StudyPaths, write_stamp
 
 T = TypeVar("T")
 _MODELS: dict[tuple[str, str | None, str], Any] = {}

@@ -32,7 +32,7 @@ import pandas as pd
 from causalvis.errors import CausalvisError
 from causalvis.observers.score import sigmoid
 from causalvis.observers.trials import AssetReader, read_trials
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 log = logging.getLogger("causalvis.mis")
 
@@ -108,7 +108,7 @@ def imi_tasks(
     """The study's own task distribution (``exemplars.imi_plan`` with one image set per
     task): E⁺ = the k most, E⁻ = the k least activating images, distinct queries from the
     IMI rank windows."""
-    from causalvis.stimuli.exemplars import imi_plan
+    from causalvis.pipeline.exemplars import imi_plan
 
     plan = imi_plan(n_images, n_references=k, n_min_references=k, query_windows=query_windows,
                     n_image_sets=n_tasks, seed=seed)
@@ -234,7 +234,7 @@ def _conditions(paths: StudyPaths, config, requested: Sequence[str] | None) -> l
     """natural + every generated method whose folder exists (synthetic explanations)."""
     if requested is not None:
         return list(requested)
-    from causalvis.stimuli.methods import generated_methods, method_dir_name
+    from causalvis.pipeline.methods import generated_methods, method_dir_name
 
     out = ["natural"]
     for name in generated_methods(config):
@@ -263,11 +263,11 @@ def study_mis(
     hit_rate, mean_delta, n_tasks.
     """
     from causalvis.config import StudyConfig
-    from causalvis.stimuli.exemplars import rank_order
-    from causalvis.stimuli.methods import method_dir_name
-    from causalvis.stimuli.scan import ActivationTable
-    from causalvis.stimuli.units import load_units
-    from causalvis.study.build import StageContext
+    from causalvis.pipeline.build import StageContext
+    from causalvis.pipeline.exemplars import rank_order
+    from causalvis.pipeline.methods import method_dir_name
+    from causalvis.pipeline.scan import ActivationTable
+    from causalvis.pipeline.units import load_units
 
     settings = settings or MisSettings()
     paths = StudyPaths(Path(study))
@@ -522,7 +522,7 @@ def scan_mis_section(
     """``observers.json["mis"]`` of a two_afc study: per-unit MIS sampled from the scan
     (per model for a multi-model study, with the model comparison), using the trial-level
     observer's perceptual net and its α fitted on human responses when there is one."""
-    from causalvis.study.multimodel import existing_substudies
+    from causalvis.pipeline.multimodel import existing_substudies
 
     settings = MisSettings(n_tasks=n_tasks, alpha=alpha, seed=seed)
     if config is not None and config.models:

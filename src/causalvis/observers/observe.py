@@ -25,7 +25,7 @@ from causalvis.observers.score import (
     spearman_ci,
 )
 from causalvis.observers.trials import AssetReader, Trial, load_trials
-from causalvis.study.layout import StudyPaths, atomic_path, write_json
+from causalvis.store.layout import StudyPaths, atomic_path, write_json
 
 log = logging.getLogger("causalvis.observe")
 
@@ -122,8 +122,8 @@ def load_human_responses(
     Uses the analysis' loader and exclusion rules, so 'human accuracy' here is the one
     ``causalvis analyze`` reports.
     """
-    from causalvis.analysis.exclusion import apply_exclusions
     from causalvis.analysis.load import canonicalize, join_trials, load_csv
+    from causalvis.responses.exclusion import apply_exclusions
 
     if responses_csv is not None:
         df = load_csv(responses_csv, mapping)

@@ -13,7 +13,7 @@ from causalvis.observers.power import (
     plot_curve,
     power_curve,
 )
-from causalvis.study.layout import StudyPaths, atomic_path, write_json
+from causalvis.store.layout import StudyPaths, atomic_path, write_json
 
 
 def study_design(paths: StudyPaths) -> tuple[int, int]:

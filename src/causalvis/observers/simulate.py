@@ -294,7 +294,7 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
 
     from causalvis.observers.observe import ALL_OBSERVERS
     from causalvis.observers.trials import read_trials
-    from causalvis.study.layout import StudyPaths
+    from causalvis.store.layout import StudyPaths
 
     paths = StudyPaths(Path(study))
     frame = read_trials(paths.trials)

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from causalvis.study.layout import atomic_write
+from causalvis.store.layout import atomic_write
 
 ENV_VAR = "CAUSALVIS_ADMIN_TOKEN"
 HASH_FILE = ".admin-token.sha256"

@@ -17,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from causalvis import __version__
 from causalvis.errors import CausalvisError
+from causalvis.responses.db import default_url, open_database
 from causalvis.server.admin import AdminToken, resolve_admin_token
 from causalvis.server.api import build_router
 from causalvis.server.bundle import load_bundle
-from causalvis.server.db import default_url, open_database
 from causalvis.server.guards import Guards, Rate, inline_script_hashes
 from causalvis.server.service import Experiment
 

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as DbSession
 
+from causalvis.responses.db import Participant
 from causalvis.server.bundle import Session, StudyBundle
-from causalvis.server.db import Participant
 
 
 def expire_abandoned(db: DbSession, abandon_after: timedelta, now: datetime) -> int:

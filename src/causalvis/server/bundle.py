@@ -13,7 +13,7 @@ from pathlib import Path
 
 from causalvis.config import TASKS, StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 KINDS = ("main", "practice", "catch")
 

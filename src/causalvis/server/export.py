@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from causalvis.errors import CausalvisError
+from causalvis.responses.db import Participant, Response, default_url, open_database
+from causalvis.responses.summary import participant_label, summarize
 from causalvis.server.bundle import StudyBundle, load_bundle
-from causalvis.server.db import Participant, Response, default_url, open_database
-from causalvis.server.summary import participant_label, summarize
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 COLUMNS = [
     "participant_id", "platform", "external_id", "session_id", "condition", "image_set",

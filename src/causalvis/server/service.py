@@ -20,10 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
+from causalvis.responses.db import Participant, Response, utcnow
+from causalvis.responses.summary import participant_label, summarize
 from causalvis.server import platforms
 from causalvis.server.assignment import choose_session, expire_abandoned, taken_counts
 from causalvis.server.bundle import StudyBundle, Trial
-from causalvis.server.db import Participant, Response, utcnow
 from causalvis.server.schemas import (
     ConsentIn,
     FinishIn,
@@ -31,7 +32,6 @@ from causalvis.server.schemas import (
     NewParticipant,
     ResponseIn,
 )
-from causalvis.server.summary import participant_label, summarize
 
 MIN_WIDTH, MIN_HEIGHT = 940, 600
 # Participant tokens are secrets.token_urlsafe(24): 192 random bits, 32 URL-safe characters.

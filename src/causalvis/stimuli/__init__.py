@@ -1,5 +1,4 @@
-"""Stimulus generation: dataset scan, units, exemplars, blur, occlusion, trials, references.
-
-Each stage lives in its own module (see ``causalvis.study.build.STAGES``); this package
-imports nothing eagerly so that one stage never pays for another's dependencies.
+"""Pure numeric cores of stimulus generation: occlusion sweeps (plain and incremental), the
+trial rule, session plans, catch/practice selection and heatmaps. Arrays in, arrays out:
+the stages that read and write the study folder are in ``causalvis.pipeline``.
 """

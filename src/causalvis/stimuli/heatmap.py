@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from causalvis.stimuli.occlusion import Grid
-from causalvis.study.layout import atomic_path
+from causalvis.store.layout import atomic_path
 
 COLOR_A = "#1b9e77"
 COLOR_B = "#d95f02"

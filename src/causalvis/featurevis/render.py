@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from causalvis.featurevis.objectives import Objective
+from causalvis.featurevis.param import ImageParam, make_generators
+from causalvis.featurevis.transforms import TransformSpec
 from causalvis.models import ActivationProbe, CausalvisModel
-from causalvis.stimuli.featurevis.objectives import Objective
-from causalvis.stimuli.featurevis.param import ImageParam, make_generators
-from causalvis.stimuli.featurevis.transforms import TransformSpec
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 

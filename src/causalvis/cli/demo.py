@@ -16,7 +16,7 @@ from pathlib import Path
 
 from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 log = logging.getLogger("causalvis.demo")
 
@@ -41,7 +41,7 @@ DEFAULT_STRATEGY = {"causal_occlusion": "reference_image", "two_afc": "mis"}
 def ensure_study(out: Path, task: str = "causal_occlusion") -> StudyConfig:
     """Create the quick demo study of ``task``, or reuse one that is already there."""
     from causalvis.config import TASKS
-    from causalvis.study.build import init_study
+    from causalvis.pipeline.build import init_study
 
     if task not in TASKS:
         raise CausalvisError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
@@ -96,7 +96,7 @@ def run_demo(
     """Run the demo; returns seconds per step (also printed)."""
     from causalvis.analysis.report import analyze_study
     from causalvis.observers.observe import observe
-    from causalvis.study.build import build
+    from causalvis.pipeline.build import build
 
     out = Path(out).resolve()
     timings: dict[str, float] = {}

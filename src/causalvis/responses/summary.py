@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from causalvis.config import ExclusionConfig
-from causalvis.server.db import Participant, Response
+from causalvis.responses.db import Participant, Response
 
 
 @dataclass

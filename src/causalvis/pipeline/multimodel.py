@@ -16,7 +16,7 @@ from pathlib import Path
 
 from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths, atomic_write
+from causalvis.store.layout import StudyPaths, atomic_write
 
 log = logging.getLogger("causalvis.multimodel")
 

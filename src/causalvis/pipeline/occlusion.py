@@ -30,7 +30,7 @@ import numpy as np
 
 from causalvis.compute import ItemContext, WorkItem, input_digest, run_stage_items
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.store.layout import StudyPaths, read_json
 
 log = logging.getLogger("causalvis.occlusion")
 
@@ -173,7 +173,7 @@ def sweep_layers(model, occluder, layers: list[str], engine: str, batch_size: in
     return occlusion_sweep(model, occluder, layers, batch_size=batch_size, on_batch=on_batch)
 
 
-ITEM_FUNC = "causalvis.stimuli.occlusion_stage:occlusion_item"
+ITEM_FUNC = "causalvis.pipeline.occlusion:occlusion_item"
 
 
 def _groups(targets: list[OcclusionTarget]) -> list[list[OcclusionTarget]]:
@@ -216,7 +216,7 @@ def _target_kwargs(t: OcclusionTarget) -> dict:
 
 def occlusion_items(ctx) -> list[WorkItem]:
     """One work item per group of targets sharing query images (see :func:`_groups`)."""
-    from causalvis.stimuli.stage_items import model_spec, source_spec
+    from causalvis.pipeline.items import model_spec, source_spec
 
     paths, config = ctx.paths, ctx.config
     occ = config.occlusion
@@ -243,8 +243,8 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
                    blur: dict, targets: list[dict]) -> dict:
     """Work item: sweep each query image of the group once (all layers it needs) and write
     every target's ``set<b>.npz``."""
+    from causalvis.pipeline.items import item_model, item_source
     from causalvis.stimuli.occlusion import Grid, Occluder
-    from causalvis.stimuli.stage_items import item_model, item_source
 
     net = item_model(model, ctx.device)
     images = item_source(source, net)

@@ -30,7 +30,8 @@ from causalvis.compute import ItemContext, WorkItem, cached, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import pil_to_tensor, tensor_to_pil
 from causalvis.models import ActivationProbe
-from causalvis.stimuli.methods import (
+from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
+from causalvis.pipeline.methods import (
     GenerateBatch,
     Generated,
     ImageLike,
@@ -42,9 +43,8 @@ from causalvis.stimuli.methods import (
     natural_reference_paths,
     reference_file,
 )
-from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
-from causalvis.study.assets import encode_png
-from causalvis.study.layout import read_json
+from causalvis.store.assets import encode_png
+from causalvis.store.layout import read_json
 
 
 def _to_pil(img: ImageLike, size: int, where: str) -> Image.Image:
@@ -143,7 +143,7 @@ def _digest(cfg, name: str, n: int) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-ITEM_FUNC = "causalvis.stimuli.references:references_chunk_item"
+ITEM_FUNC = "causalvis.pipeline.references:references_chunk_item"
 
 
 def _n_images(cfg, name: str) -> int:

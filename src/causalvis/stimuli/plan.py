@@ -9,21 +9,10 @@ responses and the number of participants needed is simply the sum over sessions.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 
-
-def stable_seed(*parts: object) -> int:
-    """A seed derived from names, not from process state (same on every executor)."""
-    text = "|".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-def opaque_id(prefix: str, *parts: object, length: int = 12) -> str:
-    """An id that reveals nothing about what it names (no condition, no answer)."""
-    text = "|".join(str(p) for p in parts)
-    return prefix + hashlib.sha256(text.encode()).hexdigest()[:length]
+from causalvis.store.seeds import opaque_id, stable_seed
 
 
 @dataclass
@@ -81,7 +70,13 @@ def plan_sessions(
                 sid = opaque_id("s", seed, *tag, condition, image_set, g, length=10)
                 sessions.append(
                     PlannedSession(
-                        sid, condition, image_set, list(group), [], [], responses_per_cell,
+                        sid,
+                        condition,
+                        image_set,
+                        list(group),
+                        [],
+                        [],
+                        responses_per_cell,
                         model,
                     )
                 )

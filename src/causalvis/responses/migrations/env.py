@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-from causalvis.server.db import Base
+from causalvis.responses.db import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable from the alembic CLI
-    raise RuntimeError("run migrations through causalvis.server.db.upgrade_schema")
+    raise RuntimeError("run migrations through causalvis.responses.db.upgrade_schema")
 
 context.configure(
     connection=connection,

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import (
+from causalvis.store.layout import (
     StudyPaths,
     atomic_write,
     stamp_matches,
@@ -292,7 +292,7 @@ def exemplar_record(unit, acts: np.ndarray, ids: Sequence[str], plan, cfg) -> di
 def _reference_files(record: dict) -> list[dict]:
     """Natural reference images to write: ``set<b>-<i>.png`` (max side) and, for the imi
     scheme, ``set<b>-min-<i>.png`` (min side)."""
-    from causalvis.stimuli.methods import reference_file
+    from causalvis.pipeline.methods import reference_file
 
     files = []
     for s in record["image_sets"]:
@@ -313,7 +313,7 @@ def write_natural_references(ctx, unit, record: dict) -> None:
     of the exact stored bytes."""
     from causalvis.images.preprocess import pil_to_tensor
     from causalvis.models import probe_tensor
-    from causalvis.study.assets import encode_png
+    from causalvis.store.assets import encode_png
 
     folder = ctx.paths.reference_dir("natural", unit.key)
     if folder.exists():
@@ -386,8 +386,8 @@ def _stack(tensors):
 
 def run_exemplars_stage(ctx) -> None:
     """Exemplar sets + natural reference PNGs for every unit (main and practice)."""
-    from causalvis.stimuli.scan import ActivationTable
-    from causalvis.stimuli.units import load_units
+    from causalvis.pipeline.scan import ActivationTable
+    from causalvis.pipeline.units import load_units
 
     paths: StudyPaths = ctx.paths
     cfg = ctx.config.exemplars

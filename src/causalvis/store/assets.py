@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from causalvis.study.layout import StudyPaths, atomic_write
+from causalvis.store.layout import StudyPaths, atomic_write
 
 
 def encode_png(img: Image.Image) -> bytes:

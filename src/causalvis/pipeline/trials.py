@@ -9,7 +9,7 @@ below ``trials.tie_tolerance`` is dropped (counted in the stage's log line). Kep
 to ``bundle/assets/`` under content-hashed names; A and B are labelled ``a``/``b`` in a
 seeded random order. Output: ``stimuli/trials_base.csv`` and a copy as ``trials.csv``
 (the sessions stage later replaces it with the per-condition table).
-Task ``two_afc`` builds its query pairs instead (:mod:`causalvis.stimuli.two_afc`).
+Task ``two_afc`` builds its query pairs instead (:mod:`causalvis.pipeline.two_afc`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from PIL import Image
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.stimuli.occlusion import Grid
-from causalvis.stimuli.occlusion_stage import (
+from causalvis.pipeline.occlusion import (
     OcclusionResult,
     load_result,
     load_units,
@@ -37,9 +36,10 @@ from causalvis.stimuli.occlusion_stage import (
     plan,
     result_path,
 )
+from causalvis.stimuli.occlusion import Grid
 from causalvis.stimuli.trial_rule import Pair, rank_candidates, relative_difference, select_pair
-from causalvis.study.assets import encode_png, read_asset, write_asset
-from causalvis.study.layout import (
+from causalvis.store.assets import encode_png, read_asset, write_asset
+from causalvis.store.layout import (
     StudyPaths,
     atomic_write,
     read_json,
@@ -191,7 +191,7 @@ def run_trials_stage(ctx) -> None:
     """Build (or reuse) every (unit, image set) trial and write trials_base.csv."""
     paths: StudyPaths = ctx.paths
     if ctx.config.task == "two_afc":
-        from causalvis.stimuli.two_afc import run_two_afc_trials
+        from causalvis.pipeline.two_afc import run_two_afc_trials
 
         run_two_afc_trials(ctx)
         return

@@ -9,7 +9,7 @@ those of the served bytes. A pair whose order flips on the served bytes, or whos
 relative difference (``rel_diff`` below) falls under ``trials.tie_tolerance``, is
 dropped (counted in the log line). Kept images go to ``bundle/assets/`` under
 content-hashed names, labelled ``a``/``b`` in a seeded random order
-(:func:`causalvis.stimuli.trials.order_flip`).
+(:func:`causalvis.pipeline.trials.order_flip`).
 
 ``rel_diff = (act(max query) - act(min query)) / (dataset max - dataset min)`` of the
 unit (``top[0]`` and ``bottom[0]`` of its exemplar record), in [0, 1]: the trial's
@@ -27,11 +27,11 @@ from collections import Counter
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.stimuli.occlusion_stage import load_units
-from causalvis.stimuli.trials import COLUMNS as OCCLUSION_COLUMNS
-from causalvis.stimuli.trials import decode_png, measure, order_flip, write_table
-from causalvis.study.assets import encode_png, read_asset, write_asset
-from causalvis.study.layout import (
+from causalvis.pipeline.occlusion import load_units
+from causalvis.pipeline.trials import COLUMNS as OCCLUSION_COLUMNS
+from causalvis.pipeline.trials import decode_png, measure, order_flip, write_table
+from causalvis.store.assets import encode_png, read_asset, write_asset
+from causalvis.store.layout import (
     StudyPaths,
     atomic_write,
     read_json,

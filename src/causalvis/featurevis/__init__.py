@@ -3,16 +3,18 @@
 Modules: ``param`` (Fourier / pixel parameterizations, colour decorrelation),
 ``transforms`` (random, batched, differentiable robustness transforms), ``objectives``
 (per-image objectives that index the batch), ``render`` (the optimization loop),
-``maco`` (magnitude-constrained optimization) and ``recipe`` (the study's unit batches).
+and ``maco`` (magnitude-constrained optimization). The study's unit batches (a
+``FeatureVisConfig`` turned into render calls) live in ``causalvis.pipeline.featurevis_recipe``:
+this package knows nothing of study configs.
 """
 
-from causalvis.stimuli.featurevis.maco import (
+from causalvis.featurevis.maco import (
     MacoParam,
     MacoSettings,
     natural_magnitude,
     render_maco,
 )
-from causalvis.stimuli.featurevis.objectives import (
+from causalvis.featurevis.objectives import (
     ChannelMean,
     Direction,
     Diversity,
@@ -20,10 +22,9 @@ from causalvis.stimuli.featurevis.objectives import (
     Objective,
     unit_objective,
 )
-from causalvis.stimuli.featurevis.param import FourierParam, PixelParam, make_param
-from causalvis.stimuli.featurevis.recipe import UnitImages, render_side, render_units
-from causalvis.stimuli.featurevis.render import RenderResult, RenderSettings, image_seed, render
-from causalvis.stimuli.featurevis.transforms import TransformSpec
+from causalvis.featurevis.param import FourierParam, PixelParam, make_param
+from causalvis.featurevis.render import RenderResult, RenderSettings, image_seed, render
+from causalvis.featurevis.transforms import TransformSpec
 
 __all__ = [
     "ChannelMean",
@@ -38,13 +39,10 @@ __all__ = [
     "RenderResult",
     "RenderSettings",
     "TransformSpec",
-    "UnitImages",
     "image_seed",
     "make_param",
     "natural_magnitude",
     "render",
     "render_maco",
-    "render_side",
-    "render_units",
     "unit_objective",
 ]

@@ -22,22 +22,22 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from causalvis.models import ActivationProbe, CausalvisModel
-from causalvis.stimuli.featurevis.objectives import Objective
-from causalvis.stimuli.featurevis.param import (
+from causalvis.featurevis.objectives import Objective
+from causalvis.featurevis.param import (
     ImageParam,
     decorrelate_colors,
     make_generators,
     per_image_randn,
     recorrelate_colors,
 )
-from causalvis.stimuli.featurevis.render import (
+from causalvis.featurevis.render import (
     RenderResult,
     evaluate,
     frozen,
     image_seed,
     memory_format,
 )
+from causalvis.models import ActivationProbe, CausalvisModel
 
 
 def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:

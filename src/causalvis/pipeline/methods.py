@@ -35,7 +35,7 @@ from PIL import Image
 
 from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 ENTRY_POINT_GROUP = "causalvis.methods"
 
@@ -112,7 +112,7 @@ class ReferenceMethod:
 
 def _featurevis(method: str) -> GenerateFn:
     def generate(batch: GenerateBatch) -> list[Generated]:
-        from causalvis.stimuli.featurevis import render_side
+        from causalvis.pipeline.featurevis_recipe import render_side
 
         cfg = batch.config.featurevis.model_copy(update={"n_images": batch.n_images})
         magnitude = None
@@ -149,7 +149,7 @@ MACO_SPECTRUM_IMAGES = 256  # natural images averaged for the MACO magnitude spe
 def maco_magnitude(batch: GenerateBatch, n_max: int | None = None) -> torch.Tensor:
     """Mean natural magnitude spectrum at ``featurevis.maco_canvas`` from up to ``n_max``
     images of the study's own source (evenly spaced ids), computed once per stage run."""
-    from causalvis.stimuli.featurevis import natural_magnitude
+    from causalvis.featurevis import natural_magnitude
 
     size = batch.config.featurevis.maco_canvas
     n_max = MACO_SPECTRUM_IMAGES if n_max is None else n_max

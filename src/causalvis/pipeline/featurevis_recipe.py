@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from causalvis.config import FeatureVisConfig
+from causalvis.featurevis.maco import MacoSettings, render_maco
+from causalvis.featurevis.objectives import unit_objective
+from causalvis.featurevis.param import make_param
+from causalvis.featurevis.render import RenderSettings, image_seed, render
+from causalvis.featurevis.transforms import TransformSpec
 from causalvis.models import CausalvisModel
-from causalvis.stimuli.featurevis.maco import MacoSettings, render_maco
-from causalvis.stimuli.featurevis.objectives import unit_objective
-from causalvis.stimuli.featurevis.param import make_param
-from causalvis.stimuli.featurevis.render import RenderSettings, image_seed, render
-from causalvis.stimuli.featurevis.transforms import TransformSpec
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ import pandas as pd
 
 from causalvis import __version__
 from causalvis.errors import CausalvisError
-from causalvis.study.assets import copy_asset, read_asset
-from causalvis.study.catch import catch_pool, select_catch, select_practice, unrelated_partner
-from causalvis.study.layout import (
+from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
+from causalvis.stimuli.plan import plan_sessions, shuffled
+from causalvis.store.assets import copy_asset, read_asset
+from causalvis.store.layout import (
     StudyPaths,
     atomic_path,
     read_json,
@@ -34,7 +35,7 @@ from causalvis.study.layout import (
     write_json,
     write_stamp,
 )
-from causalvis.study.plan import opaque_id, plan_sessions, shuffled, stable_seed
+from causalvis.store.seeds import opaque_id, stable_seed
 
 log = logging.getLogger("causalvis.sessions")
 
@@ -109,8 +110,8 @@ def _sources(ctx) -> list[_Source]:
     if not config.models:
         return [_Source(config.model.name, ctx.paths, config, ctx, False)]
     from causalvis.config import StudyConfig
-    from causalvis.study.build import StageContext
-    from causalvis.study.multimodel import existing_substudies
+    from causalvis.pipeline.build import StageContext
+    from causalvis.pipeline.multimodel import existing_substudies
 
     out = []
     for model, sub in existing_substudies(ctx.paths, config).items():
@@ -141,7 +142,7 @@ class _ReferenceResolver:
     the served bundle once."""
 
     def __init__(self, bundle: StudyPaths, src: _Source) -> None:
-        from causalvis.stimuli.methods import reference_paths
+        from causalvis.pipeline.methods import reference_paths
 
         self.bundle = bundle
         self.src = src

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import (
+from causalvis.store.layout import (
     StudyPaths,
     read_json,
     stamp_matches,
@@ -138,7 +138,7 @@ def _draw_uniform_layer(
 def run_units_stage(ctx) -> None:
     """Write ``units.json`` from the scan (skipped when the inputs are unchanged)."""
     from causalvis.models import parse_unit
-    from causalvis.stimuli.scan import ActivationTable
+    from causalvis.pipeline.scan import ActivationTable
 
     cfg = ctx.config.units
     paths: StudyPaths = ctx.paths

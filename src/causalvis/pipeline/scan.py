@@ -27,8 +27,8 @@ from causalvis.compute import ItemContext, WorkItem, item_done, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import ActivationProbe, list_layers
-from causalvis.stimuli.stage_items import item_model, item_source, model_spec, source_spec
-from causalvis.study.layout import StudyPaths, read_json, write_json
+from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
+from causalvis.store.layout import StudyPaths, read_json, write_json
 
 log = logging.getLogger("causalvis.scan")
 
@@ -163,7 +163,7 @@ def _digest(obj) -> str:
 
 # -- the stage -----------------------------------------------------------------------------
 
-ITEM_FUNC = "causalvis.stimuli.scan:scan_shard_item"
+ITEM_FUNC = "causalvis.pipeline.scan:scan_shard_item"
 
 
 def scan_items(ctx) -> tuple[list[WorkItem], dict]:

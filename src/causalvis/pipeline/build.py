@@ -17,20 +17,20 @@ from pathlib import Path
 
 from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.study.layout import StudyPaths
+from causalvis.store.layout import StudyPaths
 
 log = logging.getLogger("causalvis.build")
 
 # name -> "module:function"; resolved lazily so that `--help` stays fast.
 STAGES: dict[str, str] = {
-    "scan": "causalvis.stimuli.scan:run_scan_stage",
-    "units": "causalvis.stimuli.units:run_units_stage",
-    "exemplars": "causalvis.stimuli.exemplars:run_exemplars_stage",
-    "blur": "causalvis.stimuli.blur:run_blur_stage",
-    "occlusion": "causalvis.stimuli.occlusion_stage:run_occlusion_stage",
-    "trials": "causalvis.stimuli.trials:run_trials_stage",
-    "references": "causalvis.stimuli.references:run_references_stage",
-    "sessions": "causalvis.study.sessions_stage:run_sessions_stage",
+    "scan": "causalvis.pipeline.scan:run_scan_stage",
+    "units": "causalvis.pipeline.units:run_units_stage",
+    "exemplars": "causalvis.pipeline.exemplars:run_exemplars_stage",
+    "blur": "causalvis.pipeline.blur:run_blur_stage",
+    "occlusion": "causalvis.pipeline.occlusion:run_occlusion_stage",
+    "trials": "causalvis.pipeline.trials:run_trials_stage",
+    "references": "causalvis.pipeline.references:run_references_stage",
+    "sessions": "causalvis.pipeline.sessions:run_sessions_stage",
 }
 
 
@@ -101,7 +101,7 @@ def build(
 
     For a multi-model study (``models`` in the config) every stage but ``sessions`` runs in
     each model's sub-study (timings keyed ``<model>:<stage>``), then ``sessions`` merges
-    them in the parent folder (see :mod:`causalvis.study.multimodel`).
+    them in the parent folder (see :mod:`causalvis.pipeline.multimodel`).
     """
     from causalvis.compute.allocator import tune_malloc
 
@@ -119,7 +119,7 @@ def build(
     }
     timings: dict[str, float] = {}
     if config.models:
-        from causalvis.study.multimodel import ensure_substudies
+        from causalvis.pipeline.multimodel import ensure_substudies
 
         per_model = [n for n in names if n != "sessions"]
         for model, sub in ensure_substudies(paths, config).items():

@@ -24,9 +24,9 @@ from PIL import Image
 from causalvis.compute import ItemContext, WorkItem, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
+from causalvis.pipeline.items import item_model, model_spec
 from causalvis.stimuli.occlusion import Grid, blur_image
-from causalvis.stimuli.stage_items import item_model, model_spec
-from causalvis.study.layout import StudyPaths, read_json
+from causalvis.store.layout import StudyPaths, read_json
 
 log = logging.getLogger("causalvis.blur")
 
@@ -60,8 +60,8 @@ def best_sharp_window(
     This is an occlusion sweep in reverse: the base image is the blurred one and the
     "patch" shows the sharp pixels, so the same engine (exact incremental inference where
     the architecture allows it) computes it. Ties go to the first position (row-major)."""
+    from causalvis.pipeline.occlusion import sweep_layers
     from causalvis.stimuli.occlusion import Occluder
-    from causalvis.stimuli.occlusion_stage import sweep_layers
 
     grid = Grid(sharp.shape[0], patch, stride)
     occluder = Occluder(blurred, grid, fill="canvas", canvas=sharp)
@@ -72,7 +72,7 @@ def best_sharp_window(
 
 # -- the stage -------------------------------------------------------------------------------
 
-ITEM_FUNC = "causalvis.stimuli.blur:blur_unit_item"
+ITEM_FUNC = "causalvis.pipeline.blur:blur_unit_item"
 
 
 def blur_unit(
@@ -90,7 +90,7 @@ def blur_unit(
 ) -> None:
     """Blurred references of one unit (``{"key", "layer", "channel"}``) from its natural
     references, written through the item context (atomic, recorded in the stamp)."""
-    from causalvis.study.assets import encode_png
+    from causalvis.store.assets import encode_png
 
     key, layer, channel = unit["key"], unit["layer"], int(unit["channel"])
     natural = ctx.paths.reference_dir("natural", key)
@@ -154,7 +154,7 @@ def blur_unit_item(ctx: ItemContext, *, model: dict, unit: dict, **params) -> No
 def blur_items(ctx) -> list[WorkItem]:
     """One work item per unit (``blur/<unit>``); the digest hashes the blur and model
     config, the window geometry and the unit's natural ``meta.json``."""
-    from causalvis.stimuli.units import load_units
+    from causalvis.pipeline.units import load_units
 
     paths: StudyPaths = ctx.paths
     cfg = ctx.config
@@ -195,7 +195,7 @@ def blur_items(ctx) -> list[WorkItem]:
 
 def blur_used(config) -> bool:
     """Whether a condition shows blurred references (directly or in a composite)."""
-    from causalvis.stimuli.methods import get_method
+    from causalvis.pipeline.methods import get_method
 
     def uses(name: str) -> bool:
         method = get_method(name)

@@ -1,1 +1,0 @@
-"""Study folder layout, session plans, catch/practice selection and the bundle writer."""
