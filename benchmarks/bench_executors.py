@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, emit  # noqa: E402
-from causalvis.compute import ItemContext, WorkItem, cached_model, run_items  # noqa: E402
+from causalvis.compute import ItemContext, WorkItem, run_items  # noqa: E402
+from causalvis.pipeline.items import cached_model  # noqa: E402
 
 # paper2021 (PROTOCOL.md): ~600k images scanned; 68 x 68 = 4,624 occlusions per trial for
 # 18 units x 10 image sets; feature visualizations: 2,560 steps, batch of 9, per unit.

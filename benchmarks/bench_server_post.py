@@ -33,7 +33,7 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         study = make_study(Path(tmp) / "study", planned=args.participants)

@@ -1,12 +1,14 @@
 """StudyConfig: the validated study configuration (pydantic, TOML on disk), and presets.
 
-Defaults are the ``paper2021`` values of PROTOCOL.md; presets override sections.
+Defaults are the ``paper2021`` values of PROTOCOL.md; presets (data in
+``causalvis.presets``) override sections.
 Every deviation from the paper is a named field here, so a study's ``study.toml``
 says exactly what was run. Invalid values raise :class:`ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tomllib
@@ -17,8 +19,9 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from causalvis.errors import ConfigError
+from causalvis.presets import MODEL_LAYERS, PRESETS, TASK_VARIANTS
+from causalvis.store.layout import CONFIG_FILE
 
-PRESETS = ("quick", "paper2021", "imi2023")
 TASKS = ("causal_occlusion", "two_afc")
 # Conditions without a minimal side: the 2-AFC task cannot show them.
 TWO_AFC_UNSUPPORTED = ("none", "blur", "mixed")
@@ -261,7 +264,7 @@ class StudyConfig(_Section):
     def load(cls, path: str | Path) -> StudyConfig:
         path = Path(path)
         if path.is_dir():
-            path = path / "study.toml"
+            path = path / CONFIG_FILE
         if not path.is_file():
             raise ConfigError(f"no study config at {path} (create one with `causalvis init`)")
         try:
@@ -290,20 +293,6 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 # -- presets -----------------------------------------------------------------------------
 
-LITE0_QUICK_LAYERS = ["blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]
-# Nine block outputs spanning lite0's depth; two units each = the paper's 18 per session.
-LITE0_PAPER_LAYERS = [
-    "blocks.1.1",
-    "blocks.2.1",
-    "blocks.3.0",
-    "blocks.3.2",
-    "blocks.4.1",
-    "blocks.4.2",
-    "blocks.5.1",
-    "blocks.5.3",
-    "blocks.6.0",
-]
-
 
 def preset(
     name: str,
@@ -313,103 +302,55 @@ def preset(
     task: str | None = None,
     models: list[str] | None = None,
 ) -> StudyConfig:
-    """A fresh config for a preset; ``model`` / ``images`` override the preset's, ``task``
-    switches a causal-occlusion preset to the 2-AFC task (IMI exemplar scheme, natural and
-    synthetic conditions, query-in-references catch trials), ``models`` makes it a
-    multi-model study."""
+    """A fresh config for a preset (``causalvis.presets``: overrides of the defaults);
+    ``model`` / ``images`` override the preset's, ``task`` switches a causal-occlusion
+    preset to the 2-AFC task (its variant: IMI exemplar scheme, natural and synthetic
+    conditions, query-in-references catch trials), ``models`` makes it a multi-model
+    study. A model with layers in ``presets.MODEL_LAYERS`` gets the preset's layers."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-    if name == "imi2023" and task == "causal_occlusion":
-        raise ConfigError("preset imi2023 is a two_afc preset: use quick or paper2021")
-    if name == "paper2021":
-        cfg = StudyConfig(name="paper2021", preset=name, units={"per_layer": 2})
-    elif name == "quick":
-        cfg = StudyConfig(
-            name="quick",
-            preset=name,
-            scan={"batch_size": 32, "shard_size": 256},
-            units={"mode": "per_layer", "per_layer": 1, "n_practice_units": 2},
-            # Five references instead of nine keep the demo within minutes on 2 CPU cores.
-            exemplars={"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 5},
-            conditions={"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2},
-            occlusion={"stride": 12, "batch_size": 64},
-            blur={"stride": 45},
-            featurevis={
-                "size": 128,
-                "crop": 8,
-                "jitter": 8,
-                "jitter_after": 4,
-                "steps": 48,
-                "diversity": 20.0,
-                "n_images": 5,
-                "maco_steps": 24,
-                "maco_canvas": 192,
-                "also_render": ["synthetic-maco"],
-            },
-            sessions={"n_catch": 1, "n_practice": 2, "max_units_per_session": 18},
-        )
-    else:  # imi2023
-        cfg = StudyConfig(
-            name="imi2023",
-            preset=name,
-            task="two_afc",
-            units={"mode": "uniform_layer", "n_units": 84},
-            exemplars={
-                "scheme": "imi",
-                "n_references": 9,
-                "n_min_references": 9,
-                "query_windows": [(0.0, 0.0), (0.0, 0.02), (0.02, 0.05)],
-            },
-            conditions={"names": ["natural", "synthetic"]},
-            sessions={
-                "n_catch": 5,
-                "catch_rule": "query_in_references",
-                "n_practice": 5,
-                "max_units_per_session": 40,
-            },
-            exclusion={
-                "min_catch_accuracy": 0.8,
-                "min_total_time_s": 135.0,
-                "max_total_time_s": 2500.0,
-                "min_instruction_time_s": 15.0,
-                "max_practice_attempts": 3,
-                "min_choices_per_side": 5,
-            },
-            featurevis={"n_non_diverse": 1},
-            server={"correct_counter": True},
-        )
-    if task == "two_afc" and cfg.task != "two_afc":
-        cfg = _as_two_afc(cfg)
+    entry = PRESETS[name]
+    data: dict[str, Any] = {"name": name, "preset": name}
+    _merge(data, entry["overrides"])
+    native = entry["overrides"].get("task", TASKS[0])
+    if task is not None and task != native:
+        if task not in entry["variants"]:
+            others = [p for p in PRESETS if _runs(p, task)]
+            raise ConfigError(
+                f"preset {name} is a {native} preset: use {' or '.join(others)}"
+            )
+        _merge(data, TASK_VARIANTS[task])
+        _merge(data, entry["variants"][task])
     if models:
-        cfg.models = list(models)
+        data["models"] = list(models)
         model = model or models[0]
     if model is not None:
-        cfg.model.name = model
+        _merge(data, {"model": {"name": model}})
     if images is not None:
-        cfg.images.source = images
-    if cfg.model.name == "lite0" and not cfg.units.layers:
-        paper_like = name == "paper2021"
-        cfg.units.layers = list(LITE0_PAPER_LAYERS if paper_like else LITE0_QUICK_LAYERS)
-    return cfg
+        _merge(data, {"images": {"source": images}})
+    studied = data.get("model", {}).get("name", ModelConfig().name)
+    layers = MODEL_LAYERS.get(studied, {}).get(name)
+    if layers and not data.get("units", {}).get("layers"):
+        _merge(data, {"units": {"layers": layers}})
+    return StudyConfig.from_dict(data, source=f"preset {name}")
 
 
-def _as_two_afc(cfg: StudyConfig) -> StudyConfig:
-    """The 2-AFC variant of a causal-occlusion preset: as many minimal as maximal
-    references, IMI query windows, natural vs synthetic, IMI catch rule."""
-    data = cfg.model_dump(mode="json")
-    n_refs = cfg.conditions.n_references
-    data["task"] = "two_afc"
-    data["exemplars"].update(
-        scheme="imi", n_references=n_refs, n_min_references=n_refs,
-        query_windows=[[0.0, 0.0], [0.0, 0.02], [0.02, 0.05]],
-    )
-    data["conditions"]["names"] = ["natural", "synthetic"]
-    data["featurevis"].update(n_non_diverse=1, also_render=[])
-    data["sessions"]["catch_rule"] = "query_in_references"
-    data["server"]["correct_counter"] = True
-    return StudyConfig.model_validate(data)
+def _runs(name: str, task: str) -> bool:
+    """Whether preset ``name`` runs ``task`` (natively or as a variant)."""
+    entry = PRESETS[name]
+    return entry["overrides"].get("task", TASKS[0]) == task or task in entry["variants"]
+
+
+def _merge(into: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Merge nested ``overrides`` into ``into`` (sections merged, values replaced; copied,
+    so the preset data is never shared with a config)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = copy.deepcopy(value)
 
 
 def config_reference_markdown() -> str:

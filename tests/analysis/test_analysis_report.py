@@ -103,12 +103,12 @@ def test_study_path_reads_the_database_export(study, tmp_path, monkeypatch):
     (root / "responses.sqlite").write_bytes(b"")  # the loader checks the default DB exists
     seen = {}
 
-    def fake_frame(db_url, study_dir):
+    def fake_frame(db_url, study_dir, **_):
         seen["args"] = (db_url, str(study_dir))
         return df.drop(columns=["unit", "base_trial_id"]).assign(
             choice="a", left_option=np.where(np.arange(len(df)) % 2, "a", "b"))
 
-    import causalvis.server.export as export
+    import causalvis.responses.export as export
 
     monkeypatch.setattr(export, "responses_frame", fake_frame)
     s, page = analyze_study(root, out=tmp_path / "r",

@@ -44,7 +44,7 @@ def _run_participant(client, study: Path, external_id: str, policy: str,
 def test_analyze_study_reads_the_server_database(tmp_path, capsys):
     from fastapi.testclient import TestClient
 
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     study = make_study(tmp_path / "study", planned=4)
     app = create_app(study, None, admin_token=ADMIN)

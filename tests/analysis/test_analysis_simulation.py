@@ -11,7 +11,8 @@ from scipy.special import expit
 
 from causalvis.analysis import stats
 from causalvis.analysis.load import canonicalize
-from causalvis.analysis.simulate import logit_location, mean_logit_normal, simulate_responses
+from causalvis.analysis.simulate import simulate_responses
+from causalvis.analysis.stats import logit_location, mean_logit_normal
 from causalvis.analysis.tables import condition_table
 
 TRUE = {"none": 0.60, "natural": 0.67, "synthetic": 0.68, "blur": 0.75}

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from causalvis.compute import ItemContext, WorkItem, cached_model, model_loads
+from causalvis.compute import ItemContext, WorkItem
+from causalvis.pipeline.items import cached_model, model_loads
 
 HERE = "compute_helpers"
 

@@ -17,7 +17,8 @@ from causalvis.models import probe_tensor
 from causalvis.pipeline import methods
 from causalvis.pipeline.build import StageContext
 from causalvis.pipeline.references import run_references_stage
-from causalvis.store.layout import StudyPaths, read_json, unit_key, write_json
+from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.units import unit_key
 
 UNITS = [("blocks.1.1", 2, "main"), ("blocks.1.1", 9, "practice"), ("blocks.2.1", 4, "main")]
 

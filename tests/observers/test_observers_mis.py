@@ -166,16 +166,16 @@ def test_synthetic_explanations_are_read_from_the_reference_folder(mis_study, em
     """Feature visualizations identical to the k most / least activating images give the
     natural MIS exactly (imi scheme: the natural explanations are those k images)."""
     from causalvis.config import StudyConfig
-    from causalvis.pipeline.exemplars import rank_order
-    from causalvis.pipeline.scan import ActivationTable
-    from causalvis.pipeline.units import load_units
+    from causalvis.stimuli.exemplars import rank_order
+    from causalvis.store.activations import ActivationTable
+    from causalvis.store.units import read_units
 
     study = tmp_path / "study"
     shutil.copytree(mis_study, study)
     paths = StudyPaths(study)
     ctx = StageContext(paths, StudyConfig.load(paths.config), progress=False)
     table = ActivationTable(paths)
-    units = load_units(paths, role="main")
+    units = read_units(paths, role="main")
     for unit in units[:3]:  # the fourth unit has no feature visualizations: skipped
         order = rank_order(table.column(unit.layer, unit.channel))
         folder = paths.reference_dir("synthetic", unit.key)
@@ -187,7 +187,7 @@ def test_synthetic_explanations_are_read_from_the_reference_folder(mis_study, em
     res = study_mis(study, embedder=embedder, settings=MisSettings(n_tasks=N_TASKS))
     synth = res[res["condition"] == "synthetic"].set_index("unit")
     nat = natural.set_index("unit")
-    assert list(synth.index) == [u.key for u in units[:3]]
+    assert list(synth.index) == [u.spec for u in units[:3]]  # LAYER:CHANNEL, as in trials.csv
     np.testing.assert_allclose(synth["mean_delta"], nat.loc[synth.index, "mean_delta"],
                                atol=1e-6)
 
@@ -215,9 +215,9 @@ def _two_afc_study(mis_study, tmp_path):
     b, max query = rank K + 1 + b, min query = bottom rank K + 1 + b, references = the K
     most / least activating images; the max query is option a on even trials."""
     from causalvis.config import StudyConfig
-    from causalvis.pipeline.exemplars import rank_order
-    from causalvis.pipeline.scan import ActivationTable
-    from causalvis.pipeline.units import load_units
+    from causalvis.stimuli.exemplars import rank_order
+    from causalvis.store.activations import ActivationTable
+    from causalvis.store.units import read_units
 
     study = tmp_path / "study"
     shutil.copytree(mis_study, study)
@@ -229,7 +229,7 @@ def _two_afc_study(mis_study, tmp_path):
         return write_asset(paths, np.asarray(ctx.source.load(table.ids[order[pos]])))
 
     rows = []
-    for unit in load_units(paths, role="main"):
+    for unit in read_units(paths, role="main"):
         order = rank_order(table.column(unit.layer, unit.channel))
         refs = " ".join(asset(p, order) for p in range(K))
         mins = " ".join(asset(-1 - p, order) for p in range(K))
@@ -239,7 +239,7 @@ def _two_afc_study(mis_study, tmp_path):
             a, bb = (qmax, qmin) if i % 2 == 0 else (qmin, qmax)
             rows.append({
                 "trial_id": f"t{i:03d}", "base_trial_id": f"t{i:03d}", "kind": "main",
-                "condition": "natural", "unit": unit.key, "layer": unit.layer,
+                "condition": "natural", "unit": unit.spec, "layer": unit.layer,
                 "channel": unit.channel, "image_set": b, "query_asset": "",
                 "option_a_asset": a, "option_b_asset": bb, "reference_assets": refs,
                 "min_reference_assets": mins, "box_a": "", "box_b": "", "act_base": "",

@@ -146,7 +146,7 @@ def test_an_observer_without_applicable_trials_is_declared(mixed_study, tmp_path
 def test_spearman_bootstrap_ci():
     from scipy import stats as st
 
-    from causalvis.observers.score import spearman_ci
+    from causalvis.analysis.stats import spearman_ci
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=60)

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from causalvis.analysis.stats import logit_location, mean_logit_normal
 from causalvis.cli import main
 from causalvis.observers.power import (
     PowerDesign,
     exact_ztest_power,
-    logit_for_accuracy,
-    marginal_accuracy,
     pilot_design,
     power_curve,
     simulate_power,
@@ -42,8 +41,8 @@ def test_exact_power_agrees_with_the_normal_approximation():
 
 
 def test_marginal_accuracy_is_matched_with_variability():
-    mu = logit_for_accuracy(0.6, 1.2)
-    assert marginal_accuracy(mu, 1.2) == pytest.approx(0.6, abs=1e-9)
+    mu = logit_location(0.6, 1.2)
+    assert float(mean_logit_normal(mu, 1.2)) == pytest.approx(0.6, abs=1e-9)
     rng = np.random.default_rng(0)
     draws = 1 / (1 + np.exp(-(mu + 1.2 * rng.standard_normal(400_000))))
     assert draws.mean() == pytest.approx(0.6, abs=3e-3)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from causalvis.config import preset
-from causalvis.store.layout import StudyPaths, unit_key, write_json
+from causalvis.store.layout import StudyPaths, write_json
+from causalvis.store.units import unit_key
 
 # Sample ids of the embedded image set (see causalvis.images.SampleSource).
 IMAGES = [

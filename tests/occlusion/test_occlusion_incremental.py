@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from causalvis.errors import CausalvisError
-from causalvis.pipeline.occlusion import sweep_layers
 from causalvis.stimuli.occlusion import Grid, Occluder, occlusion_sweep
 from causalvis.stimuli.occlusion_incremental import IncrementalSweep
+from causalvis.stimuli.sweep import sweep_layers
 
 
 def test_incremental_equals_full_sweep(lite0, samples):

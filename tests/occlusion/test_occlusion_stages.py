@@ -16,10 +16,13 @@ from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
 from causalvis.pipeline import occlusion as stage_mod
 from causalvis.pipeline.build import build
-from causalvis.pipeline.occlusion import candidate_queries, load_result
-from causalvis.pipeline.trials import COLUMNS, order_flip
+from causalvis.pipeline.occlusion import candidate_queries
+from causalvis.pipeline.served import order_flip
 from causalvis.stimuli.occlusion import Grid
-from causalvis.store.layout import unit_key
+from causalvis.store.exemplars import ExemplarRecord
+from causalvis.store.occlusion import read_occlusion
+from causalvis.store.trials import BASE_COLUMNS
+from causalvis.store.units import unit_key
 
 
 def rows(paths, name="trials.csv"):
@@ -30,7 +33,7 @@ def rows(paths, name="trials.csv"):
 def test_occlusion_maps_written_for_every_unit_and_set(tiny_study):
     for key in ("blocks.2.1-c0003", "blocks.2.1-c0017", "blocks.3.2-c0005"):
         for b in (0, 1):
-            res = load_result(tiny_study.occlusion / key / f"set{b}.npz")
+            res = read_occlusion(tiny_study.occlusion / key / f"set{b}.npz")
             assert res.maps.shape == (1, 6, 6)  # offsets 0,32,...,128,134
             assert list(res.offsets) == [0, 32, 64, 96, 128, 134]
             assert res.patch == 90 and res.fill == "mean" and res.image_ids == [IMAGES[b]]
@@ -39,7 +42,7 @@ def test_occlusion_maps_written_for_every_unit_and_set(tiny_study):
 
 def test_trials_base_columns_and_copy(tiny_study):
     base = rows(tiny_study, "stimuli/trials_base.csv")
-    assert list(base[0]) == COLUMNS
+    assert tuple(base[0]) == BASE_COLUMNS
     assert base == rows(tiny_study)
     assert len(base) == 6  # practice units get trials too
     assert {r["kind"] for r in base} == {"main"}
@@ -50,7 +53,7 @@ def test_trials_base_columns_and_copy(tiny_study):
 def test_options_are_argmax_and_argmin_of_the_map(tiny_study):
     for r in rows(tiny_study):
         key = unit_key(r["layer"], int(r["channel"]))
-        res = load_result(tiny_study.occlusion / key / f"set{r['image_set']}.npz")
+        res = read_occlusion(tiny_study.occlusion / key / f"set{r['image_set']}.npz")
         grid = Grid(res.size, res.patch, res.stride)
         m = res.maps[0]
         hi, lo = grid.box(int(np.argmax(m))), grid.box(int(np.argmin(m)))
@@ -128,8 +131,8 @@ def test_one_sweep_per_query_image_for_units_sharing_it(tmp_path, monkeypatch, l
         build(paths.root, ["occlusion"], progress=False)
     # three units on one query image: one pass computes both layers
     assert calls == [("blocks.1.0", "blocks.1.1")]
-    m1 = load_result(paths.occlusion / "blocks.1.1-c0001" / "set0.npz").maps[0]
-    m2 = load_result(paths.occlusion / "blocks.1.1-c0002" / "set0.npz").maps[0]
+    m1 = read_occlusion(paths.occlusion / "blocks.1.1-c0001" / "set0.npz").maps[0]
+    m2 = read_occlusion(paths.occlusion / "blocks.1.1-c0002" / "set0.npz").maps[0]
     assert not np.allclose(m1, m2)
 
 
@@ -154,19 +157,23 @@ def test_candidate_queries_pick_largest_rel_diff(tmp_path, lite0):
         build(paths.root, ["occlusion", "trials"], progress=False)
     (r0, r1) = rows(paths)
     for r in (r0, r1):
-        res = load_result(paths.occlusion / "blocks.1.1-c0007" / f"set{r['image_set']}.npz")
+        res = read_occlusion(paths.occlusion / "blocks.1.1-c0007" / f"set{r['image_set']}.npz")
         assert len(res.image_ids) == 3 and res.image_ids[0] == IMAGES[int(r["image_set"])]
         rel = [(m.max() - m.min()) / abs(b) for m, b in zip(res.maps, res.bases, strict=True)]
         assert r["query_image_id"] == res.image_ids[int(np.argmax(rel))]
         assert float(r["rel_diff"]) == pytest.approx(max(rel), rel=1e-4)
-    ids0 = load_result(paths.occlusion / "blocks.1.1-c0007" / "set0.npz").image_ids
-    ids1 = load_result(paths.occlusion / "blocks.1.1-c0007" / "set1.npz").image_ids
+    ids0 = read_occlusion(paths.occlusion / "blocks.1.1-c0007" / "set0.npz").image_ids
+    ids1 = read_occlusion(paths.occlusion / "blocks.1.1-c0007" / "set1.npz").image_ids
     assert not set(ids0) & set(ids1)  # candidates are disjoint between image sets
 
 
 def test_candidate_queries_are_unused_top_bin_ranks():
-    top = [{"rank": r, "image_id": f"img{r}"} for r in range(1, 21)]
-    ex = {"top": top, "image_sets": [{"query": top[19 - b]} for b in range(10)]}
+    top = [{"rank": r, "image_id": f"img{r}", "activation": 21.0 - r} for r in range(1, 21)]
+    ex = ExemplarRecord.from_dict(
+        {"layer": "l", "channel": 0, "scheme": "rank_bins", "top": top,
+         "image_sets": [{"image_set": b, "query": top[19 - b]} for b in range(10)]},
+        "exemplars/l-c0000.json",
+    )
     c0 = candidate_queries(ex, 0, 3, bin_size=20)
     c9 = candidate_queries(ex, 9, 3, bin_size=20)
     assert [c.rank for c in c0] == [20, 10, 9]
@@ -177,15 +184,13 @@ def test_candidate_queries_are_unused_top_bin_ranks():
 def test_two_afc_studies_skip_occlusion(tmp_path):
     from causalvis.config import preset
     from causalvis.errors import CausalvisError
-    from causalvis.pipeline.build import StageContext
-    from causalvis.pipeline.occlusion import run_occlusion_stage
-    from causalvis.pipeline.trials import run_trials_stage
+    from causalvis.pipeline.build import StageContext, run_stage
     from causalvis.store.layout import StudyPaths
 
     ctx = StageContext(StudyPaths(tmp_path), preset("imi2023"), progress=False)
-    run_occlusion_stage(ctx)  # no units.json needed: nothing to do for 2-AFC
+    run_stage(ctx, "occlusion")  # no units.json needed: nothing to do for 2-AFC
     assert not (tmp_path / "occlusion").exists()
     # the trials stage builds the 2-AFC query pairs instead (tests/two_afc), from units.json
     with pytest.raises(CausalvisError, match="units.json"):
-        run_trials_stage(ctx)
+        run_stage(ctx, "trials")
     assert not (tmp_path / "trials.csv").exists()

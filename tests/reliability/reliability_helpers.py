@@ -17,7 +17,7 @@ from causalvis.server.guards import Rate  # noqa: E402
 
 
 def make_client(study: Path, db_url: str | None = None, rate: Rate | None = None) -> TestClient:
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     app = create_app(study, db_url, admin_token=ADMIN, create_rate=rate or Rate(0, 1.0))
     return TestClient(app)

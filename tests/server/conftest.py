@@ -54,7 +54,7 @@ def db_url(request, study: Path) -> str:
 
 @pytest.fixture
 def client(study: Path, db_url: str):
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     app = create_app(study, db_url, admin_token=ADMIN)
     with TestClient(app) as c:

@@ -58,9 +58,11 @@ def make_study(
     abandon_after_minutes: float = 60.0,
     task: str = "causal_occlusion",
     correct_counter: bool = False,
+    units: list[tuple[str, int]] = UNITS,
 ) -> Path:
     """Write STUDY/{study.toml, trials.csv, bundle/sessions.json, bundle/assets/*.png}.
 
+    ``units``: the main units (one main trial each per session).
     ``task="two_afc"``: the 2-AFC bundle of ``make_two_afc_study`` instead."""
     if task == "two_afc":
         return make_two_afc_study(root, planned=planned, correct_counter=correct_counter)
@@ -110,9 +112,9 @@ def make_study(
         for image_set in IMAGE_SETS:
             sid = f"s{len(sessions):04d}"
             main, practice = [], []
-            for kind, units in (("practice", [PRACTICE_UNIT] * 2), ("main", UNITS),
-                                ("catch", [CATCH_UNIT])):  # fmt: skip
-                for j, unit in enumerate(units):
+            for kind, kind_units in (("practice", [PRACTICE_UNIT] * 2), ("main", units),
+                                     ("catch", [CATCH_UNIT])):  # fmt: skip
+                for j, unit in enumerate(kind_units):
                     seed = 1000 * (kind == "catch") + 100 * (kind == "practice") + 10 * j
                     row = base(kind, unit, image_set, seed + image_set + 1)
                     n += 1

@@ -98,7 +98,7 @@ def test_abandoned_sessions_are_handed_out_again(tmp_path):
     from sqlalchemy import update
 
     from causalvis.responses.db import Participant, utcnow
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     study = make_study(tmp_path / "s", abandon_after_minutes=5)
     app = create_app(study, admin_token=ADMIN)
@@ -285,13 +285,13 @@ def test_admin_progress_and_exports(client, study):
     done = next(p for p in prog["participant_details"] if p["external_id"] == "done-1")
     assert done["catch_accuracy"] == 1.0 and done["practice_attempts"] == 1
     assert "total_time" in done["flags"]  # finished in well under 90 s
-    assert "same_side" in done["flags"]  # always the left option
+    assert "one_sided" in done["flags"]  # always the left option
     assert "instruction_time" not in done["flags"]
 
     csv_r = client.get("/api/v1/admin/responses.csv", headers=AUTH)
     assert csv_r.headers["content-type"].startswith("text/csv")
     frame = pd.read_csv(io.StringIO(csv_r.text))
-    from causalvis.server.export import COLUMNS
+    from causalvis.responses.export import COLUMNS
 
     assert list(frame.columns) == COLUMNS
     assert len(frame) == 5  # 2 practice + 2 main + 1 catch
@@ -310,7 +310,7 @@ def test_admin_progress_and_exports(client, study):
 def test_responses_frame_library_function(client, study, db_url):
     token, body = start(client, study)
     answer(client, token, body["trials"][2]["trial_id"])
-    from causalvis.server import responses_frame
+    from causalvis.responses.export import responses_frame
 
     frame = responses_frame(db_url if db_url.startswith("postgres") else None, study)
     with pytest.raises(CausalvisError, match="no responses database"):

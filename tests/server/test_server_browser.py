@@ -30,7 +30,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def live_server(tmp_path):
 
-    from causalvis.server import create_app, find_web_dist
+    from causalvis.server.app import create_app, find_web_dist
     from causalvis.server.run import serve_in_thread
 
     if not CHROMIUM.is_file():

@@ -38,7 +38,7 @@ def test_serve_missing_study_is_one_line_error(tmp_path):
 
 
 def test_banner_prints_token_once(tmp_path, monkeypatch):
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
     from causalvis.server.run import banner
 
     monkeypatch.delenv("CAUSALVIS_ADMIN_TOKEN", raising=False)

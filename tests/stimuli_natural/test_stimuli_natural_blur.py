@@ -7,10 +7,10 @@ from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.pipeline.blur import best_sharp_window, composite
-from causalvis.pipeline.units import load_units
+from causalvis.stimuli.blur import best_sharp_window, composite
 from causalvis.stimuli.occlusion import Grid, blur_image
 from causalvis.store.layout import read_json
+from causalvis.store.units import read_units
 
 
 def test_window_search_equals_brute_force_with_both_engines(lite0, samples):
@@ -38,7 +38,7 @@ def test_window_search_equals_brute_force_with_both_engines(lite0, samples):
 
 def test_blur_stage_outputs(natural_study, lite0):
     paths = natural_study.paths
-    unit = load_units(paths)[0]
+    unit = read_units(paths)[0]
     meta = read_json(paths.reference_dir("blur", unit.key) / "meta.json")
     natural_meta = read_json(paths.reference_dir("natural", unit.key) / "meta.json")
     assert meta["patch"] == 90 and meta["kernel"] == 21 and meta["stride"] == 67

@@ -9,15 +9,15 @@ from PIL import Image
 from causalvis.images.preprocess import pil_to_tensor
 from causalvis.models import probe_tensor
 from causalvis.pipeline import exemplars
-from causalvis.pipeline.scan import ActivationTable
-from causalvis.pipeline.units import load_units
+from causalvis.store.activations import ActivationTable
 from causalvis.store.layout import read_json
+from causalvis.store.units import read_units
 
 
 def test_exemplar_files(natural_study, lite0):
     paths = natural_study.paths
     table = ActivationTable(paths)
-    units = load_units(paths)
+    units = read_units(paths)
     assert len(units) == 3  # main and practice units both get exemplars
     for unit in units:
         rec = read_json(paths.exemplars / f"{unit.key}.json")
@@ -77,7 +77,7 @@ def test_imi_scheme_stage(natural_study, tmp_path):
     ctx = StageContext(StudyPaths(tmp_path), cfg, progress=False)
     ctx.model, ctx.source = natural_study.model, natural_study.source
     exemplars.run_exemplars_stage(ctx)
-    unit = load_units(ctx.paths)[0]
+    unit = read_units(ctx.paths)[0]
     rec = read_json(ctx.paths.exemplars / f"{unit.key}.json")
     acts = ActivationTable(ctx.paths).column(unit.layer, unit.channel)
     s0, s1 = rec["image_sets"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from causalvis.config import ExemplarsConfig
-from causalvis.pipeline.exemplars import (
+from causalvis.stimuli.exemplars import (
     ExemplarError,
     check_ties,
     exemplar_record,
@@ -16,7 +16,7 @@ from causalvis.pipeline.exemplars import (
     rank_order,
     reference_bins,
 )
-from causalvis.pipeline.units import Unit
+from causalvis.store.units import Unit, UnitEntry
 
 
 def test_small_rank_bins_by_hand():
@@ -88,7 +88,7 @@ def test_record_maps_ranks_to_images():
     # descending: img5 3.0, img1 2.0, img3 1.5, img7 1.0, img0 0.5, img4 0.0, img2 -1, img6 -2
     cfg = ExemplarsConfig(n_top=4, n_bins=2, n_image_sets=2, n_references=1)
     plan = plan_for_unit(acts, cfg, [0, 1], "l:0")
-    rec = exemplar_record(Unit("l", 0), acts, ids, plan, cfg)
+    rec = exemplar_record(UnitEntry(Unit("l", 0)), acts, ids, plan, cfg).to_dict()
     assert [t["image_id"] for t in rec["top"]] == ["img5", "img1", "img3", "img7"]
     assert [t["rank"] for t in rec["top"]] == [1, 2, 3, 4]
     assert [b["image_id"] for b in rec["bottom"][:2]] == ["img6", "img2"]

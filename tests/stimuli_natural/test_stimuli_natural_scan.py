@@ -14,14 +14,15 @@ from causalvis.images import FolderSource
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
 from causalvis.pipeline import scan
-from causalvis.pipeline.scan import ActivationTable, run_scan_stage, scan_layers
+from causalvis.pipeline.scan import run_scan_stage, scan_layers
+from causalvis.store.activations import ActivationTable
 
 
 def test_scan_matches_direct_probe(natural_study, samples, lite0):
     table = ActivationTable(natural_study.paths)
     assert table.layers == LAYERS
     assert table.ids == samples.ids[:48]  # images.max_images honoured, order kept
-    assert [s["n_images"] for s in table.index["shards"]] == [16, 16, 16]
+    assert [s.n_images for s in table.index.shards] == [16, 16, 16]
     raw = np.load(natural_study.paths.activations / "shard-00001" / "blocks.2.1.npy")
     assert raw.dtype == np.float16 and raw.shape == (16, table.channels["blocks.2.1"])
     picks = [0, 17, 47]
@@ -112,7 +113,7 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, lite0, samples, caplo
     with caplog.at_level(logging.WARNING, logger="causalvis.scan"):
         run_scan_stage(ctx)
     table = ActivationTable(ctx.paths)
-    assert sorted(s["image_id"] for s in table.index["skipped"]) == [
+    assert sorted(s["image_id"] for s in table.index.skipped) == [
         "broken.jpg", "sub/truncated.png"]
     assert table.n_images == 7 and len(table.ids) == 7
     assert "broken.jpg" not in table.ids and "sub/red.png" in table.ids

@@ -10,9 +10,11 @@ from natural_helpers import LAYERS
 
 from causalvis.errors import CausalvisError
 from causalvis.pipeline.build import StageContext
-from causalvis.pipeline.scan import ActivationTable
-from causalvis.pipeline.units import dead_channels, load_units, run_units_stage, sample_units
+from causalvis.pipeline.units import run_units_stage
+from causalvis.stimuli.units import dead_channels, sample_units
+from causalvis.store.activations import ActivationTable
 from causalvis.store.layout import StudyPaths, read_json
+from causalvis.store.units import read_units
 
 
 def test_per_layer_sampling_is_seeded_and_practice_is_distinct():
@@ -57,7 +59,7 @@ def test_dead_channels():
 
 def test_units_stage(natural_study):
     data = read_json(natural_study.paths.units)
-    units = load_units(natural_study.paths)
+    units = read_units(natural_study.paths)
     assert [u.role for u in units] == ["main", "main", "practice"]
     assert [u.layer for u in units[:2]] == LAYERS
     assert data["units"][0]["key"] == units[0].key

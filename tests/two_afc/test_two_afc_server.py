@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 @pytest.fixture
 def make_client(tmp_path: Path):
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     apps = []
 
@@ -152,7 +152,7 @@ def test_practice_feedback_and_repeat(make_client):
 
 
 def test_export_has_model_column_and_stored_answers(make_client):
-    from causalvis.server.export import COLUMNS
+    from causalvis.responses.export import COLUMNS
 
     client, study = make_client(correct_counter=True)
     rows = truth(study)
@@ -214,7 +214,7 @@ def test_real_built_study_is_served(tiny_two_afc_sessions, tmp_path):
     bundle's, and scoring follows trials.csv (the maximal query is correct)."""
     import shutil
 
-    from causalvis.server import create_app
+    from causalvis.server.app import create_app
 
     root = tmp_path / "study"
     shutil.copytree(tiny_two_afc_sessions[0], root)

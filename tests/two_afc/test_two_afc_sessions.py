@@ -11,7 +11,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from causalvis.store.layout import StudyPaths, unit_key
+from causalvis.store.layout import StudyPaths
+from causalvis.store.units import unit_key
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,16 @@ from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
 from causalvis.images import pil_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.pipeline import methods, two_afc
+from causalvis.pipeline import methods
 from causalvis.pipeline.build import StageContext, build
 from causalvis.pipeline.featurevis_recipe import render_side, render_units
 from causalvis.pipeline.methods import Generated, ReferenceMethod
 from causalvis.pipeline.references import run_method
-from causalvis.pipeline.trials import order_flip
+from causalvis.pipeline.served import order_flip
 from causalvis.store.assets import read_asset
-from causalvis.store.layout import StudyPaths, read_json, unit_key
+from causalvis.store.layout import StudyPaths, read_json
+from causalvis.store.trials import TWO_AFC_BASE_COLUMNS
+from causalvis.store.units import read_units, unit_key
 
 
 def _trials(root: Path) -> pd.DataFrame:
@@ -35,7 +37,7 @@ def test_pairs_are_true_on_the_served_bytes(tiny_two_afc, lite0, samples):
     root, cfg = tiny_two_afc
     paths = StudyPaths(root)
     table = _trials(root)
-    assert list(table.columns) == two_afc.COLUMNS
+    assert tuple(table.columns) == TWO_AFC_BASE_COLUMNS
     assert (root / "trials.csv").read_bytes() == (root / "stimuli/trials_base.csv").read_bytes()
     units = read_json(paths.units)["units"]
     # every (unit, image set) of main and practice units: nothing dropped at this size
@@ -194,15 +196,15 @@ def test_per_image_set_user_method_gets_each_sides_naturals(tiny_two_afc, tmp_pa
     shutil.copytree(root, study)
     paths = StudyPaths(study)
     name = f"{__name__}:copy_naturals_factory"
-    units = read_json(paths.units)["units"]
+    units = read_units(paths)
     assert run_method(StageContext(paths, cfg, progress=False), name, units) == 2
     for u in units:
-        meta = read_json(paths.reference_dir(methods.method_dir_name(name), u["key"]) / "meta.json")
+        meta = read_json(paths.reference_meta(methods.method_dir_name(name), u.key))
         assert sorted({(e["image_set"], e["role"]) for e in meta["images"]}) == [
             (0, "max"), (0, "min"), (1, "max"), (1, "min")]
         for b in (0, 1):
             for side in ("max", "min"):
-                got = methods.reference_paths(paths, cfg, name, u["key"], b, side=side)
-                want = methods.reference_paths(paths, cfg, "natural", u["key"], b, side=side)
+                got = methods.reference_paths(paths, cfg, name, u.key, b, side=side)
+                want = methods.reference_paths(paths, cfg, "natural", u.key, b, side=side)
                 assert [g.name for g in got] == [w.name for w in want]
                 assert [g.read_bytes() for g in got] == [w.read_bytes() for w in want]

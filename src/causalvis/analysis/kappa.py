@@ -30,7 +30,7 @@ def machine_observer_rows(observer_trials: pd.DataFrame, trials: pd.DataFrame | 
     if trials is not None and "base_trial_id" in trials.columns:
         base = trials.assign(trial_id=trials["trial_id"].astype(str)).set_index("trial_id")[
             "base_trial_id"].astype(str)
-        base = base[~base.index.duplicated()]
+        base = base[~base.index.duplicated() & (base != "")]  # empty: the trial is its own item
     d["item"] = d["trial_id"].map(base).fillna(d["trial_id"]) if base is not None \
         else d["trial_id"]
     rows = []

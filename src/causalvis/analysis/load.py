@@ -1,19 +1,27 @@
 """Load responses into the canonical trial-level table (docs/study-folder.md, "Responses").
 
 Two sources share one normaliser: any CSV (published datasets) with a ``--map`` from
-canonical field to CSV column, and a study folder (the server's database export joined with
-the study's private ``trials.csv``). Everything downstream reads only canonical columns.
+canonical field to CSV column, and a study folder (the database export of
+:mod:`causalvis.responses.export` joined with the study's private ``trials.csv``).
+Everything downstream reads only canonical columns. A study folder's files are read once,
+into :class:`StudyInputs`, and handed down; analysis never opens an image asset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
+from causalvis.responses import export
+from causalvis.store.layout import StudyPaths
+from causalvis.store.trials import read_trials
+from causalvis.store.units import unit_spec
 
 REQUIRED = ("participant_id", "condition", "correct")
 OPTIONAL = (
@@ -197,19 +205,18 @@ def _as_bool(series: pd.Series, field: str, source: str) -> pd.Series:
 
 
 def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Fill per-trial columns (unit, layer, rel_diff, ...) from ``trials.csv`` by trial_id."""
+    """Fill per-trial columns (unit, layer, rel_diff, ...) from ``trials.csv`` by trial_id.
+
+    A trial whose ``unit`` cell is empty gets ``LAYER:CHANNEL`` (``Unit.spec``, the one
+    spelling of a ``unit`` column) from its layer and channel."""
     if "trial_id" not in df.columns or "trial_id" not in trials.columns:
         return df
     trials = trials.copy()
     trials["trial_id"] = trials["trial_id"].astype(str)
     if "image_set" in trials.columns:  # "3" and "3.0" must join as the same set
         trials["image_set"] = trials["image_set"].map(_set_text)
-    if "unit" not in trials.columns and {"layer", "channel"} <= set(trials.columns):
-        from causalvis.store.layout import unit_key
-
-        trials["unit"] = [
-            unit_key(str(layer), int(ch)) for layer, ch in zip(trials["layer"], trials["channel"], strict=True)
-        ]
+    if {"layer", "channel"} <= set(trials.columns):
+        trials["unit"] = _units(trials)
     cols = [c for c in TRIAL_COLUMNS if c in trials.columns]
     info = trials.set_index("trial_id")[cols]
     info = info[~info.index.duplicated()]
@@ -227,14 +234,44 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_study(study: str | Path, db_url: str | None = None) -> pd.DataFrame:
+def _units(trials: pd.DataFrame) -> list[str | None]:
+    given = trials["unit"].map(_text) if "unit" in trials.columns else [None] * len(trials)
+    channels = pd.to_numeric(trials["channel"], errors="coerce")
+    return [
+        unit if unit is not None or _text(layer) is None or pd.isna(ch)
+        else unit_spec(str(layer).strip(), int(ch))
+        for unit, layer, ch in zip(given, trials["layer"], channels, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """The study-folder files an analysis reads, each parsed once: ``study.toml`` (None
+    without one) and ``trials.csv`` (typed, :func:`causalvis.store.trials.read_trials`;
+    None without one)."""
+
+    paths: StudyPaths
+    config: StudyConfig | None
+    trials: pd.DataFrame | None
+
+    @classmethod
+    def read(cls, study: str | Path | StudyInputs) -> StudyInputs:
+        if isinstance(study, StudyInputs):
+            return study
+        paths = StudyPaths(Path(study))
+        if not paths.root.is_dir():
+            raise CausalvisError(f"no study folder at {paths.root}")
+        config = StudyConfig.load(paths.config) if paths.config.is_file() else None
+        trials = (read_trials(paths.trials, required=export.TRIALS_REQUIRED)
+                  if paths.trials.is_file() else None)
+        return cls(paths, config, trials)
+
+
+def load_study(study: str | Path | StudyInputs, db_url: str | None = None) -> pd.DataFrame:
     """Responses of a study (its database, default ``STUDY/responses.sqlite``), canonical,
     joined with ``STUDY/trials.csv``."""
-    from causalvis.store.layout import StudyPaths
-
-    paths = StudyPaths(Path(study))
-    if not paths.root.is_dir():
-        raise CausalvisError(f"no study folder at {paths.root}")
+    inputs = StudyInputs.read(study)
+    paths = inputs.paths
     if db_url is None:
         if not paths.database.is_file():
             raise CausalvisError(
@@ -242,20 +279,8 @@ def load_study(study: str | Path, db_url: str | None = None) -> pd.DataFrame:
                 "pass --db URL, or use --responses-csv)"
             )
         db_url = f"sqlite:///{paths.database}"
-    try:
-        from causalvis.server.export import responses_frame
-    except ImportError as exc:  # the server package is optional at analysis time
-        raise CausalvisError(
-            f"cannot read the study database: causalvis.server.export is unavailable ({exc}); "
-            "export the responses as CSV and use --responses-csv"
-        ) from exc
-    raw = responses_frame(db_url, paths.root)
+    raw = export.responses_frame(db_url, paths.root, trials=inputs.trials)
     df = canonicalize(raw, {}, source=db_url)
-    if paths.trials.is_file():
-        df = join_trials(df, pd.read_csv(paths.trials))
+    if inputs.trials is not None:
+        df = join_trials(df, inputs.trials)
     return df
-
-
-def read_trials(path: str | Path) -> pd.DataFrame | None:
-    path = Path(path)
-    return pd.read_csv(path) if path.is_file() else None

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from causalvis.analysis.stats import resample_weights
+from causalvis.analysis.stats import percentile_interval, resample_weights
 from causalvis.errors import CausalvisError
 
 DEFAULT_MODEL = "model"
@@ -89,7 +89,7 @@ def model_scores(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per ``group``: ``score`` = mean of ``value`` over units, ``ci_low``/``ci_high`` =
-    percentile bootstrap over units (``n_boot`` replicates), ``n_units``; plus ``sd`` of the
+    expanded percentile bootstrap over units (``analysis.stats``, as every CI of the report) (``n_boot`` replicates), ``n_units``; plus ``sd`` of the
     unit values. Deterministic for a given ``seed``; group order follows the column
     (an ordered Categorical keeps its order, anything else is sorted)."""
     if not 0 < ci < 1:
@@ -99,7 +99,6 @@ def model_scores(
     for col in (value, group):
         if col not in per_unit.columns:
             raise CausalvisError(f"per-unit table has no column {col!r}")
-    alpha = (1 - ci) / 2
     rows = []
     for name, sub in per_unit.groupby(group, sort=True, observed=True):
         x = pd.to_numeric(sub[value], errors="coerce").dropna().to_numpy(dtype=float)
@@ -110,7 +109,7 @@ def model_scores(
         if n > 1:
             w = resample_weights(n, n_boot, _group_seed(seed, name))
             reps = w @ x / n
-            lo, hi = (float(v) for v in np.quantile(reps, [alpha, 1 - alpha]))
+            lo, hi = percentile_interval(reps, n, ci)
         else:
             lo = hi = float("nan")  # one unit: no spread to resample
         rows.append({group: name, "score": score, "ci_low": lo, "ci_high": hi,
@@ -264,7 +263,7 @@ def models_section(
         "responses_per_unit": {"min": int(n_resp.min()), "median": float(np.median(n_resp)),
                                "mean": float(n_resp.mean()), "max": int(n_resp.max())},
         "settings": {"n_boot": n_boot, "ci": ci, "seed": seed, "ci_method":
-                     "percentile bootstrap over units", "alpha": ALPHA},
+                     "expanded percentile bootstrap over units", "alpha": ALPHA},
         "by_condition": {},
     }
     for cond in sorted(per_unit["condition"].unique(), key=str):

@@ -22,9 +22,11 @@ from causalvis import __version__
 from causalvis.analysis import figures, tables
 from causalvis.analysis.contrasts import compute_contrasts, mixed_model
 from causalvis.analysis.kappa import kappa_analysis, machine_observer_rows
+from causalvis.analysis.load import StudyInputs, join_trials, load_study
 from causalvis.config import ExclusionConfig
 from causalvis.errors import CausalvisError
-from causalvis.responses.exclusion import apply_exclusions
+from causalvis.responses.exclusion import apply_exclusions, resolve_exclusion
+from causalvis.store.layout import REPORT_PAGE_FILE, SUMMARY_FILE
 
 
 @dataclass
@@ -194,11 +196,11 @@ def write_report(summary: dict[str, Any], out: str | Path) -> Path:
     """Write summary.json, figures and index.html into ``out``; returns index.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     pngs = make_figures(summary, out / "figures")
     page = render_html(summary, {k: _embed(p) for k, p in pngs.items()})
-    (out / "index.html").write_text(page, encoding="utf-8")
-    return out / "index.html"
+    (out / REPORT_PAGE_FILE).write_text(page, encoding="utf-8")
+    return out / REPORT_PAGE_FILE
 
 
 def _embed(png: Path) -> tuple[str, int]:
@@ -389,26 +391,22 @@ def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> s
 
 # -- entry points ---------------------------------------------------------------------------
 
-def analyze_study(study: str | Path, *, db_url: str | None = None, out: str | Path | None = None,
-                  exclusion: ExclusionConfig | None = None,
+def analyze_study(study: str | Path | StudyInputs, *, db_url: str | None = None,
+                  out: str | Path | None = None, exclusion: ExclusionConfig | None = None,
                   options: AnalysisOptions | None = None,
                   source: str | None = None) -> tuple[dict[str, Any], Path]:
     """Analyse a study's responses (exclusion config: given, else the study's); write
     STUDY/report/. ``source`` describes the responses in the report (default: the study)."""
-    from causalvis.analysis.load import load_study
-    from causalvis.config import StudyConfig
-    from causalvis.store.layout import StudyPaths
-
-    paths = StudyPaths(Path(study))
-    df = load_study(paths.root, db_url)
-    cfg = exclusion
-    if cfg is None and paths.config.is_file():
-        cfg = StudyConfig.load(paths.config).exclusion
-    return _finish(df, paths.root, out or paths.report, cfg, options, source or str(paths.root))
+    inputs = StudyInputs.read(study)
+    df = load_study(inputs, db_url)
+    cfg = exclusion if exclusion is not None else resolve_exclusion(inputs.config)
+    root = inputs.paths.root
+    return _finish(df, inputs, out or inputs.paths.report, cfg, options, source or str(root))
 
 
 def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
-                exclusion: ExclusionConfig | None = None, study: str | Path | None = None,
+                exclusion: ExclusionConfig | None = None,
+                study: str | Path | StudyInputs | None = None,
                 options: AnalysisOptions | None = None,
                 fmt: str = "csv") -> tuple[dict[str, Any], Path]:
     """Analyse any trial-level CSV; ``study`` (optional) adds its trials.csv and observers.
@@ -416,17 +414,14 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
     ``fmt="imi"`` reads the IMI dataset's layout (:mod:`causalvis.analysis.imi`; ``mapping``
     then overrides its roles): a 2-AFC, multi-model table, with IMI's exclusion thresholds
     when no ``exclusion`` is given and models in the paper's order."""
-    from causalvis.analysis.load import join_trials, load_csv
+    from causalvis.analysis.load import load_csv
 
     task = None
     if fmt == "imi":
         from causalvis.analysis.imi import load_imi_csv, model_order
-        from causalvis.config import preset
 
         df = load_imi_csv(path, mapping)
         task = "two_afc"
-        if exclusion is None:
-            exclusion = preset("imi2023").exclusion
         opt = options or AnalysisOptions()
         if not opt.model_order and "model" in df.columns:
             opt = replace(opt, model_order=tuple(model_order(df["model"].dropna().unique())),
@@ -436,38 +431,36 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
         df = load_csv(path, mapping)
     else:
         raise CausalvisError(f"--format: unknown format {fmt!r} (csv | imi)")
-    root = Path(study) if study is not None else None
-    if root is not None and (root / "trials.csv").is_file():
-        df = join_trials(df, pd.read_csv(root / "trials.csv"))
-    return _finish(df, root, out, exclusion, options, str(path), task=task)
+    if exclusion is None:
+        exclusion = resolve_exclusion(None, fmt=fmt)
+    inputs = StudyInputs.read(study) if study is not None else None
+    if inputs is not None and inputs.trials is not None:
+        df = join_trials(df, inputs.trials)
+    return _finish(df, inputs, out, exclusion, options, str(path), task=task)
 
 
-def _finish(df: pd.DataFrame, root: Path | None, out: str | Path, cfg: ExclusionConfig | None,
-            options: AnalysisOptions | None, source: str,
+def _finish(df: pd.DataFrame, inputs: StudyInputs | None, out: str | Path,
+            cfg: ExclusionConfig | None, options: AnalysisOptions | None, source: str,
             task: str | None = None) -> tuple[dict[str, Any], Path]:
     observers = observer_trials = trials = None
     options = options or AnalysisOptions()
-    if root is not None and (root / "study.toml").is_file():
-        from causalvis.config import StudyConfig
-
-        study_cfg = StudyConfig.load(root / "study.toml")
+    study_cfg = inputs.config if inputs is not None else None
+    if study_cfg is not None:
         task = task or study_cfg.task
         if study_cfg.models and not options.model_order:
             # The study lists its models from smallest to largest (docs/analysis.md).
             options = replace(options, model_order=tuple(study_cfg.models),
                               model_order_is_size=True)
-    if root is not None:
-        obs_path = root / "report" / "observers.json"
+    if inputs is not None:
+        obs_path = inputs.paths.observers_report
         if obs_path.is_file():
             try:
                 observers = json.loads(obs_path.read_text())
             except json.JSONDecodeError as exc:
                 raise CausalvisError(f"{obs_path}: invalid JSON: {exc}") from exc
-        ot = root / "report" / "observer_trials.csv"
-        if ot.is_file():
-            observer_trials = pd.read_csv(ot)
-        if (root / "trials.csv").is_file():
-            trials = pd.read_csv(root / "trials.csv")
+        if inputs.paths.observer_trials.is_file():
+            observer_trials = pd.read_csv(inputs.paths.observer_trials)
+        trials = inputs.trials
     summary = analyze_frame(df, exclusion=cfg, observers=observers,
                             observer_trials=observer_trials, trials=trials, options=options,
                             source=source, task=task)

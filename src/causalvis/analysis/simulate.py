@@ -2,31 +2,17 @@
 
 Model: P(correct) = sigmoid(mu_c + a_p + b_u), participant effects a ~ N(0, sd_p²), unit
 effects b ~ N(0, sd_u²) (logit-normal). ``mu_c`` is solved so that the *population*
-accuracy E[sigmoid(mu_c + a + b)] equals the requested value.
+accuracy E[sigmoid(mu_c + a + b)] equals the requested value (``stats.logit_location``,
+the integral the power analysis uses too).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 from scipy.special import expit
 
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(61)
-_GH_W = _GH_W / _GH_W.sum()
-
-
-def mean_logit_normal(mu: float | np.ndarray, sd: float) -> np.ndarray:
-    """E[sigmoid(mu + sd·Z)], Z ~ N(0, 1), by Gauss–Hermite quadrature (vectorised in mu)."""
-    mu = np.asarray(mu, dtype=float)
-    return (expit(mu[..., None] + sd * _GH_X) * _GH_W).sum(axis=-1)
-
-
-def logit_location(accuracy: float, sd: float) -> float:
-    """mu with E[sigmoid(mu + sd·Z)] = accuracy."""
-    if not 0 < accuracy < 1:
-        raise ValueError("accuracy must be in (0, 1)")
-    return float(optimize.brentq(lambda m: mean_logit_normal(m, sd) - accuracy, -20, 20))
+from causalvis.analysis.stats import logit_location
 
 
 def simulate_responses(

@@ -1,25 +1,39 @@
-"""Pure numeric statistics: cluster bootstraps, ±2 SEM, permutation tests, Holm, κ.
+"""Pure numeric statistics: cluster bootstraps, ±2 SEM, permutation tests, Holm, κ, and
+the logit-normal mean of the simulations.
 
 Arrays in, numbers out; no pandas, no files. The bootstraps are vectorised: a replicate is
 a vector of multinomial resampling weights over clusters (participants, or participants and
-units crossed), so thousands of replicates cost one matrix product.
+units crossed), so thousands of replicates cost one matrix product. Every interval is an
+expanded percentile interval (:func:`percentile_interval`), for human and machine
+observers alike, so the CIs of one report are comparable.
 
-Public helpers for other stages (machine observers) are :func:`bootstrap_ci`,
-:func:`crossed_bootstrap_ci`, :func:`sem2`, :func:`wilson_ci`, :func:`holm` and
-:func:`error_consistency`.
+Public helpers for other packages (machine observers, power analysis) are
+:func:`bootstrap_ci`, :func:`crossed_bootstrap_ci`, :func:`spearman_ci`, :func:`sem2`,
+:func:`wilson_ci`, :func:`holm`, :func:`error_consistency`, :func:`mean_logit_normal` and
+:func:`logit_location`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as sps
+from scipy.special import expit, logit
 
 DEFAULT_BOOT = 2000
 DEFAULT_PERM = 5000
+# Gauss–Hermite nodes and weights for expectations over Z ~ N(0, 1).
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(61)
+_GH_W = _GH_W / _GH_W.sum()
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def resample_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, n]`` cluster indices drawn with replacement, one row per replicate."""
+    return rng.integers(0, n, size=(n_boot, n))
 
 
 def resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +41,7 @@ def resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarra
 
     Drawn as indices and counted with one bincount (``Generator.multinomial`` with a
     size is ~20x slower)."""
-    idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    idx = resample_indices(n, n_boot, rng) + n * np.arange(n_boot)[:, None]
     return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
@@ -207,6 +221,46 @@ def kappa_matrix(correct: np.ndarray, min_common: int = 1) -> tuple[np.ndarray, 
         kappa = (c_obs - c_exp) / (1 - c_exp)
     kappa[(n_common < max(min_common, 1)) | ~np.isfinite(kappa)] = np.nan
     return kappa, n_common
+
+
+def spearman_ci(
+    x, y, *, n_boot: int = DEFAULT_BOOT, level: float = 0.95, seed=0
+) -> tuple[float, float, float]:
+    """Spearman ρ with a bootstrap CI over the paired items (e.g. units): items are
+    resampled with their pair, the interval is :func:`percentile_interval`'s. NaN with
+    fewer than 3 items, no variation, or fewer than 10 resamples with a defined ρ."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rho = float(sps.spearmanr(x, y).statistic)
+    idx = resample_indices(n, n_boot, _rng(seed))
+    rx = sps.rankdata(x[idx], axis=1)
+    ry = sps.rankdata(y[idx], axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    valid = denom > 0  # resamples where one side is constant have no correlation
+    if valid.sum() < 10:
+        return rho, float("nan"), float("nan")
+    lo, hi = percentile_interval((rx * ry).sum(axis=1)[valid] / denom[valid], n, level)
+    return rho, lo, hi
+
+
+def mean_logit_normal(mu: float | np.ndarray, sd: float) -> np.ndarray:
+    """E[sigmoid(mu + sd·Z)], Z ~ N(0, 1), by Gauss–Hermite quadrature (vectorised in mu):
+    the population accuracy of a logistic model with N(0, sd²) random effects."""
+    mu = np.asarray(mu, dtype=float)
+    return (expit(mu[..., None] + sd * _GH_X) * _GH_W).sum(axis=-1)
+
+
+def logit_location(accuracy: float, sd: float) -> float:
+    """mu with E[sigmoid(mu + sd·Z)] = accuracy (the logit itself when sd = 0)."""
+    if not 0 < accuracy < 1:
+        raise ValueError("accuracy must be in (0, 1)")
+    if sd == 0:
+        return float(logit(accuracy))
+    return float(optimize.brentq(lambda m: mean_logit_normal(m, sd) - accuracy, -40, 40))
 
 
 def spearman(x, y) -> tuple[float, float]:

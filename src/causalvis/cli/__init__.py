@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
+from causalvis.cli.app import app, fail
 from causalvis.errors import CausalvisError
 
-app = typer.Typer(
-    name="causalvis",
-    help="The causal occlusion psychophysics benchmark: stimuli -> web experiment -> analysis.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+__all__ = ["app", "fail", "main"]
 
 
 def _register_commands() -> None:
@@ -32,11 +24,6 @@ def _register_commands() -> None:
         serve_cmd,
         study_cmd,
     )
-
-
-def fail(message: str) -> None:
-    """Print one error line and exit 1 (for checks done in the CLI layer itself)."""
-    raise CausalvisError(message)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from causalvis.cli import app, fail
+from causalvis.cli.app import app, fail
 
 
 @app.command("analyze")
@@ -48,11 +48,9 @@ def analyze_command(
     ),
 ) -> None:
     """Analyse responses: a study's database, or any CSV with --responses-csv and --map."""
-    from pydantic import ValidationError
-
-    from causalvis.analysis.load import parse_map
+    from causalvis.analysis.load import StudyInputs, parse_map
     from causalvis.analysis.report import AnalysisOptions, analyze_csv, analyze_study
-    from causalvis.config import ExclusionConfig, StudyConfig, format_validation_error
+    from causalvis.responses.exclusion import resolve_exclusion
 
     if study is None and responses_csv is None:
         fail("give a STUDY folder or --responses-csv FILE")
@@ -66,23 +64,14 @@ def analyze_command(
         fail("--format applies to --responses-csv only")
     if study is not None and not study.is_dir():
         fail(f"no study folder at {study}")
-    base = ExclusionConfig()
-    if fmt == "imi":
-        from causalvis.config import preset
-
-        base = preset("imi2023").exclusion
-    if study is not None and (study / "study.toml").is_file():
-        base = StudyConfig.load(study).exclusion
-    overrides = {k: v for k, v in {
+    # study.toml and trials.csv are parsed here, once, and handed down.
+    inputs = StudyInputs.read(study) if study is not None else None
+    exclusion = resolve_exclusion(inputs.config if inputs else None, {
         "min_catch_accuracy": min_catch_accuracy, "min_total_time_s": min_total_time,
         "max_total_time_s": max_total_time, "min_instruction_time_s": min_instruction_time,
         "max_practice_attempts": max_practice_attempts,
         "max_same_side_fraction": max_same_side_fraction,
-    }.items() if v is not None}
-    try:
-        exclusion = ExclusionConfig.model_validate({**base.model_dump(), **overrides})
-    except ValidationError as exc:
-        fail(format_validation_error(exc, "exclusion options"))
+    }, fmt)
     options = AnalysisOptions(n_boot=n_boot, n_perm=n_perm, seed=seed, design=ci,
                               mixed_model=not no_mixed_model,
                               min_side_choices=min_side_choices)
@@ -94,11 +83,12 @@ def analyze_command(
         else:
             field_map = parse_map(mapping)
         summary, page = analyze_csv(responses_csv, field_map,
-                                    out=out or (study / "report" if study else Path("report")),
-                                    exclusion=exclusion, study=study, options=options, fmt=fmt)
+                                    out=out or (inputs.paths.report if inputs else Path("report")),
+                                    exclusion=exclusion, study=inputs, options=options,
+                                    fmt=fmt)
     else:
-        assert study is not None
-        summary, page = analyze_study(study, db_url=db, out=out, exclusion=exclusion,
+        assert inputs is not None
+        summary, page = analyze_study(inputs, db_url=db, out=out, exclusion=exclusion,
                                       options=options)
     ex = summary["exclusions"]
     typer.echo(f"participants: {ex['n_participants']} ({ex['n_excluded']} excluded)")

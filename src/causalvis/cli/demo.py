@@ -97,6 +97,7 @@ def run_demo(
     from causalvis.analysis.report import analyze_study
     from causalvis.observers.observe import observe
     from causalvis.pipeline.build import build
+    from causalvis.responses.exclusion import resolve_exclusion
 
     out = Path(out).resolve()
     timings: dict[str, float] = {}
@@ -119,9 +120,7 @@ def run_demo(
     t = time.perf_counter()
     # Simulated participants answer instantly, so the time-window criteria would exclude
     # all of them: the pilot's analysis switches those two criteria off (and says so).
-    exclusion = cfg.exclusion.model_copy(
-        update={"min_total_time_s": 0.0, "min_instruction_time_s": 0.0}
-    )
+    exclusion = resolve_exclusion(cfg, {"min_total_time_s": 0.0, "min_instruction_time_s": 0.0})
     _, report = analyze_study(
         out,
         db_url=f"sqlite:///{db_path}",
@@ -153,7 +152,7 @@ def run_demo(
 def _observer_lines(study: Path) -> list[str]:
     import json
 
-    path = study / "report" / "observers.json"
+    path = StudyPaths(study).observers_report
     if not path.is_file():
         return []
     data = json.loads(path.read_text())

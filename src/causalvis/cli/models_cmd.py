@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from causalvis.cli import app
+from causalvis.cli.app import app
 
 WeightsOpt = typer.Option(
     None, "--weights", help="state-dict file (.pth/.safetensors), or 'random' for tests"

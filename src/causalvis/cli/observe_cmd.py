@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from causalvis.cli import app
+from causalvis.cli.app import app
 
 
 @app.command("observe")
@@ -38,6 +38,7 @@ def observe_command(
     """Machine observers on a built study -> report/observers.json, observer_trials.csv."""
     from causalvis.analysis.load import parse_map
     from causalvis.observers.observe import observe
+    from causalvis.store.layout import StudyPaths
 
     result = observe(study, observer or None, perceptual_model=perceptual,
                      perceptual_weights=perceptual_weights,
@@ -64,7 +65,7 @@ def observe_command(
                        f"{_ci(row)}  units={row['n_units']}")
         if entry.get("statement"):
             typer.echo(entry["statement"])
-    typer.echo(f"wrote {Path(study) / 'report' / 'observers.json'}")
+    typer.echo(f"wrote {StudyPaths(study).observers_report}")
 
 
 @app.command("simulate")

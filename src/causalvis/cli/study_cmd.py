@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from causalvis.cli import app
+from causalvis.cli.app import app
 
 
 @app.command("init")
@@ -28,6 +28,7 @@ def init_command(
 ) -> None:
     """Create a study folder with a validated study.toml from a preset."""
     from causalvis.pipeline.build import init_study
+    from causalvis.store.layout import StudyPaths
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     cfg = init_study(
@@ -35,7 +36,7 @@ def init_command(
     )
     which = ", ".join(cfg.models) if cfg.models else cfg.model.name
     typer.echo(
-        f"created {study / 'study.toml'} (preset {cfg.preset}, task {cfg.task}, "
+        f"created {StudyPaths(study).config} (preset {cfg.preset}, task {cfg.task}, "
         f"model{'s' if cfg.models else ''} {which}, images {cfg.images.source})"
     )
 

@@ -22,7 +22,7 @@ from causalvis.compute.items import (
     npz_bytes,
 )
 from causalvis.compute.run import RunReport, WorkItemsFailed, run_items, run_stage_items
-from causalvis.compute.worker import cached, cached_model, model_loads
+from causalvis.compute.worker import cached
 
 __all__ = [
     "EXECUTORS",
@@ -34,13 +34,11 @@ __all__ = [
     "WorkItemsFailed",
     "build_options",
     "cached",
-    "cached_model",
     "check_options",
     "file_digest",
     "input_digest",
     "item_done",
     "make_executor",
-    "model_loads",
     "npz_bytes",
     "run_items",
     "run_stage_items",

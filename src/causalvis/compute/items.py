@@ -15,7 +15,6 @@ import importlib
 import io
 import json
 import re
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,13 +24,11 @@ from typing import Any
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, atomic_path, read_json
+from causalvis.store.layout import StudyPaths, atomic_path, npz_bytes, read_stamp
 from causalvis.store.seeds import stable_seed
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
 _FUNC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-# Fixed zip timestamp: .npz files must be byte-identical whichever process wrote them.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def input_digest(*parts: Any) -> str:
@@ -95,19 +92,9 @@ class WorkItem:
             ) from exc
 
 
-def stamp_path(paths: StudyPaths, name: str) -> Path:
-    return paths.stamps / f"{name}.json"
-
-
 def item_done(paths: StudyPaths, item: WorkItem) -> bool:
     """True when the item's stamp holds its digest and every output it recorded exists."""
-    stamp = stamp_path(paths, item.name)
-    if not stamp.is_file():
-        return False
-    try:
-        data = read_json(stamp)
-    except (json.JSONDecodeError, OSError):
-        return False
+    data = read_stamp(paths, item.name)
     if data.get("digest") != item.digest:
         return False
     return all((paths.root / rel).is_file() for rel in data.get("outputs", []))
@@ -196,17 +183,3 @@ class ItemContext:
     def save_npz(self, path: str | Path, **arrays: np.ndarray) -> None:
         """Like ``np.savez_compressed`` but byte-deterministic (fixed zip timestamps)."""
         self.write_bytes(path, npz_bytes(**arrays))
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """A compressed .npz readable by ``np.load`` whose bytes depend on the arrays only."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()

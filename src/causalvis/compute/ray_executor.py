@@ -4,7 +4,7 @@ Connects to ``ray_address`` (``auto`` or ``ray://host:10001``) or starts a local
 with ``num_cpus`` CPUs. Tasks ask for ``cpus_per_item`` CPUs and, when the device is CUDA,
 ``gpus_per_item`` GPUs (fractions pack several workers on one GPU). Ray recycles a GPU
 task's worker after every call by default; we set ``max_calls=0`` so worker processes
-live on and :func:`causalvis.compute.worker.cached_model` loads the model once per worker.
+live on and :func:`causalvis.compute.worker.cached` keeps the model once per worker.
 Ray's own task retries are off: the driver retries failed items itself, by name.
 """
 

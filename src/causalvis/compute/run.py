@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from causalvis.compute.base import Executor, make_executor
-from causalvis.compute.items import ItemResult, WorkItem, item_done, stamp_path
+from causalvis.compute.items import ItemResult, WorkItem, item_done
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json
+from causalvis.store.layout import StudyPaths, read_stamp
 
 log = logging.getLogger("causalvis.compute")
 MAX_NAMED = 20  # failed items named in the error message (all are in the report)
@@ -64,7 +64,7 @@ class WorkItemsFailed(CausalvisError):
 
 
 def _from_stamp(paths: StudyPaths, result: ItemResult) -> ItemResult:
-    seconds = read_json(stamp_path(paths, result.name)).get("seconds", 0.0)
+    seconds = read_stamp(paths, result.name).get("seconds", 0.0)
     return ItemResult(result.name, True, float(seconds), pid=result.pid, host=result.host)
 
 

@@ -1,7 +1,8 @@
 """The SLURM executor via submitit: one job array per round, ``items_per_job`` per task.
 
 Each array task runs a chunk of items in one process, so the model is loaded once per
-job (``cached_model``) and short items do not pay SLURM's scheduling latency each.
+job (:func:`causalvis.compute.worker.cached`) and short items do not pay SLURM's
+scheduling latency each.
 ``cluster="local"`` / ``"debug"`` select submitit's LocalExecutor / DebugExecutor (tests,
 a workstation without SLURM); ``None`` lets submitit pick (SLURM when ``sbatch`` exists).
 A job that dies (timeout, preemption, out of memory) fails every item of its chunk that

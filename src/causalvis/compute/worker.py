@@ -3,8 +3,8 @@
 :func:`execute_items` runs items one after the other, seeds every global generator from
 the item name (so stray randomness is still reproducible), turns exceptions into failed
 :class:`ItemResult` values, and writes the item's stamp only after its function returned.
-:func:`cached_model` keeps one model per (name, weights, device) per process, so a Ray
-worker or a SLURM job loads the network once and reuses it for every item it runs.
+:func:`cached` keeps per-process resources (the stages cache their model there), so a
+Ray worker or a SLURM job loads the network once and reuses it for every item it runs.
 """
 
 from __future__ import annotations
@@ -27,46 +27,17 @@ from causalvis.compute.items import ItemContext, ItemResult, WorkItem
 from causalvis.store.layout import StudyPaths, write_stamp
 
 T = TypeVar("T")
-_MODELS: dict[tuple[str, str | None, str], Any] = {}
-_OTHER: dict[Hashable, Any] = {}
-_LOCK = threading.RLock()  # `cached` builders may call cached_model
-_LOADS = 0
-
-
-def cached_model(name: str, weights: str | None = None, device: str = "cpu"):
-    """``causalvis.models.load_model`` once per process for each (name, weights, device)."""
-    global _LOADS
-    key = (name, weights, str(device))
-    with _LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            from causalvis.models import load_model
-
-            model = load_model(name, weights=weights, device=device)
-            _MODELS[key] = model
-            _LOADS += 1
-        return model
+_CACHE: dict[Hashable, Any] = {}
+_LOCK = threading.RLock()  # a builder may call `cached` again (a source needs its model)
 
 
 def cached(key: Hashable, build: Callable[[], T]) -> T:
-    """Any other per-process resource (an image source, a parsed index): built once."""
+    """A per-process resource (a model, an image source, a parsed index): built once per
+    key, so a Ray worker or a SLURM job loads it once for every item it runs."""
     with _LOCK:
-        if key not in _OTHER:
-            _OTHER[key] = build()
-        return _OTHER[key]
-
-
-def model_loads() -> int:
-    """How many models this process has built (tests check: once per worker)."""
-    return _LOADS
-
-
-def clear_model_cache() -> None:
-    global _LOADS
-    with _LOCK:
-        _MODELS.clear()
-        _OTHER.clear()
-        _LOADS = 0
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
 
 
 def _seed_globals(seed: int) -> None:

@@ -31,8 +31,12 @@ import pandas as pd
 
 from causalvis.errors import CausalvisError
 from causalvis.observers.score import sigmoid
-from causalvis.observers.trials import AssetReader, read_trials
-from causalvis.store.layout import StudyPaths
+from causalvis.observers.trials import AssetReader, image_set_of, read_trials
+from causalvis.stimuli.exemplars import imi_plan, rank_order
+from causalvis.store import trials as store_trials
+from causalvis.store.activations import ActivationTable
+from causalvis.store.layout import CONFIG_FILE, StudyPaths
+from causalvis.store.units import read_units
 
 log = logging.getLogger("causalvis.mis")
 
@@ -105,11 +109,9 @@ def imi_tasks(
     n_images: int, *, k: int, n_tasks: int,
     query_windows: Sequence[tuple[float, float]], seed: int | Sequence[int],
 ) -> list[MisTask]:
-    """The study's own task distribution (``exemplars.imi_plan`` with one image set per
+    """The study's own task distribution (``stimuli.exemplars.imi_plan``, one image set per
     task): E⁺ = the k most, E⁻ = the k least activating images, distinct queries from the
     IMI rank windows."""
-    from causalvis.pipeline.exemplars import imi_plan
-
     plan = imi_plan(n_images, n_references=k, n_min_references=k, query_windows=query_windows,
                     n_image_sets=n_tasks, seed=seed)
     return [
@@ -259,20 +261,17 @@ def study_mis(
     are the unit's natural extremes (``natural``) or, per generated method, its rendered
     feature visualizations when both sides exist (units without them are skipped).
     Every distinct image is embedded once (the embedder caches by image id).
-    Returns one row per (condition, unit): model, condition, unit, layer, channel, mis,
-    hit_rate, mean_delta, n_tasks.
+    Returns one row per (condition, unit): model, condition, unit (``LAYER:CHANNEL``, the
+    spelling of every ``unit`` column), layer, channel, mis, hit_rate, mean_delta, n_tasks.
     """
     from causalvis.config import StudyConfig
     from causalvis.pipeline.build import StageContext
-    from causalvis.pipeline.exemplars import rank_order
     from causalvis.pipeline.methods import method_dir_name
-    from causalvis.pipeline.scan import ActivationTable
-    from causalvis.pipeline.units import load_units
 
     settings = settings or MisSettings()
     paths = StudyPaths(Path(study))
     if not paths.config.is_file():
-        raise CausalvisError(f"mis: no study.toml in {paths.root}")
+        raise CausalvisError(f"mis: no {CONFIG_FILE} in {paths.root}")
     config = StudyConfig.load(paths.config)
     if config.models:
         raise CausalvisError(
@@ -281,7 +280,7 @@ def study_mis(
     k = settings.k or config.exemplars.n_references
     windows = config.exemplars.query_windows
     table = ActivationTable(paths)
-    units = load_units(paths, role="main")
+    units = read_units(paths, role="main")
     if embedder is None:
         from causalvis.observers.reference import perceptual_model_for
 
@@ -330,7 +329,7 @@ def study_mis(
                 ep, em = _embed_files(embedder, plus), _embed_files(embedder, minus)
             delta = task_deltas(qp, qm, ep, em)
             rows.append({
-                "model": label, "condition": cond, "unit": unit.key, "layer": unit.layer,
+                "model": label, "condition": cond, "unit": unit.spec, "layer": unit.layer,
                 "channel": unit.channel, "mis": float(p_correct(delta, settings.alpha).mean()),
                 "hit_rate": float(p_correct(delta, None).mean()),
                 "mean_delta": float(delta.mean()), "n_tasks": len(tasks),
@@ -426,7 +425,7 @@ def _model_names(study_dirs: Mapping[str, str | Path]) -> set[str]:
     for name, folder in study_dirs.items():
         cfg = StudyPaths(Path(folder)).config
         if not cfg.is_file():
-            raise CausalvisError(f"mis_for_models: {name}: no study.toml in {folder}")
+            raise CausalvisError(f"mis_for_models: {name}: no {CONFIG_FILE} in {folder}")
         out.add(StudyConfig.load(cfg).model.name)
     return out
 
@@ -437,6 +436,10 @@ def _settings_dict(s: MisSettings) -> dict:
 
 
 # -- the trial-level observer on a built two_afc study -----------------------------------------
+
+# A two_afc trial table names the minimal references too (docs/study-folder.md).
+TWO_AFC_COLUMNS = (*store_trials.REQUIRED_COLUMNS, "unit", "min_reference_assets")
+
 
 @dataclass(frozen=True)
 class TwoAfcTrial:
@@ -462,14 +465,8 @@ def load_two_afc_trials(path: str | Path, kinds: tuple[str, ...] = ("main",)) ->
     A study with several models (``model`` column) gets unit labels ``<model>/<unit>``:
     the same layer:channel of two models is not the same unit.
     """
-    frame = read_trials(path)
-    if "min_reference_assets" not in frame.columns:
-        raise CausalvisError(
-            f"{path}: missing column min_reference_assets (not a two_afc trials table)"
-        )
-    models = frame["model"] if "model" in frame.columns else pd.Series([""] * len(frame))
-    multi = models[models != ""].nunique() > 1
-    frame = frame.assign(model=models.to_numpy())
+    frame = read_trials(path, required=TWO_AFC_COLUMNS)
+    multi = frame.loc[frame["model"] != "", "model"].nunique() > 1
     frame = frame[frame["kind"].isin(kinds)]
     out = []
     for row in frame.itertuples(index=False):
@@ -482,8 +479,8 @@ def load_two_afc_trials(path: str | Path, kinds: tuple[str, ...] = ("main",)) ->
             option_a=row.option_a_asset, option_b=row.option_b_asset,
             references=tuple(row.reference_assets.split()),
             min_references=tuple(row.min_reference_assets.split()),
-            correct=row.correct, base_trial_id=getattr(row, "base_trial_id", "") or tid,
-            image_set=int(getattr(row, "image_set", "") or -1), model=row.model,
+            correct=row.correct, base_trial_id=row.base_trial_id or tid,
+            image_set=image_set_of(row.image_set), model=row.model,
         ))
     return out
 
@@ -529,8 +526,8 @@ def scan_mis_section(
         folders = {m: sub.root for m, sub in existing_substudies(paths, config).items()}
     else:
         folders = {config.model.name if config is not None else paths.root.name: paths.root}
-    missing = [m for m, f in folders.items() if not (StudyPaths(f).activations / "index.json")
-               .is_file() or not StudyPaths(f).units.is_file()]
+    missing = [m for m, f in folders.items() if not StudyPaths(f).activations_index.is_file()
+               or not StudyPaths(f).units.is_file()]
     if config is None or missing:
         return {"available": False,
                 "reason": f"no scan/units for {', '.join(missing) or paths.root.name}: "

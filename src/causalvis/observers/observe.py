@@ -7,7 +7,6 @@ and ``report/observer_trials.csv`` (one decision per trial and observer, for κ)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,79 +14,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from causalvis.analysis.stats import error_consistency
+from causalvis.analysis.stats import error_consistency, spearman_ci
 from causalvis.errors import CausalvisError
 from causalvis.observers.base import Observer, decide, signed_toward_truth
-from causalvis.observers.score import (
-    cluster_bootstrap,
-    fit_alpha,
-    sigmoid,
-    spearman_ci,
+from causalvis.observers.registry import (
+    ALL_OBSERVERS,
+    CAUSAL_OCCLUSION,
+    TWO_AFC,
+    default_observers,
+    load_task_trials,
+    make_observers,
+    observers_for,
 )
-from causalvis.observers.trials import AssetReader, Trial, load_trials
+from causalvis.observers.score import cluster_bootstrap, fit_alpha, sigmoid
+from causalvis.observers.trials import AssetReader, Trial
 from causalvis.store.layout import StudyPaths, atomic_path, write_json
 
-log = logging.getLogger("causalvis.observe")
-
-HEURISTICS = ("center", "variance", "saliency")
-REFERENCE_OBSERVERS = ("reference_patch", "reference_image")
-DEFAULT_OBSERVERS = HEURISTICS + REFERENCE_OBSERVERS
-# The 2-AFC task (two natural queries, maximal and minimal references): observers/mis.py.
-TWO_AFC_OBSERVERS = ("mis",)
-ALL_OBSERVERS = DEFAULT_OBSERVERS + ("saliency_fine",) + TWO_AFC_OBSERVERS
 CI_METHOD = (
-    "95% percentile cluster bootstrap over units (2000 resamples, all trials of a drawn "
-    "unit kept); machines have no participants"
+    "95% expanded percentile cluster bootstrap over units (2000 resamples, all trials of a "
+    "drawn unit kept; analysis.stats, as for the human CIs); machines have no participants"
 )
-
-
-def make_observers(
-    names: Sequence[str],
-    *,
-    studied_model: str = "lite0",
-    perceptual_model: str | None = None,
-    perceptual_weights: str | None = None,
-    device: str = "cpu",
-) -> tuple[list[Observer], dict]:
-    """Build observers by name; returns them and a description of the perceptual net."""
-    from causalvis.observers.heuristics import CenterObserver, SaliencyObserver, VarianceObserver
-
-    unknown = [n for n in names if n not in ALL_OBSERVERS]
-    if unknown:
-        raise CausalvisError(
-            f"unknown observer {unknown[0]!r}: choose from {', '.join(ALL_OBSERVERS)}"
-        )
-    observers: list[Observer] = []
-    info: dict = {}
-    embedder = None
-    for name in dict.fromkeys(names):
-        if name == "center":
-            observers.append(CenterObserver())
-        elif name == "variance":
-            observers.append(VarianceObserver())
-        elif name == "saliency":
-            observers.append(SaliencyObserver("spectral"))
-        elif name == "saliency_fine":
-            observers.append(SaliencyObserver("fine"))
-        else:
-            if embedder is None:
-                from causalvis.models import load_model
-                from causalvis.observers.reference import PerceptualEmbedder, perceptual_model_for
-
-                pname = perceptual_model or perceptual_model_for(studied_model)
-                if pname == studied_model:
-                    log.warning("perceptual model %s is the studied model itself", pname)
-                net = load_model(pname, weights=perceptual_weights, device=device)
-                embedder = PerceptualEmbedder(net)
-                info = {"model": pname, "weights": perceptual_weights, "layers": embedder.layers,
-                        "features": "spatial mean per layer, L2-normalized per layer, cosine"}
-            from causalvis.observers.mis import MisObserver
-            from causalvis.observers.reference import ReferenceImageObserver, ReferencePatchObserver
-
-            cls = {"reference_patch": ReferencePatchObserver, "mis": MisObserver}.get(
-                name, ReferenceImageObserver)
-            observers.append(cls(embedder))
-    return observers, info
 
 
 def decisions_frame(
@@ -119,36 +65,30 @@ def load_human_responses(
 ) -> pd.DataFrame | None:
     """Included participants' main responses (trial_id, unit, condition, correct), or None.
 
-    Uses the analysis' loader and exclusion rules, so 'human accuracy' here is the one
-    ``causalvis analyze`` reports.
+    Uses the analysis' loader and the one exclusion rule set (``responses.exclusion``,
+    the study's ``[exclusion]``), so 'human accuracy' here is the one ``causalvis
+    analyze`` reports.
     """
-    from causalvis.analysis.load import canonicalize, join_trials, load_csv
-    from causalvis.responses.exclusion import apply_exclusions
+    from causalvis.analysis.load import StudyInputs, canonicalize, join_trials, load_csv
+    from causalvis.responses.exclusion import apply_exclusions, resolve_exclusion
 
+    if responses_csv is None and not paths.database.is_file():
+        return None
+    inputs = StudyInputs.read(paths.root)
     if responses_csv is not None:
         df = load_csv(responses_csv, mapping)
-    elif paths.database.is_file():
-        try:
-            from causalvis.server.export import responses_frame
-        except ImportError as exc:
-            log.warning("cannot read %s (%s): no human comparison", paths.database, exc)
-            return None
-        raw = responses_frame(None, paths.root)
+    else:
+        from causalvis.responses.export import responses_frame
+
+        raw = responses_frame(None, paths.root, trials=inputs.trials)
         if raw.empty:
             return None
         df = canonicalize(raw, {}, source=str(paths.database))
-    else:
-        return None
-    if paths.trials.is_file():
-        df = join_trials(df, pd.read_csv(paths.trials, dtype=str, keep_default_na=False))
+    if inputs.trials is not None:
+        df = join_trials(df, inputs.trials)
     if df.empty or "trial_id" not in df.columns:
         return None
-    cfg = None
-    if paths.config.is_file():
-        from causalvis.config import StudyConfig
-
-        cfg = StudyConfig.load(paths.config).exclusion
-    included = set(apply_exclusions(df, cfg).included)
+    included = set(apply_exclusions(df, resolve_exclusion(inputs.config)).included)
     df = df[df["is_main"] & df["participant_id"].isin(included)]
     if df.empty:
         return None
@@ -235,7 +175,8 @@ def summarize(
             decisions, human, names, n_boot=n_boot, seed=seed
         )
         summary["human_comparison_note"] = (
-            "per-unit accuracies per condition; Spearman CI = percentile bootstrap over units; "
+            "per-unit accuracies per condition; Spearman CI = expanded percentile bootstrap "
+            "over units; "
             "kappa = error consistency between the observer's and each human response's "
             "correctness on the same trial; predicted = mean p_correct (calibrated) or hit rate"
         )
@@ -300,9 +241,10 @@ def observe(
 ) -> ObserveResult:
     """Run observers on ``STUDY/trials.csv`` main trials; write the report files.
 
-    ``observers`` None = the task's defaults (DEFAULT_OBSERVERS for causal occlusion,
-    TWO_AFC_OBSERVERS for two_afc). A two_afc study also gets ``"mis"``: the per-unit MIS
-    sampled from its scan (``mis_tasks`` simulated tasks per unit), see observers/mis.py.
+    ``observers`` None = the task's defaults (``registry.default_observers``: all but
+    saliency_fine for causal occlusion, mis for two_afc). A two_afc study with observer
+    ``"mis"`` also gets the per-unit MIS sampled from its scan (``mis_tasks`` simulated
+    tasks per unit), see :mod:`causalvis.observers.mis`.
     """
     paths = StudyPaths(Path(study))
     if not paths.root.is_dir():
@@ -310,33 +252,26 @@ def observe(
     studied = "lite0"
     study_name = paths.root.name
     cfg = None
-    task = "causal_occlusion"
+    task = CAUSAL_OCCLUSION
     if paths.config.is_file():
         from causalvis.config import StudyConfig
 
         cfg = StudyConfig.load(paths.config)
         studied, study_name, task = cfg.model.name, cfg.name, cfg.task
-    allowed = TWO_AFC_OBSERVERS if task == "two_afc" else tuple(
-        n for n in ALL_OBSERVERS if n not in TWO_AFC_OBSERVERS)
-    observers = list(observers) if observers else list(
-        TWO_AFC_OBSERVERS if task == "two_afc" else DEFAULT_OBSERVERS)
+    allowed = observers_for(task)
+    observers = list(observers) if observers else list(default_observers(task))
     wrong = [n for n in observers if n in ALL_OBSERVERS and n not in allowed]
     if wrong:
         raise CausalvisError(
             f"observer {wrong[0]!r} does not apply to task {task!r}: choose from "
             f"{', '.join(allowed)}"
         )
-    if task == "two_afc":
-        from causalvis.observers.mis import load_two_afc_trials
+    trials = load_task_trials(task, paths.trials)
+    if task == TWO_AFC and cfg is not None and cfg.models and perceptual_model is None:
+        # one similarity for every compared model: a net that is none of them if possible
+        from causalvis.observers.reference import perceptual_model_for
 
-        trials = load_two_afc_trials(paths.trials)
-        if cfg is not None and cfg.models and perceptual_model is None:
-            # one similarity for every compared model: a net that is none of them if possible
-            from causalvis.observers.reference import perceptual_model_for
-
-            perceptual_model = perceptual_model_for(*cfg.models)
-    else:
-        trials = load_trials(paths.trials)
+        perceptual_model = perceptual_model_for(*cfg.models)
     if not trials:
         raise CausalvisError(f"{paths.trials}: no main trials")
     built, perceptual = make_observers(observers, studied_model=studied,
@@ -345,7 +280,7 @@ def observe(
     reader = AssetReader(paths.bundle)
     decisions = decisions_frame(trials, reader, built)
     human = load_human_responses(paths, responses_csv, mapping)
-    if human is not None and task == "two_afc":
+    if human is not None and task == TWO_AFC:
         # unit labels of the trials (``<model>/<unit>`` in a multi-model study)
         labels = {t.trial_id: t.unit for t in trials}
         human = human.assign(unit=human["trial_id"].map(labels).fillna(human["unit"]))
@@ -362,8 +297,8 @@ def observe(
             paths, cfg, mis_obs.embedder, alpha=summary["observers"]["mis"]["alpha"],
             n_tasks=mis_tasks, n_boot=n_boot, seed=seed)
     summary = _jsonable(summary)
-    write_json(paths.report / "observers.json", summary)
+    write_json(paths.observers_report, summary)
     cols = ["trial_id", "observer", "choice", "p_correct", "delta", "hit", "condition", "unit"]
-    with atomic_path(paths.report / "observer_trials.csv") as tmp:
+    with atomic_path(paths.observer_trials) as tmp:
         decisions[cols].to_csv(tmp, index=False)
     return ObserveResult(summary, decisions, human)

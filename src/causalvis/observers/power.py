@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special, stats
 
+from causalvis.analysis.stats import logit_location
 from causalvis.errors import CausalvisError
 
 DEFAULT_BASELINE = 0.60
@@ -31,8 +32,6 @@ DEFAULT_SIGMA_PARTICIPANT = 0.4
 DEFAULT_SIGMA_UNIT = 0.7
 N_GRID = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200, 250,
           300, 400, 500, 700, 1000)
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(61)
-_GH_W = _GH_W / _GH_W.sum()
 
 
 @dataclass(frozen=True)
@@ -53,18 +52,12 @@ class PowerDesign:
             raise CausalvisError("variability (sigma) must be >= 0")
 
 
-def marginal_accuracy(mu: float, sigma: float) -> float:
-    """E[σ(μ + s·Z)], Z ~ N(0, 1), by Gauss-Hermite quadrature."""
-    return float(np.sum(_GH_W * special.expit(mu + sigma * _GH_X)))
-
-
-def logit_for_accuracy(p: float, sigma: float) -> float:
-    """μ such that the marginal accuracy over N(0, σ²) effects is ``p``."""
+def _location(p: float, sigma: float) -> float:
+    """μ such that the marginal accuracy over N(0, σ²) effects is ``p``
+    (``analysis.stats.logit_location``, the integral of the analysis' simulations)."""
     if not 0.0 < p < 1.0:
         raise CausalvisError(f"accuracy {p:.3f} is outside (0, 1): effect too large for the baseline")
-    if sigma == 0:
-        return float(special.logit(p))
-    return float(optimize.brentq(lambda m: marginal_accuracy(m, sigma) - p, -40.0, 40.0))
+    return logit_location(p, sigma)
 
 
 def _simulate_condition(rng, mu, design: PowerDesign, unit_fx, n, reps) -> np.ndarray:
@@ -127,8 +120,8 @@ def simulate_power(
     if n < 2:
         raise CausalvisError("need at least 2 participants per condition")
     s_total = float(np.hypot(design.sigma_participant, design.sigma_unit))
-    mu_a = logit_for_accuracy(design.baseline, s_total)
-    mu_b = logit_for_accuracy(design.baseline + effect, s_total)
+    mu_a = _location(design.baseline, s_total)
+    mu_b = _location(design.baseline + effect, s_total)
     rng = np.random.default_rng([seed, n])
     rejected = 0
     chunk = max(1, min(reps, 2_000_000 // max(1, n * design.trials_per_participant)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from causalvis.errors import CausalvisError
@@ -14,6 +13,7 @@ from causalvis.observers.power import (
     power_curve,
 )
 from causalvis.store.layout import StudyPaths, atomic_path, write_json
+from causalvis.store.sessions import read_sessions
 
 
 def study_design(paths: StudyPaths) -> tuple[int, int]:
@@ -27,9 +27,9 @@ def study_design(paths: StudyPaths) -> tuple[int, int]:
     n_units = int(main["unit"].nunique())
     per_participant = n_units
     if paths.sessions.is_file():
-        plan = json.loads(paths.sessions.read_text())
+        plan = read_sessions(paths.sessions)
         main_ids = set(main["trial_id"])
-        counts = [sum(t in main_ids for t in s.get("trials", [])) for s in plan.get("sessions", [])]
+        counts = [sum(t in main_ids for t in s.trials) for s in plan.sessions]
         counts = [c for c in counts if c > 0]
         if counts:
             per_participant = min(counts)
@@ -62,5 +62,5 @@ def run_power(
     figure.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(figure) as tmp:
         plot_curve(result, tmp)
-    write_json(paths.report / "power.json", result.to_json())
+    write_json(paths.power_report, result.to_json())
     return result, figure

@@ -2,7 +2,8 @@
 
 Machines have no participants, so uncertainty is a cluster bootstrap over *units*
 (resample units with replacement, keep all their trials): trials of one unit are not
-independent, units are the sampled population.
+independent, units are the sampled population. The bootstrap itself is the analysis'
+(``analysis.stats``), so machine and human CIs of one report share their method.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+
+from causalvis.analysis.stats import bootstrap_ci
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -57,44 +60,15 @@ def cluster_bootstrap(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Mean of ``values`` and a percentile CI from resampling clusters (units)."""
+    """Mean of per-trial ``values`` and its CI from resampling clusters (units), keeping
+    all trials of a drawn cluster: ``analysis.stats.bootstrap_ci`` on per-cluster sums
+    and counts, the method of the human CIs. No CI with fewer than two clusters."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
     labels, index = np.unique(np.asarray(clusters), return_inverse=True)
+    if len(labels) < 2:
+        return float(values.mean()), float("nan"), float("nan")
     sums = np.bincount(index, weights=values, minlength=len(labels))
     counts = np.bincount(index, minlength=len(labels)).astype(float)
-    mean = float(values.mean())
-    if len(labels) < 2:
-        return mean, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(labels), size=(n_boot, len(labels)))
-    boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    tail = (1 - level) / 2
-    return mean, float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
-
-
-def spearman_ci(
-    x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Spearman ρ with a percentile bootstrap CI over the paired items (units)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n = len(x)
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rho = float(stats.spearmanr(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    rx = stats.rankdata(x[idx], axis=1)
-    ry = stats.rankdata(y[idx], axis=1)
-    rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    valid = denom > 0  # resamples where one side is constant have no correlation
-    if valid.sum() < 10:
-        return rho, float("nan"), float("nan")
-    boots = (rx * ry).sum(axis=1)[valid] / denom[valid]
-    tail = (1 - level) / 2
-    return rho, float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))
-
-
+    return bootstrap_ci(sums, counts, n_boot=n_boot, level=level, seed=seed)

@@ -292,7 +292,7 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
 
     import pandas as pd
 
-    from causalvis.observers.observe import ALL_OBSERVERS
+    from causalvis.observers.registry import ALL_OBSERVERS, get_observer, load_task_trials
     from causalvis.observers.trials import read_trials
     from causalvis.store.layout import StudyPaths
 
@@ -306,7 +306,7 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
         raise CausalvisError(
             f"unknown strategy {name!r}: oracle, random or an observer ({', '.join(ALL_OBSERVERS)})"
         )
-    stored = paths.report / "observer_trials.csv"
+    stored = paths.observer_trials
     if stored.is_file():
         table = pd.read_csv(stored, dtype=str, keep_default_na=False)
         table = table[table["observer"] == name]
@@ -315,12 +315,12 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
             return Strategy(name, truth, kinds, dict(zip(table["trial_id"], table["choice"],
                                                          strict=True)))
     from causalvis.config import StudyConfig
-    from causalvis.observers.observe import decisions_frame, make_observers
-    from causalvis.observers.trials import AssetReader, load_trials
+    from causalvis.observers.observe import decisions_frame
+    from causalvis.observers.registry import make_observers
+    from causalvis.observers.trials import AssetReader
 
     studied = StudyConfig.load(paths.config).model.name if paths.config.is_file() else "lite0"
     observers, _ = make_observers([name], studied_model=studied, device=device)
-    if name == "mis":  # the 2-AFC task's trials (two queries, max and min references)
-        from causalvis.observers.mis import load_two_afc_trials as load_trials
-    dec = decisions_frame(load_trials(paths.trials), AssetReader(paths.bundle), observers)
+    trials = load_task_trials(get_observer(name).task, paths.trials)
+    dec = decisions_frame(trials, AssetReader(paths.bundle), observers)
     return Strategy(name, truth, kinds, dict(zip(dec["trial_id"], dec["choice"], strict=True)))

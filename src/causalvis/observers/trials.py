@@ -1,11 +1,14 @@
-"""Reading ``trials.csv`` (docs/study-folder.md) for the machine observers.
+"""``trials.csv`` (docs/study-folder.md) as the machine observers need it.
 
+The table is parsed by the store's one reader (``store.trials.read_trials``: the schema,
+typed columns, errors by file, line and column); here it becomes :class:`Trial` objects.
 Observers see exactly what a participant sees: the served asset bytes under
 ``bundle/``, decoded to RGB. Boxes are ``x0 y0 x1 y1`` in query pixels, x1/y1 exclusive.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,20 +18,11 @@ import pandas as pd
 from PIL import Image
 
 from causalvis.errors import CausalvisError
+from causalvis.store import trials as store_trials
 
-REQUIRED_COLUMNS = (
-    "trial_id",
-    "kind",
-    "condition",
-    "unit",
-    "query_asset",
-    "option_a_asset",
-    "option_b_asset",
-    "reference_assets",
-    "box_a",
-    "box_b",
-    "correct",
-)
+# The causal-occlusion observers need the unit and both patches besides what every
+# reader of the table relies on.
+REQUIRED_COLUMNS = (*store_trials.REQUIRED_COLUMNS, "unit", "box_a", "box_b")
 
 
 @dataclass(frozen=True)
@@ -80,19 +74,18 @@ class Trial:
     image_set: int = -1
 
 
-def read_trials(path: str | Path) -> pd.DataFrame:
-    """``trials.csv`` as strings (ids must not become numbers), checked for its columns."""
+def read_trials(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """``trials.csv`` through ``store.trials.read_trials`` (text columns ``str``, ``""``
+    when empty), checked for the ``required`` columns."""
     path = Path(path)
     if not path.is_file():
         raise CausalvisError(f"trials table not found: {path} (run `causalvis build` first)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CausalvisError(f"{path}: missing columns {', '.join(missing)}")
-    bad = frame.loc[~frame["correct"].isin(["a", "b"]), "trial_id"]
-    if len(bad):
-        raise CausalvisError(f"{path}: column 'correct' must be a or b (trial {bad.iloc[0]})")
-    return frame
+    return store_trials.read_trials(path, required=required)
+
+
+def image_set_of(value) -> int:
+    """The ``image_set`` cell as an int, -1 when empty."""
+    return -1 if pd.isna(value) else int(value)
 
 
 def load_trials(path: str | Path, kinds: tuple[str, ...] = ("main",)) -> list[Trial]:
@@ -115,8 +108,8 @@ def load_trials(path: str | Path, kinds: tuple[str, ...] = ("main",)) -> list[Tr
                 box_a=Box.parse(row.box_a, where=f"trial {tid} box_a"),
                 box_b=Box.parse(row.box_b, where=f"trial {tid} box_b"),
                 correct=row.correct,
-                base_trial_id=getattr(row, "base_trial_id", "") or tid,
-                image_set=int(getattr(row, "image_set", "") or -1),
+                base_trial_id=row.base_trial_id or tid,
+                image_set=image_set_of(row.image_set),
             )
         )
     return out

@@ -6,8 +6,9 @@ patch_fraction`` of the side) on the occlusion's grid (``occlusion.stride``, plu
 border position; ``blur.stride`` may coarsen the search) is kept sharp: the window whose
 sharp copy gives the unit's highest activation (the paper's "blurred" condition). All
 composites are uint8, so the activations are those of the exact PNG bytes written; they
-are measured in batched, truncated passes (:class:`ActivationProbe`). Each unit is one
-work item (:mod:`causalvis.compute`), so units run on any executor.
+are measured in batched, truncated passes (:class:`ActivationProbe`). The window search
+is :func:`causalvis.stimuli.blur.best_sharp_window`; each unit is one work item
+(:mod:`causalvis.compute`), so units run on any executor.
 """
 
 from __future__ import annotations
@@ -25,52 +26,12 @@ from causalvis.compute import ItemContext, WorkItem, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.pipeline.items import item_model, model_spec
+from causalvis.stimuli.blur import best_sharp_window, composite
 from causalvis.stimuli.occlusion import Grid, blur_image
 from causalvis.store.layout import StudyPaths, read_json
+from causalvis.store.units import read_units
 
 log = logging.getLogger("causalvis.blur")
-
-# -- pure parts ------------------------------------------------------------------------------
-
-def composite(
-    sharp: np.ndarray, blurred: np.ndarray, box: tuple[int, int, int, int]
-) -> np.ndarray:
-    """``blurred`` with the window ``box = (x0, y0, x1, y1)`` taken from ``sharp``."""
-    x0, y0, x1, y1 = box
-    out = blurred.copy()
-    out[y0:y1, x0:x1] = sharp[y0:y1, x0:x1]
-    return out
-
-
-def best_sharp_window(
-    model,
-    sharp: np.ndarray,
-    blurred: np.ndarray,
-    layer: str,
-    channel: int,
-    *,
-    patch: int,
-    stride: int,
-    engine: str = "auto",
-    batch_size: int = 64,
-) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """The window whose sharp copy maximises the unit, and the unit's activation at every
-    grid position ``[n_y, n_x]`` (the occlusion's :class:`Grid`, border included).
-
-    This is an occlusion sweep in reverse: the base image is the blurred one and the
-    "patch" shows the sharp pixels, so the same engine (exact incremental inference where
-    the architecture allows it) computes it. Ties go to the first position (row-major)."""
-    from causalvis.pipeline.occlusion import sweep_layers
-    from causalvis.stimuli.occlusion import Occluder
-
-    grid = Grid(sharp.shape[0], patch, stride)
-    occluder = Occluder(blurred, grid, fill="canvas", canvas=sharp)
-    sweep = sweep_layers(model, occluder, [layer], engine, batch_size)
-    values = sweep.unit_map(layer, channel)
-    return grid.box(int(np.argmax(values))), values
-
-
-# -- the stage -------------------------------------------------------------------------------
 
 ITEM_FUNC = "causalvis.pipeline.blur:blur_unit_item"
 
@@ -94,7 +55,7 @@ def blur_unit(
 
     key, layer, channel = unit["key"], unit["layer"], int(unit["channel"])
     natural = ctx.paths.reference_dir("natural", key)
-    meta_file = natural / "meta.json"
+    meta_file = ctx.paths.reference_meta("natural", key)
     if not meta_file.is_file():
         raise CausalvisError(
             f"no natural references in {natural}: run `causalvis build STUDY --stage exemplars`"
@@ -135,7 +96,7 @@ def blur_unit(
             "grid_max": float(grid.max()),
             "grid_min": float(grid.min()),
         })
-    ctx.write_json(rel_dir / "meta.json", {
+    ctx.write_json(ctx.paths.reference_meta("blur", key).relative_to(ctx.paths.root), {
         "unit": key, "layer": layer, "channel": channel, "method": "blur",
         "kernel": kernel, "sigma": sigma, "patch": patch,
         "stride": stride, "images": images,
@@ -154,8 +115,6 @@ def blur_unit_item(ctx: ItemContext, *, model: dict, unit: dict, **params) -> No
 def blur_items(ctx) -> list[WorkItem]:
     """One work item per unit (``blur/<unit>``); the digest hashes the blur and model
     config, the window geometry and the unit's natural ``meta.json``."""
-    from causalvis.pipeline.units import load_units
-
     paths: StudyPaths = ctx.paths
     cfg = ctx.config
     base = cfg.digest("blur", "model")
@@ -171,8 +130,8 @@ def blur_items(ctx) -> list[WorkItem]:
         "batch_size": occ.batch_size,
     }
     items = []
-    for unit in load_units(paths):
-        natural_meta = paths.reference_dir("natural", unit.key) / "meta.json"
+    for unit in read_units(paths):
+        natural_meta = paths.reference_meta("natural", unit.key)
         natural_hash = (
             hashlib.sha256(natural_meta.read_bytes()).hexdigest()[:16]
             if natural_meta.is_file() else "missing"

@@ -1,8 +1,10 @@
-"""Stage registry and the ``causalvis build`` driver.
+"""The ``causalvis build`` driver.
 
 A stage is a function ``run(ctx: StageContext) -> None`` that reads and writes the study
-folder. Stages skip work whose stamp matches (see ``layout.stamp_matches``), so running
-them again is cheap and a killed run continues where it stopped.
+folder; the study's task says which function a stage name stands for
+(:mod:`causalvis.pipeline.registry`). Stages skip work whose stamp matches (see
+``store.layout.stamp_matches``), so running them again is cheap and a killed run
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -17,22 +19,10 @@ from pathlib import Path
 
 from causalvis.config import StudyConfig
 from causalvis.errors import CausalvisError
+from causalvis.pipeline.registry import STAGE_NAMES, check_stage_names, get_task
 from causalvis.store.layout import StudyPaths
 
 log = logging.getLogger("causalvis.build")
-
-# name -> "module:function"; resolved lazily so that `--help` stays fast.
-STAGES: dict[str, str] = {
-    "scan": "causalvis.pipeline.scan:run_scan_stage",
-    "units": "causalvis.pipeline.units:run_units_stage",
-    "exemplars": "causalvis.pipeline.exemplars:run_exemplars_stage",
-    "blur": "causalvis.pipeline.blur:run_blur_stage",
-    "occlusion": "causalvis.pipeline.occlusion:run_occlusion_stage",
-    "trials": "causalvis.pipeline.trials:run_trials_stage",
-    "references": "causalvis.pipeline.references:run_references_stage",
-    "sessions": "causalvis.pipeline.sessions:run_sessions_stage",
-}
-
 
 @dataclass
 class StageContext:
@@ -52,7 +42,7 @@ class StageContext:
         # not depend on which stage touched the shared model first.
         import torch
 
-        from causalvis.compute import cached_model
+        from causalvis.pipeline.items import cached_model
 
         model = cached_model(
             self.config.model.name,
@@ -71,12 +61,23 @@ class StageContext:
         return open_source(src, self.model.input_size, self.model.crop_pct)
 
 
-def stage_function(name: str) -> Callable[[StageContext], None]:
-    if name not in STAGES:
-        raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
-    module_name, func_name = STAGES[name].split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, func_name)
+def stage_function(task: str, name: str) -> Callable[[StageContext], None] | None:
+    """The function stage ``name`` runs for ``task`` (None: the task has no such stage)."""
+    check_stage_names([name])
+    target = get_task(task).stages.get(name)
+    if target is None:
+        return None
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def run_stage(ctx: StageContext, name: str) -> None:
+    """Run stage ``name`` as the study's task defines it (logged as skipped if it has none)."""
+    func = stage_function(ctx.config.task, name)
+    if func is None:
+        log.info("%s: skipped (task %s does not use %s)", name, ctx.config.task, name)
+        return
+    func(ctx)
 
 
 def load_study(study: str | Path) -> tuple[StudyPaths, StudyConfig]:
@@ -106,10 +107,8 @@ def build(
     from causalvis.compute.allocator import tune_malloc
 
     paths, config = load_study(study)
-    names = stages if stages else list(STAGES)
-    for name in names:
-        if name not in STAGES:
-            raise CausalvisError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+    names = list(stages) if stages else list(STAGE_NAMES)
+    check_stage_names(names)
     tune_malloc()  # stages that run in this process (scan, exemplars, sessions, …)
     options = {
         "progress": progress,
@@ -137,7 +136,7 @@ def _run_stages(ctx: StageContext, names: list[str]) -> dict[str, float]:
     for name in names:
         t0 = time.perf_counter()
         log.info("stage %s", name)
-        stage_function(name)(ctx)
+        run_stage(ctx, name)
         timings[name] = time.perf_counter() - t0
     return timings
 

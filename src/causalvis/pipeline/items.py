@@ -3,8 +3,8 @@
 Stage items carry their inputs in their JSON kwargs (model name / weights, the resolved
 image-source spec, the config values they use), so a worker on another machine needs
 nothing but the study folder, and the item digest hashes exactly what the item computes
-from. Workers get the model and the image source once per process (``cached_model`` /
-``cached``), never from the driver.
+from. Workers get the model and the image source once per process (:func:`cached_model`,
+:func:`item_source`, both in the executor's per-process cache), never from the driver.
 """
 
 from __future__ import annotations
@@ -12,7 +12,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from causalvis.compute import cached, cached_model
+from causalvis.compute import cached
+
+_LOADS = 0
+
+
+def cached_model(name: str, weights: str | None = None, device: str = "cpu"):
+    """``causalvis.models.load_model`` once per process for each (name, weights, device)."""
+
+    def load():
+        global _LOADS
+        from causalvis.models import load_model
+
+        _LOADS += 1
+        return load_model(name, weights=weights, device=device)
+
+    return cached(("model", name, weights, str(device)), load)
+
+
+def model_loads() -> int:
+    """How many models this process has built (tests check: once per worker)."""
+    return _LOADS
 
 
 def model_spec(config) -> dict[str, Any]:

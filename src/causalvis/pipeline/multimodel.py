@@ -20,13 +20,10 @@ from causalvis.store.layout import StudyPaths, atomic_write
 
 log = logging.getLogger("causalvis.multimodel")
 
-SUBSTUDY_DIR = "models"
-
-
 def substudy_paths(paths: StudyPaths, model: str) -> StudyPaths:
     """Folder of one model's sub-study (model names such as ``timm:resnet50`` made safe)."""
     safe = model.replace(":", "__").replace("/", "_")
-    return StudyPaths(paths.root / SUBSTUDY_DIR / safe)
+    return StudyPaths(paths.substudies / safe)
 
 
 def substudy_config(parent: StudyConfig, model: str, root: Path) -> StudyConfig:

@@ -3,17 +3,13 @@
 For every unit of ``units.json`` (main and practice) and every image set of its
 ``exemplars/<unit>.json`` the stage sweeps the set's query image (plus, with
 ``trials.candidate_queries > 1``, further top-bin images, see :func:`candidate_queries`)
-and writes ``occlusion/<unit>/set<b>.npz``:
-
-``map`` ``[ny, nx]`` float32 and ``base`` (unoccluded activation) of the set's query;
-``maps`` ``[K, ny, nx]``, ``bases`` ``[K]``, ``image_ids`` ``[K]``, ``ranks`` ``[K]`` for
-all K candidates (index 0 = the set's query); ``offsets`` (grid offsets along each axis),
-``size``, ``patch``, ``stride``, ``fill``.
+and writes ``occlusion/<unit>/set<b>.npz`` (:mod:`causalvis.store.occlusion`: the maps
+and unoccluded activations of all K candidates, index 0 = the set's query, and the grid).
 
 Sweeps are grouped per query image: one truncated pass computes every channel of every
 layer needed on that image, so units sharing a layer and a query never recompute.
-``occlusion.engine`` picks exact incremental inference (:mod:`occlusion_incremental`)
-where the architecture allows it (``auto``, the default) or the plain sweep (``full``).
+``occlusion.engine`` picks exact incremental inference where the architecture allows it
+(``auto``, the default) or the plain sweep (``full``), see :mod:`causalvis.stimuli.sweep`.
 Each group of targets sharing query images is one work item (:mod:`causalvis.compute`),
 so sweeps run on any executor; the ``.npz`` bytes are deterministic (fixed zip times).
 """
@@ -24,13 +20,15 @@ import hashlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from causalvis.compute import ItemContext, WorkItem, input_digest, run_stage_items
-from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json
+from causalvis.stimuli.sweep import sweep_layers
+from causalvis.store.exemplars import ExemplarRecord, read_exemplars
+from causalvis.store.layout import StudyPaths
+from causalvis.store.occlusion import OcclusionResult, encode_occlusion
+from causalvis.store.units import Unit, read_units
 
 log = logging.getLogger("causalvis.occlusion")
 
@@ -45,45 +43,18 @@ class Candidate:
 class OcclusionTarget:
     """One ``occlusion/<unit>/set<b>.npz``: a unit and its image set's candidate queries."""
 
-    key: str
-    layer: str
-    channel: int
+    unit: Unit
     image_set: int
     candidates: tuple[Candidate, ...]
 
-
-@dataclass
-class OcclusionResult:
-    """One ``set<b>.npz``, decoded."""
-
-    maps: np.ndarray  # [K, ny, nx]
-    bases: np.ndarray  # [K]
-    image_ids: list[str]
-    ranks: list[int]
-    offsets: np.ndarray
-    size: int
-    patch: int
-    stride: int
-    fill: str
+    @property
+    def key(self) -> str:
+        return self.unit.key
 
 
-def load_units(paths: StudyPaths) -> list[dict]:
-    if not paths.units.is_file():
-        raise CausalvisError(f"{paths.units} not found: run `causalvis build --stage units` first")
-    units = read_json(paths.units).get("units", [])
-    if not units:
-        raise CausalvisError(f"{paths.units} lists no units")
-    return units
-
-
-def load_exemplars(paths: StudyPaths, key: str) -> dict:
-    path = paths.exemplars / f"{key}.json"
-    if not path.is_file():
-        raise CausalvisError(f"{path} not found: run `causalvis build --stage exemplars` first")
-    return read_json(path)
-
-
-def candidate_queries(exemplars: dict, position: int, k: int, bin_size: int) -> list[Candidate]:
+def candidate_queries(
+    exemplars: ExemplarRecord, position: int, k: int, bin_size: int
+) -> list[Candidate]:
     """The image set's query, then up to ``k - 1`` unused images of the top rank bin.
 
     The top bin holds ranks 1..bin_size; image-set queries use some of them. The others
@@ -91,13 +62,13 @@ def candidate_queries(exemplars: dict, position: int, k: int, bin_size: int) -> 
     ``position`` takes the ``position``-th slice), so no two image sets share a query and
     no candidate is a reference (references come from lower bins).
     """
-    sets = exemplars["image_sets"]
-    query = sets[position]["query"]
-    out = [Candidate(query["image_id"], int(query["rank"]))]
+    sets = exemplars.image_sets
+    query = sets[position].query
+    out = [Candidate(query.image_id, query.rank)]
     if k <= 1:
         return out
-    used = {int(s["query"]["rank"]) for s in sets}
-    by_rank = {int(e["rank"]): e["image_id"] for e in exemplars.get("top", [])}
+    used = {s.query.rank for s in sets}
+    by_rank = {e.rank: e.image_id for e in exemplars.top}
     spare = sorted((r for r in by_rank if r <= bin_size and r not in used), reverse=True)
     extra = spare[position * (k - 1) : (position + 1) * (k - 1)]
     out += [Candidate(by_rank[r], r) for r in extra]
@@ -109,38 +80,19 @@ def plan(paths: StudyPaths, config) -> list[OcclusionTarget]:
     ex_cfg = config.exemplars
     bin_size = ex_cfg.n_top // ex_cfg.n_bins if ex_cfg.scheme == "rank_bins" else 0
     items = []
-    for unit in load_units(paths):
-        ex = load_exemplars(paths, unit["key"])
-        for pos, image_set in enumerate(ex["image_sets"]):
+    for unit in read_units(paths):
+        ex = read_exemplars(paths, unit.key)
+        for pos, image_set in enumerate(ex.image_sets):
             cands = candidate_queries(ex, pos, k, bin_size)
-            items.append(
-                OcclusionTarget(unit["key"], unit["layer"], int(unit["channel"]),
-                         int(image_set["image_set"]), tuple(cands))
-            )
+            items.append(OcclusionTarget(unit.unit, image_set.image_set, tuple(cands)))
     return items
-
-
-def result_path(paths: StudyPaths, key: str, image_set: int) -> Path:
-    return paths.occlusion / key / f"set{image_set}.npz"
-
 
 def _digest(config, item: OcclusionTarget) -> str:
     sections = ["model", "images", "occlusion"]
     if config.occlusion.fill == "blur":
         sections.append("blur")
     ids = ",".join(f"{c.image_id}@{c.rank}" for c in item.candidates)
-    return f"{config.digest(*sections)}|{item.layer}:{item.channel}|{ids}"
-
-
-def load_result(path: Path) -> OcclusionResult:
-    if not path.is_file():
-        raise CausalvisError(f"{path} not found: run `causalvis build --stage occlusion` first")
-    with np.load(path, allow_pickle=False) as z:
-        return OcclusionResult(
-            maps=z["maps"], bases=z["bases"], image_ids=[str(s) for s in z["image_ids"]],
-            ranks=[int(r) for r in z["ranks"]], offsets=z["offsets"], size=int(z["size"]),
-            patch=int(z["patch"]), stride=int(z["stride"]), fill=str(z["fill"]),
-        )
+    return f"{config.digest(*sections)}|{item.unit.spec}|{ids}"
 
 
 def make_occluder(image: np.ndarray, config, size: int):
@@ -152,25 +104,6 @@ def make_occluder(image: np.ndarray, config, size: int):
         image, Grid.for_config(size, occ.patch_fraction, occ.stride), fill=occ.fill,
         blur_kernel=config.blur.kernel, blur_sigma=config.blur.sigma, seed=occ.seed,
     )
-
-
-def sweep_layers(model, occluder, layers: list[str], engine: str, batch_size: int,
-                 on_batch=None):
-    """The sweep with the configured engine: ``incremental`` (exact window-only
-    recomputation), ``full`` (truncated forward of every occluded image) or ``auto``
-    (incremental where the architecture and layers allow it)."""
-    from causalvis.stimuli.occlusion import occlusion_sweep
-    from causalvis.stimuli.occlusion_incremental import IncrementalSweep
-
-    if engine != "full":
-        try:
-            inc = IncrementalSweep(model, layers)
-        except NotImplementedError as exc:
-            if engine == "incremental":
-                raise CausalvisError(f"occlusion.engine = 'incremental': {exc}") from exc
-        else:
-            return inc.run(occluder, batch_size=batch_size, on_batch=on_batch)
-    return occlusion_sweep(model, occluder, layers, batch_size=batch_size, on_batch=on_batch)
 
 
 ITEM_FUNC = "causalvis.pipeline.occlusion:occlusion_item"
@@ -210,7 +143,8 @@ def _item_name(group: list[OcclusionTarget]) -> str:
 
 
 def _target_kwargs(t: OcclusionTarget) -> dict:
-    return {"key": t.key, "layer": t.layer, "channel": t.channel, "image_set": t.image_set,
+    return {"key": t.key, "layer": t.unit.layer, "channel": t.unit.channel,
+            "image_set": t.image_set,
             "candidates": [[c.image_id, c.rank] for c in t.candidates]}
 
 
@@ -269,38 +203,19 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
                 )
     for t in targets:
         got = [found[(c[0], t["layer"], t["channel"])] for c in t["candidates"]]
-        ctx.save_npz(
-            result_path(ctx.paths, t["key"], t["image_set"]).relative_to(ctx.paths.root),
-            **result_arrays(t, [m for m, _ in got], [b for _, b in got], grid,
-                            occlusion["fill"]),
+        result = OcclusionResult(
+            maps=np.stack([m for m, _ in got]), bases=np.asarray([b for _, b in got]),
+            image_ids=[c[0] for c in t["candidates"]], ranks=[c[1] for c in t["candidates"]],
+            offsets=grid.offsets, size=grid.size, patch=grid.patch, stride=grid.stride,
+            fill=occlusion["fill"],
         )
+        path = ctx.paths.occlusion_result(t["key"], t["image_set"])
+        ctx.write_bytes(path.relative_to(ctx.paths.root), encode_occlusion(result))
     return {"images": len(layers_of), "targets": len(targets)}
-
-
-def result_arrays(target: dict, maps: list[np.ndarray], bases: list[float], grid,
-                  fill: str) -> dict[str, np.ndarray]:
-    """The arrays of one ``set<b>.npz`` (see the module docstring)."""
-    return {
-        "map": maps[0].astype(np.float32),
-        "base": np.float32(bases[0]),
-        "maps": np.stack(maps).astype(np.float32),
-        "bases": np.asarray(bases, dtype=np.float32),
-        "image_ids": np.asarray([c[0] for c in target["candidates"]]),
-        "ranks": np.asarray([c[1] for c in target["candidates"]], dtype=np.int64),
-        "offsets": grid.offsets,
-        "size": np.int64(grid.size),
-        "patch": np.int64(grid.patch),
-        "stride": np.int64(grid.stride),
-        "fill": np.asarray(fill),
-    }
 
 
 def run_occlusion_stage(ctx) -> None:
     """Sweep every (unit, image set) as work items, one pass per query image."""
-    config = ctx.config
-    if config.task != "causal_occlusion":
-        log.info("occlusion: skipped (task %s does not use occlusion)", config.task)
-        return
     items = occlusion_items(ctx)
     n_targets = sum(len(item.kwargs["targets"]) for item in items)
     log.info("occlusion: %d (unit, image set) maps in %d work items", n_targets, len(items))

@@ -43,8 +43,9 @@ from causalvis.pipeline.methods import (
     natural_reference_paths,
     reference_file,
 )
+from causalvis.pipeline.registry import get_task
 from causalvis.store.assets import encode_png
-from causalvis.store.layout import read_json
+from causalvis.store.units import UnitEntry, read_units
 
 
 def _to_pil(img: ImageLike, size: int, where: str) -> Image.Image:
@@ -65,17 +66,11 @@ def _to_pil(img: ImageLike, size: int, where: str) -> Image.Image:
     return img
 
 
-def load_units(paths) -> list[dict]:
-    if not paths.units.is_file():
-        raise CausalvisError(f"{paths.units} missing (run `causalvis build {paths.root} --stage units`)")
-    return list(read_json(paths.units)["units"])
-
-
-def _chunks(units: list[dict], size: int) -> list[list[dict]]:
+def _chunks(units: list[UnitEntry], size: int) -> list[list[UnitEntry]]:
     """Units grouped by layer (in first-seen order), then cut into batches of ``size``."""
-    by_layer: dict[str, list[dict]] = {}
+    by_layer: dict[str, list[UnitEntry]] = {}
     for u in units:
-        by_layer.setdefault(u["layer"], []).append(u)
+        by_layer.setdefault(u.layer, []).append(u)
     return [
         group[i : i + size] for group in by_layer.values() for i in range(0, len(group), size)
     ]
@@ -92,8 +87,8 @@ def _measure(model, layer: str, channels: Sequence[int], pngs: Sequence[bytes]) 
 
 
 def reference_sides(cfg) -> list[str]:
-    """Reference sides a study shows: max only, or max and min (task ``two_afc``)."""
-    return ["max", "min"] if cfg.task == "two_afc" else ["max"]
+    """Reference sides the study's task shows: max only, or max and min (``two_afc``)."""
+    return list(get_task(cfg.task).sides)
 
 
 def _unit_entries(
@@ -158,7 +153,7 @@ def _n_images(cfg, name: str) -> int:
     return n
 
 
-def method_items(ctx, name: str, units: list[dict]) -> list[WorkItem]:
+def method_items(ctx, name: str, units: list[UnitEntry]) -> list[WorkItem]:
     """One item per fixed chunk of up to ``featurevis.batch_units`` units of one layer
     (cut over all units in units.json order, so chunks never change with progress); the
     item digest combines the chunk's per-unit digests. Per-image-set methods render all
@@ -175,11 +170,10 @@ def method_items(ctx, name: str, units: list[dict]) -> list[WorkItem]:
     items = []
     counters: dict[str, int] = {}
     for chunk in _chunks(units, batch_size):
-        layer = chunk[0]["layer"]
+        layer = chunk[0].layer
         index = counters[layer] = counters.get(layer, -1) + 1
         unit_digests = [
-            f"{digest}/{u['layer']}/{u['channel']}/{u['seed']}/{b}"
-            for u in chunk for b in image_sets
+            f"{digest}/{u.layer}/{u.channel}/{u.seed}/{b}" for u in chunk for b in image_sets
         ]
         items.append(WorkItem(
             name=f"references/{method_dir_name(name)}/{layer}/{index:04d}",
@@ -193,8 +187,8 @@ def method_items(ctx, name: str, units: list[dict]) -> list[WorkItem]:
                 "image_sets": image_sets,
                 "sides": reference_sides(cfg),
                 "units": [
-                    {"layer": u["layer"], "channel": int(u["channel"]), "key": u["key"],
-                     "seed": int(u["seed"]), "role": u.get("role", "main")}
+                    {"layer": u.layer, "channel": u.channel, "key": u.key, "seed": u.seed,
+                     "role": u.role}
                     for u in chunk
                 ],
             },
@@ -271,11 +265,11 @@ def references_chunk_item(
                 ctx.write_bytes(rel / entry["file"], data)
             entries[req.key].extend(new)
     for req in requests:
-        rel = paths.reference_dir(method_dir_name(method), req.key).relative_to(paths.root)
-        ctx.write_json(rel / "meta.json", _unit_meta(cfg, impl, req, entries[req.key]))
+        meta = paths.reference_meta(method_dir_name(method), req.key).relative_to(paths.root)
+        ctx.write_json(meta, _unit_meta(cfg, impl, req, entries[req.key]))
 
 
-def run_method(ctx, name: str, units: list[dict]) -> int:
+def run_method(ctx, name: str, units: list[UnitEntry]) -> int:
     """Render ``name`` for every unit whose chunk is not done; returns the number of items
     run (computed, not skipped)."""
     report = run_stage_items(ctx, method_items(ctx, name, units), desc=f"references {name}")
@@ -294,6 +288,6 @@ class _LazySource:
 
 def run_references_stage(ctx) -> None:
     """Render every generated reference method the study needs, for every unit."""
-    units = load_units(ctx.paths)
+    units = read_units(ctx.paths)
     for name in generated_methods(ctx.config):
         run_method(ctx, name, units)

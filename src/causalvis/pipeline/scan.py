@@ -6,7 +6,9 @@ each written atomically and stamped with the hash of its inputs, so a killed sca
 at the first unfinished shard and memory stays bounded by one shard however large the
 image set. Images that cannot be decoded are skipped, logged and listed in ``index.json``.
 Each shard is one work item (:mod:`causalvis.compute`), so shards run on any executor;
-the driver writes ``index.json`` once every shard is done.
+the driver writes ``index.json`` once every shard is done. The files and their reader
+(:class:`~causalvis.store.activations.ActivationTable`) are in
+:mod:`causalvis.store.activations`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,11 +27,19 @@ from causalvis.errors import CausalvisError
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import ActivationProbe, list_layers
 from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
-from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.activations import (
+    ActivationIndex,
+    ShardEntry,
+    read_shard_ids,
+    read_shard_skipped,
+    remove_index,
+    remove_stale_shards,
+    write_index,
+    write_shard,
+)
+from causalvis.store.layout import StudyPaths
 
 log = logging.getLogger("causalvis.scan")
-
-INDEX_NAME = "index.json"
 
 
 # -- which layers --------------------------------------------------------------------------
@@ -132,29 +139,8 @@ def _scan_shard(
     return ShardResult(done_ids, result, skipped)
 
 
-# -- shard files ---------------------------------------------------------------------------
-
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-def _layer_file(layer: str) -> str:
-    return f"{layer}.npy"
-
-
-def _write_shard(folder: Path, result: ShardResult) -> None:
-    """Write a shard folder atomically (temp folder + rename)."""
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in result.ids))
-    for name, value in result.acts.items():
-        np.save(tmp / _layer_file(name), value)
-    (tmp / "skipped.json").write_text(json.dumps(result.skipped, indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
 
 
 def _digest(obj) -> str:
@@ -227,10 +213,7 @@ def scan_shard_item(
         result = _scan_shard(
             probe, images, list(ids), batch_size=batch_size, workers=workers, channels=channels
         )
-    folder = ctx.paths.activations / shard
-    _write_shard(folder, result)
-    files = ["ids.txt", "skipped.json", *(_layer_file(name) for name in result.acts)]
-    ctx.outputs.extend(f"activations/{shard}/{f}" for f in files)
+    ctx.outputs.extend(write_shard(ctx.paths, shard, result.ids, result.acts, result.skipped))
     return {"n_images": len(result.ids), "n_skipped": len(result.skipped)}
 
 
@@ -238,123 +221,31 @@ def run_scan_stage(ctx) -> None:
     """Scan the image source into ``activations/`` (resumable, see module docstring)."""
     paths: StudyPaths = ctx.paths
     items, info = scan_items(ctx)
-    root = paths.activations
-    root.mkdir(parents=True, exist_ok=True)
+    paths.activations.mkdir(parents=True, exist_ok=True)
     if not all(item_done(paths, item) for item in items):
-        # an index from an earlier run must not describe a half-rewritten scan
-        (root / INDEX_NAME).unlink(missing_ok=True)
+        remove_index(paths)
     run_stage_items(ctx, items, desc="scan")
-    shards = [(item.kwargs["shard"], item.kwargs["ids"], item.digest) for item in items]
-    _remove_stale_shards(root, {s[0] for s in shards})
+    shards = [(item.kwargs["shard"], item.digest) for item in items]
+    remove_stale_shards(paths, {name for name, _ in shards})
     _write_index(paths, info["layers"], info["channels"], shards, info["base"])
 
 
-def _remove_stale_shards(root: Path, keep: set[str]) -> None:
-    for folder in root.glob("shard-*"):
-        if folder.is_dir() and folder.name not in keep:
-            shutil.rmtree(folder)
-
-
 def _write_index(paths: StudyPaths, layers, channels, shards, base) -> None:
-    root = paths.activations
-    entries, skipped = [], []
-    for name, _ids, digest in shards:
-        n = sum(1 for _ in (root / name / "ids.txt").open())
-        entries.append({"name": name, "n_images": n, "digest": digest})
-        skipped_file = root / name / "skipped.json"
-        if skipped_file.is_file():
-            skipped.extend(read_json(skipped_file))
-    index = {
-        "model": base["model"],
-        "source": base["source"],
-        "input_size": base["input_size"],
-        "layers": layers,
-        "channels": channels,
-        "dtype": "float16",
-        "n_images": sum(e["n_images"] for e in entries),
-        "shards": entries,
-        "skipped": skipped,
-        "digest": _digest([e["digest"] for e in entries]),
-    }
-    index_file = root / INDEX_NAME
-    if not (index_file.is_file() and read_json(index_file) == index):  # a rerun: untouched
-        write_json(index_file, index)
+    entries = [ShardEntry(name, len(read_shard_ids(paths, name)), digest)
+               for name, digest in shards]
+    skipped = [s for name, _ in shards for s in read_shard_skipped(paths, name)]
+    index = ActivationIndex(
+        model=base["model"],
+        source=base["source"],
+        input_size=base["input_size"],
+        layers=tuple(layers),
+        channels=dict(channels),
+        shards=tuple(entries),
+        skipped=tuple(skipped),
+        digest=_digest([e.digest for e in entries]),
+    )
+    write_index(paths, index)
     if skipped:
         log.warning("scan: %d unreadable image(s) skipped (listed in %s)", len(skipped),
-                    root / INDEX_NAME)
-    log.info("scan: %d images x %d layers in %s", index["n_images"], len(layers), root)
-
-
-# -- reading -------------------------------------------------------------------------------
-
-class ActivationTable:
-    """Read access to a finished scan: ids, whole matrices, or single columns.
-
-    Shards are memory-mapped, so :meth:`column` and :meth:`channel_range` need memory for
-    one column only, even for millions of images.
-    """
-
-    def __init__(self, paths: StudyPaths | str | Path) -> None:
-        if not isinstance(paths, StudyPaths):
-            paths = StudyPaths(Path(paths))
-        self.root = paths.activations
-        index_file = self.root / INDEX_NAME
-        if not index_file.is_file():
-            raise CausalvisError(
-                f"no dataset scan in {self.root}: run `causalvis build STUDY --stage scan` first"
-            )
-        self.index = read_json(index_file)
-        self.layers: list[str] = list(self.index["layers"])
-        self.channels: dict[str, int] = dict(self.index["channels"])
-        self.digest: str = self.index["digest"]
-        self.n_images: int = int(self.index["n_images"])
-        self._ids: list[str] | None = None
-
-    @property
-    def ids(self) -> list[str]:
-        if self._ids is None:
-            ids: list[str] = []
-            for shard in self.index["shards"]:
-                ids.extend((self.root / shard["name"] / "ids.txt").read_text().splitlines())
-            self._ids = ids
-        return self._ids
-
-    def _check(self, layer: str) -> None:
-        if layer not in self.channels:
-            raise CausalvisError(
-                f"layer {layer!r} was not scanned (scanned: {', '.join(self.layers)}); add it "
-                "to scan.layers or units.layers and rerun `causalvis build STUDY --stage scan`"
-            )
-
-    def shards(self, layer: str) -> Iterator[np.ndarray]:
-        """Memory-mapped float16 ``[n, C]`` arrays, shard by shard."""
-        self._check(layer)
-        for shard in self.index["shards"]:
-            yield np.load(self.root / shard["name"] / _layer_file(layer), mmap_mode="r")
-
-    def matrix(self, layer: str) -> np.ndarray:
-        """All activations of ``layer`` as float32 ``[N, C]``."""
-        parts = [np.asarray(a, dtype=np.float32) for a in self.shards(layer)]
-        if not parts:
-            return np.zeros((0, self.channels[layer]), np.float32)
-        return np.concatenate(parts)
-
-    def column(self, layer: str, channel: int) -> np.ndarray:
-        """One unit's activation over all images, float32 ``[N]``."""
-        self._check(layer)
-        if not 0 <= channel < self.channels[layer]:
-            raise CausalvisError(
-                f"unit {layer}:{channel}: layer has channels 0..{self.channels[layer] - 1}"
-            )
-        parts = [np.asarray(a[:, channel], dtype=np.float32) for a in self.shards(layer)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-    def channel_range(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel minimum and maximum over all images (streamed)."""
-        lo = np.full(self.channels[layer], np.inf, np.float32)
-        hi = np.full(self.channels[layer], -np.inf, np.float32)
-        for arr in self.shards(layer):
-            if len(arr):
-                lo = np.minimum(lo, np.asarray(arr.min(axis=0), np.float32))
-                hi = np.maximum(hi, np.asarray(arr.max(axis=0), np.float32))
-        return lo, hi
+                    paths.activations_index)
+    log.info("scan: %d images x %d layers in %s", index.n_images, len(layers), paths.activations)

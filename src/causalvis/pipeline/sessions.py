@@ -16,80 +16,51 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from causalvis import __version__
 from causalvis.errors import CausalvisError
+from causalvis.pipeline.registry import get_task
 from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
-from causalvis.stimuli.plan import plan_sessions, shuffled
+from causalvis.stimuli.plan import PlannedSession, plan_sessions, shuffled
 from causalvis.store.assets import copy_asset, read_asset
 from causalvis.store.layout import (
+    REFERENCE_META_FILE,
     StudyPaths,
-    atomic_path,
-    read_json,
+    read_stamp,
     stamp_matches,
-    unit_key,
-    write_json,
     write_stamp,
 )
 from causalvis.store.seeds import opaque_id, stable_seed
+from causalvis.store.sessions import (
+    SessionEntry,
+    SessionPlan,
+    build_manifest,
+    write_manifest,
+    write_sessions,
+)
+from causalvis.store.trials import SERVED_COLUMNS, read_trials, write_trials_frame
+from causalvis.store.units import Unit, read_units
 
 log = logging.getLogger("causalvis.sessions")
 
-TRIAL_COLUMNS = [
-    "trial_id",
-    "base_trial_id",
-    "kind",
-    "condition",
-    "unit",
-    "layer",
-    "channel",
-    "image_set",
-    "query_asset",
-    "option_a_asset",
-    "option_b_asset",
-    "reference_assets",
-    "box_a",
-    "box_b",
-    "act_base",
-    "act_a",
-    "act_b",
-    "correct",
-    "rel_diff",
-    "min_reference_assets",
-    "model",
-]
-
 
 def _base_trials(paths: StudyPaths) -> pd.DataFrame:
-    path = paths.stimuli / "trials_base.csv"
-    if not path.is_file():
-        raise CausalvisError(
-            f"{path} is missing: run `causalvis build {paths.root} --stage trials`"
-        )
-    base = pd.read_csv(
-        path, dtype={"trial_id": str, "box_a": str, "box_b": str, "query_asset": str},
-        keep_default_na=False,
+    base = read_trials(
+        paths.base_trials, missing_hint=f"run `causalvis build {paths.root} --stage trials`"
     )
     if base.empty:
         raise CausalvisError(
-            f"{path} holds no trials: every trial was dropped (see the trials log)"
+            f"{paths.base_trials} holds no trials: every trial was dropped (see the trials log)"
         )
-    base["unit"] = base["layer"].astype(str) + ":" + base["channel"].astype(int).astype(str)
     return base
 
 
 def _units(paths: StudyPaths) -> tuple[list[str], set[str]]:
-    data = read_json(paths.units)
-    main = [
-        f"{u['layer']}:{u['channel']}" for u in data["units"] if u.get("role", "main") == "main"
-    ]
-    practice = {
-        f"{u['layer']}:{u['channel']}" for u in data["units"] if u.get("role") == "practice"
-    }
+    main = [u.spec for u in read_units(paths, "main")]
+    practice = {u.spec for u in read_units(paths, "practice")}
     return main, practice
 
 
@@ -130,8 +101,8 @@ def _session_inputs_digest(paths: StudyPaths, config, sources: list[_Source]) ->
     h.update(config.digest("conditions", "sessions", "seed", "task", "models").encode())
     for src in sources:
         h.update(src.model.encode())
-        h.update((src.paths.stimuli / "trials_base.csv").read_bytes())
-        for meta in sorted(src.paths.references.glob("*/*/meta.json")):
+        h.update(src.paths.base_trials.read_bytes())
+        for meta in sorted(src.paths.references.glob(f"*/*/{REFERENCE_META_FILE}")):
             h.update(str(meta.relative_to(src.paths.references)).encode())
             h.update(meta.read_bytes())
     return h.hexdigest()[:16]
@@ -152,8 +123,7 @@ class _ReferenceResolver:
     def __call__(self, condition: str, unit: str, image_set: int, side: str = "max") -> list[str]:
         key = (condition, unit, image_set, side)
         if key not in self._cache:
-            layer, _, channel = unit.rpartition(":")
-            ukey = unit_key(layer, int(channel))
+            ukey = Unit.parse(unit).key
             kwargs = {} if side == "max" else {"side": side}
             files = self._files(
                 self.src.paths, self.src.config, condition, ukey, image_set, **kwargs
@@ -171,7 +141,7 @@ def _row(
     min_references: list[str] = (),
     **override,
 ) -> dict:
-    row = {col: base[col] for col in TRIAL_COLUMNS if col in base.index}
+    row = {col: base[col] for col in SERVED_COLUMNS if col in base.index}
     row.update(
         base_trial_id=base["trial_id"],
         kind=kind,
@@ -257,7 +227,7 @@ def _plan_source(
 ) -> list:
     """Practice, main and catch trials and the sessions of one model (one source)."""
     sc, cc = config.sessions, config.conditions
-    two_afc = config.task == "two_afc"
+    two_sided = "min" in get_task(config.task).sides  # the 2-AFC task
     base = _base_trials(src.paths)
     _copy_trial_assets(bundle, src, base)
     main_units, practice_units = _units(src.paths)
@@ -272,7 +242,7 @@ def _plan_source(
 
     def refs_of(condition: str, unit: str, image_set: int) -> tuple[list[str], list[str]]:
         refs = resolve(condition, unit, image_set)
-        return refs, (resolve(condition, unit, image_set, "min") if two_afc else [])
+        return refs, (resolve(condition, unit, image_set, "min") if two_sided else [])
 
     practice = select_practice(base, practice_units, sc.n_practice)
     if sc.n_practice and len(practice) < sc.n_practice:
@@ -326,7 +296,7 @@ def _plan_source(
                 continue
             refs, min_refs = refs_of(session.condition, trial["unit"], int(trial["image_set"]))
             if sc.catch_rule == "query_in_references" and refs:
-                if two_afc:
+                if two_sided:
                     refs, min_refs = _two_afc_catch(trial, refs, min_refs)
                 else:
                     refs = [*refs[:-1], trial["query_asset"]]
@@ -350,7 +320,7 @@ def run_sessions_stage(ctx) -> None:
         stamp_matches(paths, "sessions", digest)
         and paths.sessions.is_file()
         and paths.trials.is_file()
-        and read_json(paths.stamps / "sessions.json").get("trials_sha256") == _sha256(paths.trials)
+        and read_stamp(paths, "sessions").get("trials_sha256") == _sha256(paths.trials)
     ):
         log.info("sessions: up to date")
         return
@@ -367,9 +337,8 @@ def run_sessions_stage(ctx) -> None:
         sessions += _plan_source(src, paths, config, add, practice_ids)
     conditions = list(config.conditions.names)
 
-    table = pd.DataFrame(list(rows.values()), columns=TRIAL_COLUMNS)
-    with atomic_path(paths.trials) as tmp:
-        table.to_csv(tmp, index=False)
+    table = pd.DataFrame(list(rows.values()), columns=list(SERVED_COLUMNS))
+    write_trials_frame(paths.trials, table)
     examples = {}
     for condition in conditions:
         candidates = practice_ids.get(condition) or [
@@ -377,18 +346,19 @@ def run_sessions_stage(ctx) -> None:
         ]
         if candidates:
             examples[condition] = candidates[0]
-    plan = {
-        "study": config.name,
-        "task": config.task,
-        "config_hash": config.digest(),
-        "conditions": conditions,
-        **({"models": list(config.models)} if config.models else {}),
-        "sessions": [s.to_dict() for s in sessions],
-        "instructions_example": examples,
-        "n_participants_needed": int(sum(s.planned_participants for s in sessions)),
-    }
-    write_json(paths.sessions, plan)
-    _write_manifest(paths, config)
+    plan = SessionPlan(
+        sessions=tuple(_entry(s) for s in sessions),
+        study=config.name,
+        task=config.task,
+        config_hash=config.digest(),
+        conditions=tuple(conditions),
+        models=tuple(config.models),
+        instructions_example=examples,
+    )
+    write_sessions(paths.sessions, plan)
+    write_manifest(paths.manifest, build_manifest(
+        paths, study=config.name, config_hash=config.digest(), software_version=__version__,
+    ))
     write_stamp(
         paths,
         "sessions",
@@ -401,8 +371,17 @@ def run_sessions_stage(ctx) -> None:
     log.info(
         "sessions: %d sessions, %d participants needed, trials %s",
         len(sessions),
-        plan["n_participants_needed"],
+        plan.n_participants_needed,
         counts,
+    )
+
+
+def _entry(session: PlannedSession) -> SessionEntry:
+    return SessionEntry(
+        session_id=session.session_id, condition=session.condition,
+        image_set=session.image_set, trials=tuple(session.trials),
+        practice=tuple(session.practice), planned_participants=session.planned_participants,
+        units=tuple(session.units), model=session.model,
     )
 
 
@@ -410,25 +389,4 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_manifest(paths: StudyPaths, config) -> None:
-    assets = sorted(p.name for p in paths.assets.glob("*.png"))
-    write_json(
-        paths.manifest,
-        {
-            "study": config.name,
-            "software": "causalvis",
-            "software_version": __version__,
-            "config_hash": config.digest(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "files": {
-                "trials.csv": _sha256(paths.trials),
-                "bundle/sessions.json": _sha256(paths.sessions),
-                "study.toml": _sha256(paths.config),
-            },
-            "n_assets": len(assets),
-            "assets_digest": hashlib.sha256("\n".join(assets).encode()).hexdigest(),
-        },
-    )
-
-
-__all__ = ["TRIAL_COLUMNS", "run_sessions_stage"]
+__all__ = ["run_sessions_stage"]

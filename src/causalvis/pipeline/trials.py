@@ -7,16 +7,16 @@ as lossless PNG, decoded again and re-run through the model: the stored activati
 the re-run ones, and a candidate whose order flips or whose ``|A - B| / |base|`` falls
 below ``trials.tie_tolerance`` is dropped (counted in the stage's log line). Kept images go
 to ``bundle/assets/`` under content-hashed names; A and B are labelled ``a``/``b`` in a
-seeded random order. Output: ``stimuli/trials_base.csv`` and a copy as ``trials.csv``
-(the sessions stage later replaces it with the per-condition table).
-Task ``two_afc`` builds its query pairs instead (:mod:`causalvis.pipeline.two_afc`).
+seeded random order (:mod:`causalvis.pipeline.served`). Output:
+``stimuli/trials_base.csv`` (columns ``store.trials.BASE_COLUMNS``) and a copy as
+``trials.csv`` (the sessions stage later replaces it with the per-condition table).
+This is the causal-occlusion task's ``trials`` stage; task ``two_afc`` has its own
+(:mod:`causalvis.pipeline.two_afc`, see :mod:`causalvis.pipeline.registry`).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -26,36 +26,17 @@ import numpy as np
 from PIL import Image
 
 from causalvis.errors import CausalvisError
-from causalvis.images.preprocess import uint8_to_tensor
-from causalvis.models import probe_tensor
-from causalvis.pipeline.occlusion import (
-    OcclusionResult,
-    load_result,
-    load_units,
-    make_occluder,
-    plan,
-    result_path,
-)
+from causalvis.pipeline.occlusion import make_occluder, plan
+from causalvis.pipeline.served import decode_png, measure, order_flip, write_base_trials
 from causalvis.stimuli.occlusion import Grid
 from causalvis.stimuli.trial_rule import Pair, rank_candidates, relative_difference, select_pair
 from causalvis.store.assets import encode_png, read_asset, write_asset
-from causalvis.store.layout import (
-    StudyPaths,
-    atomic_write,
-    read_json,
-    stamp_matches,
-    write_json,
-    write_stamp,
-)
+from causalvis.store.layout import StudyPaths, read_json, stamp_matches, write_json, write_stamp
+from causalvis.store.occlusion import OcclusionResult, read_occlusion
+from causalvis.store.trials import BASE_COLUMNS
+from causalvis.store.units import UnitEntry, read_units
 
 log = logging.getLogger("causalvis.trials")
-
-COLUMNS = [
-    "trial_id", "base_trial_id", "kind", "condition", "unit", "layer", "channel",
-    "image_set", "query_asset", "option_a_asset", "option_b_asset", "reference_assets",
-    "box_a", "box_b", "act_base", "act_a", "act_b", "correct", "rel_diff",
-    "query_image_id",
-]
 
 
 @dataclass(frozen=True)
@@ -67,17 +48,6 @@ class Measured:
     low: float  # the argmin occlusion (option B of the rule)
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
-def measure(model, layer: str, channel: int, images: list[np.ndarray]) -> list[float]:
-    """The unit's activation on uint8 images, exactly as ``causalvis probe`` computes it."""
-    acts = probe_tensor(model, uint8_to_tensor(np.stack(images)), [layer])[layer]
-    return [float(v) for v in acts[:, channel]]
-
-
 def check_served(pair: Pair, measured: Measured, tie_tolerance: float) -> str | None:
     """Why a trial must be dropped after the served-bytes re-run (None = keep)."""
     if (measured.high - measured.low) * (pair.act_a - pair.act_b) <= 0:
@@ -85,12 +55,6 @@ def check_served(pair: Pair, measured: Measured, tie_tolerance: float) -> str | 
     if relative_difference(measured.high, measured.low, measured.base) < tie_tolerance:
         return "tie"
     return None
-
-
-def order_flip(seed: int, key: str, image_set: int) -> bool:
-    """Seeded coin: True = the argmax option is labelled ``b``."""
-    digest = hashlib.sha256(f"{seed}|option-order|{key}|{image_set}".encode()).digest()
-    return bool(digest[0] & 1)
 
 
 def box_text(box: tuple[int, int, int, int]) -> str:
@@ -103,7 +67,9 @@ def _digest(ctx, npz: Path) -> str:
     return f"{cfg.digest('trials', 'model', 'occlusion', 'blur', 'seed')}|{h}"
 
 
-def build_trial(ctx, unit: dict, image_set: int, res: OcclusionResult, counts: Counter) -> dict:
+def build_trial(
+    ctx, unit: UnitEntry, image_set: int, res: OcclusionResult, counts: Counter
+) -> dict:
     """Row dict for one (unit, image set); empty when no candidate survives (counted)."""
     cfg, paths, model = ctx.config, ctx.paths, ctx.model
     grid = Grid(res.size, res.patch, res.stride)
@@ -116,13 +82,15 @@ def build_trial(ctx, unit: dict, image_set: int, res: OcclusionResult, counts: C
     order = rank_candidates(pairs)
     if not order:
         counts["no_pair"] += 1
-    layer, channel, key = unit["layer"], int(unit["channel"]), unit["key"]
+    layer, channel, key = unit.layer, unit.channel, unit.key
     for k in order:
         pair = pairs[k]
         query = ctx.source.load_array(res.image_ids[k])
         occluder = make_occluder(query, cfg, res.size)
         if occluder.grid != grid:
-            raise CausalvisError(f"{result_path(paths, key, image_set)} is stale: rerun occlusion")
+            raise CausalvisError(
+                f"{paths.occlusion_result(key, image_set)} is stale: rerun occlusion"
+            )
         high, low = occluder.build([pair.index_a, pair.index_b])
         encoded = [encode_png(Image.fromarray(a)) for a in (query, high, low)]
         decoded = [decode_png(b) for b in encoded]
@@ -145,7 +113,7 @@ def build_trial(ctx, unit: dict, image_set: int, res: OcclusionResult, counts: C
         ).hexdigest()[:15]
         row = {
             "trial_id": trial_id, "base_trial_id": trial_id, "kind": "main", "condition": "",
-            "unit": f"{layer}:{channel}", "layer": layer, "channel": channel,
+            "unit": unit.spec, "layer": layer, "channel": channel,
             "image_set": image_set, "query_asset": assets[0], "option_a_asset": asset_a,
             "option_b_asset": asset_b, "reference_assets": "", "box_a": box_text(box_a),
             "box_b": box_text(box_b), "act_base": served.base, "act_a": act_a, "act_b": act_b,
@@ -166,39 +134,16 @@ def _figure(ctx, key, image_set, query, act_map, base, grid, pair, high, low, no
     from causalvis.stimuli.heatmap import render_heatmap
 
     render_heatmap(
-        ctx.paths.occlusion / key / f"set{image_set}.png", query, act_map, base, grid,
+        ctx.paths.occlusion_figure(key, image_set), query, act_map, base, grid,
         index_a=pair.index_a if pair else None, index_b=pair.index_b if pair else None,
         option_a=high, option_b=low, title=f"{key}  image set {image_set}", note=note,
     )
 
 
-def write_table(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> bool:
-    """Write the table unless the file already holds exactly these bytes (so a rerun
-    leaves it, and everything downstream of it, untouched); True if it was written."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: (repr(v) if isinstance(v, float) else v) for c, v in row.items()})
-    data = buf.getvalue().encode()
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    atomic_write(path, data)
-    return True
-
-
 def run_trials_stage(ctx) -> None:
     """Build (or reuse) every (unit, image set) trial and write trials_base.csv."""
     paths: StudyPaths = ctx.paths
-    if ctx.config.task == "two_afc":
-        from causalvis.pipeline.two_afc import run_two_afc_trials
-
-        run_two_afc_trials(ctx)
-        return
-    if ctx.config.task != "causal_occlusion":
-        log.info("trials: skipped (task %s has no occlusion trials)", ctx.config.task)
-        return
-    units = {u["key"]: u for u in load_units(paths)}
+    units = {u.key: u for u in read_units(paths)}
     rows: list[dict] = []
     counts: Counter = Counter()
     items = plan(paths, ctx.config)
@@ -206,26 +151,23 @@ def run_trials_stage(ctx) -> None:
     for item in items:
         unit, image_set = units[item.key], item.image_set
         key = item.key
-        npz = result_path(paths, key, image_set)
+        npz = paths.occlusion_result(key, image_set)
         if not npz.is_file():
             raise CausalvisError(f"{npz} not found: run `causalvis build --stage occlusion`")
-        cache = paths.stimuli / "trials" / key / f"set{image_set}.json"
+        cache = paths.trial_cache(key, image_set)
         stamp, digest = f"trials/{key}/set{image_set}", _digest(ctx, npz)
         if cache.is_file() and stamp_matches(paths, stamp, digest):
             cached = read_json(cache)
             row, counts = cached["row"], counts + Counter(cached["drops"])
         else:
             item_counts: Counter = Counter()
-            row = build_trial(ctx, unit, image_set, load_result(npz), item_counts)
+            row = build_trial(ctx, unit, image_set, read_occlusion(npz), item_counts)
             write_json(cache, {"row": row, "drops": dict(item_counts)})
             write_stamp(paths, stamp, digest)
             counts += item_counts
         if row:
             rows.append(row)
-    base = paths.stimuli / "trials_base.csv"
-    if write_table(base, rows) or not paths.trials.is_file():
-        # trials.csv starts as the condition-free table; the sessions stage expands it.
-        atomic_write(paths.trials, base.read_bytes())
+    write_base_trials(paths, rows, BASE_COLUMNS)
     log.info(
         "trials: kept %d of %d; dropped on served bytes: %d order flips, %d near ties "
         "(< %g); %d without a valid pair (constraints / min_rel_diff)",

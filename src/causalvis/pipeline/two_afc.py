@@ -9,12 +9,13 @@ those of the served bytes. A pair whose order flips on the served bytes, or whos
 relative difference (``rel_diff`` below) falls under ``trials.tie_tolerance``, is
 dropped (counted in the log line). Kept images go to ``bundle/assets/`` under
 content-hashed names, labelled ``a``/``b`` in a seeded random order
-(:func:`causalvis.pipeline.trials.order_flip`).
+(:func:`causalvis.pipeline.served.order_flip`).
 
 ``rel_diff = (act(max query) - act(min query)) / (dataset max - dataset min)`` of the
 unit (``top[0]`` and ``bottom[0]`` of its exemplar record), in [0, 1]: the trial's
-easiness. Output: ``stimuli/trials_base.csv`` (columns :data:`COLUMNS`) and a copy as
-``trials.csv``, which the sessions stage expands per condition. Practice units get
+easiness. Output: ``stimuli/trials_base.csv`` (columns
+``store.trials.TWO_AFC_BASE_COLUMNS``) and a copy as ``trials.csv``, which the sessions
+stage expands per condition. Practice units get
 pairs too; the sessions stage picks practice trials from them.
 """
 
@@ -27,22 +28,14 @@ from collections import Counter
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.pipeline.occlusion import load_units
-from causalvis.pipeline.trials import COLUMNS as OCCLUSION_COLUMNS
-from causalvis.pipeline.trials import decode_png, measure, order_flip, write_table
+from causalvis.pipeline.served import decode_png, measure, order_flip, write_base_trials
 from causalvis.store.assets import encode_png, read_asset, write_asset
-from causalvis.store.layout import (
-    StudyPaths,
-    atomic_write,
-    read_json,
-    stamp_matches,
-    write_json,
-    write_stamp,
-)
+from causalvis.store.exemplars import ExemplarRecord, ExemplarSet, read_exemplars
+from causalvis.store.layout import StudyPaths, read_json, stamp_matches, write_json, write_stamp
+from causalvis.store.trials import TWO_AFC_BASE_COLUMNS
+from causalvis.store.units import UnitEntry, read_units
 
 log = logging.getLogger("causalvis.trials")
-
-COLUMNS = [*OCCLUSION_COLUMNS, "min_query_image_id"]
 
 
 def relative_span(act_max: float, act_min: float, top: float, bottom: float) -> float:
@@ -55,31 +48,29 @@ def relative_span(act_max: float, act_min: float, top: float, bottom: float) -> 
     return (act_max - act_min) / span
 
 
-def _record(paths: StudyPaths, key: str) -> tuple[dict, bytes]:
-    path = paths.exemplars / f"{key}.json"
-    if not path.is_file():
-        raise CausalvisError(f"{path} not found: run `causalvis build --stage exemplars`")
-    data = path.read_bytes()
-    record = read_json(path)
-    if record.get("scheme") != "imi":
+def _record(paths: StudyPaths, key: str) -> ExemplarRecord:
+    record = read_exemplars(paths, key)
+    if record.scheme != "imi":
         raise CausalvisError(
-            f"{path}: scheme {record.get('scheme')!r}, task two_afc needs the imi scheme "
-            "(rerun `causalvis build --stage exemplars`)"
+            f"{paths.exemplar(key)}: scheme {record.scheme!r}, task two_afc needs the imi "
+            "scheme (rerun `causalvis build --stage exemplars`)"
         )
-    return record, data
+    return record
 
 
-def build_pair(ctx, unit: dict, record: dict, item: dict, counts: Counter) -> dict:
+def build_pair(
+    ctx, unit: UnitEntry, record: ExemplarRecord, item: ExemplarSet, counts: Counter
+) -> dict:
     """Row dict for one image set of one unit; empty when the served bytes drop it."""
     cfg, paths = ctx.config, ctx.paths
-    layer, channel, key = unit["layer"], int(unit["channel"]), unit["key"]
-    b = int(item["image_set"])
-    if "min_query" not in item:
-        raise CausalvisError(f"exemplars/{key}.json: image set {b} has no min_query")
-    ids = (item["query"]["image_id"], item["min_query"]["image_id"])
+    layer, channel, key = unit.layer, unit.channel, unit.key
+    b = item.image_set
+    if item.min_query is None:
+        raise CausalvisError(f"{paths.exemplar(key)}: image set {b} has no min_query")
+    ids = (item.query.image_id, item.min_query.image_id)
     decoded = [decode_png(encode_png(ctx.source.load(i))) for i in ids]
     act_max, act_min = measure(ctx.model, layer, channel, decoded)
-    top, bottom = float(record["top"][0]["activation"]), float(record["bottom"][0]["activation"])
+    top, bottom = record.top[0].activation, record.bottom[0].activation
     if act_max <= act_min:
         counts["flip"] += 1
         log.debug("drop %s set%d: order flips on the served bytes", key, b)
@@ -102,7 +93,7 @@ def build_pair(ctx, unit: dict, record: dict, item: dict, counts: Counter) -> di
     ).hexdigest()[:15]
     return {
         "trial_id": trial_id, "base_trial_id": trial_id, "kind": "main", "condition": "",
-        "unit": f"{layer}:{channel}", "layer": layer, "channel": channel, "image_set": b,
+        "unit": unit.spec, "layer": layer, "channel": channel, "image_set": b,
         "query_asset": "", "option_a_asset": asset_a, "option_b_asset": asset_b,
         "reference_assets": "", "box_a": "", "box_b": "", "act_base": "",
         "act_a": act_a, "act_b": act_b, "correct": "b" if swap else "a", "rel_diff": rel,
@@ -133,14 +124,14 @@ def run_two_afc_trials(ctx) -> None:
     rows: list[dict] = []
     counts: Counter = Counter()
     total = 0
-    for unit in load_units(paths):
-        key = unit["key"]
-        record, record_bytes = _record(paths, key)
-        digest = _digest(ctx, record_bytes)
-        for item in record["image_sets"]:
-            b = int(item["image_set"])
+    for unit in read_units(paths):
+        key = unit.key
+        record = _record(paths, key)
+        digest = _digest(ctx, paths.exemplar(key).read_bytes())
+        for item in record.image_sets:
+            b = item.image_set
             total += 1
-            cache = paths.stimuli / "trials" / key / f"set{b}.json"
+            cache = paths.trial_cache(key, b)
             stamp = f"trials/{key}/set{b}"
             cached = _cached_row(paths, cache, stamp, digest)
             if cached is not None:
@@ -154,10 +145,7 @@ def run_two_afc_trials(ctx) -> None:
                 counts += item_counts
             if row:
                 rows.append(row)
-    base = paths.stimuli / "trials_base.csv"
-    if write_table(base, rows, COLUMNS) or not paths.trials.is_file():
-        # trials.csv starts as the condition-free table; the sessions stage expands it.
-        atomic_write(paths.trials, base.read_bytes())
+    write_base_trials(paths, rows, TWO_AFC_BASE_COLUMNS)
     log.info(
         "trials (two_afc): kept %d of %d query pairs; dropped on served bytes: %d order "
         "flips, %d near ties (rel. diff < %g)",

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from causalvis.errors import CausalvisError
+from causalvis.store.layout import StudyPaths
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -94,7 +95,7 @@ class Response(Base):
 
 
 def default_url(study_dir: str | Path) -> str:
-    return f"sqlite:///{Path(study_dir).resolve() / 'responses.sqlite'}"
+    return f"sqlite:///{StudyPaths(Path(study_dir).resolve()).database}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

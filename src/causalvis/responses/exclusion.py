@@ -1,19 +1,40 @@
-"""Per-participant exclusion criteria (PROTOCOL.md defaults, ``ExclusionConfig``).
+"""The one exclusion rule set (``[exclusion]`` / ``ExclusionConfig``; docs/analysis.md).
 
-Each criterion is evaluated independently so the report can say how many participants it
-removed. A criterion whose columns are absent is reported as ``available: false``: it is
-never silently counted as passed.
+The dashboard, the export, the Prolific failed-checks completion code and the report all
+decide here, from one per-participant table (:func:`participant_metrics` builds it from a
+canonical response table, :func:`database_metrics` from the database rows, both through
+:func:`_answer_counts`), so a participant the report excludes is flagged on the dashboard
+under the same criterion name. Each criterion is evaluated independently so the report can
+say how many participants it removed; a criterion whose data are absent is reported as
+``available: false``: it is never silently counted as passed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from causalvis.config import ExclusionConfig
+from causalvis.config import ExclusionConfig, StudyConfig, format_validation_error, preset
+from causalvis.errors import CausalvisError
+from causalvis.responses.db import Participant, Response
+from causalvis.responses.summary import (
+    participant_label,
+    practice_attempts,
+    status_label,
+    total_time_s,
+)
+from causalvis.store.layout import StudyPaths
+
+# Every criterion, in the order the report lists them and the dashboard shows its flags.
+CRITERIA = ("catch_accuracy", "total_time", "instruction_time", "practice_attempts",
+            "one_sided", "side_variability", "unfinished")  # fmt: skip
+_NO_SIDE = "no side information (needs choice + left_option, or side)"
 
 
 @dataclass
@@ -22,6 +43,8 @@ class ExclusionResult:
     excluded: list[str]
     criteria: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_participant: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # participant -> the criteria it fails, in CRITERIA order (the dashboard's flags).
+    flags: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,28 +56,107 @@ class ExclusionResult:
         }
 
 
+def resolve_exclusion(
+    study: StudyConfig | str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    fmt: str = "csv",
+) -> ExclusionConfig:
+    """The exclusion config in force: the study's (a config, a study folder or its
+    study.toml), else IMI's for ``fmt="imi"``, else the defaults; then ``overrides``
+    (None values are ignored), validated."""
+    config = _study_config(study)
+    if config is not None:
+        base = config.exclusion
+    elif fmt == "imi":
+        base = preset("imi2023").exclusion
+    else:
+        base = ExclusionConfig()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return base
+    try:
+        return ExclusionConfig.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        raise CausalvisError(format_validation_error(exc, "exclusion options")) from exc
+
+
+def _study_config(study: StudyConfig | str | Path | None) -> StudyConfig | None:
+    if study is None or isinstance(study, StudyConfig):
+        return study
+    path = Path(study)
+    if path.is_dir():
+        path = StudyPaths(path).config
+    return StudyConfig.load(path) if path.is_file() else None
+
+
+# -- the per-participant table --------------------------------------------------------------
+
 def participant_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per participant: catch accuracy, times, practice attempts, same-side share."""
+    """One row per participant of a canonical table (:mod:`causalvis.analysis.load`):
+    catch / main counts, times, practice attempts, same-side share, status."""
     groups = df.groupby("participant_id", sort=True)
     out = pd.DataFrame(index=pd.Index(sorted(df["participant_id"].unique()), name="participant_id"))
-    catch = df[df["is_catch"]]
-    out["n_catch"] = catch.groupby("participant_id").size().reindex(out.index, fill_value=0)
-    out["catch_accuracy"] = catch.groupby("participant_id")["correct"].mean().reindex(out.index)
     for col in ("total_time_s", "instruction_time_s", "practice_attempts"):
         if col in df.columns:
             out[col] = groups[col].max().reindex(out.index)
+    if "status" in df.columns:
+        out["status"] = groups["status"].last().reindex(out.index)
+    answers = df[["participant_id", "is_main", "is_catch", "correct"]]
     side = _chose_left(df)
-    if side is not None:
-        answered = df.assign(_left=side)[side.notna() & (df["is_main"] | df["is_catch"])]
-        left = answered.groupby("participant_id")["_left"].agg(["mean", "size"])
-        frac = np.maximum(left["mean"], 1 - left["mean"])
-        out["same_side_fraction"] = frac.reindex(out.index)
+    return _answer_counts(out, answers if side is None else answers.assign(left=side))
+
+
+def database_metrics(
+    participants: Iterable[Participant], responses: Mapping[int, Sequence[Response]]
+) -> pd.DataFrame:
+    """:func:`participant_metrics` of the database rows (``responses``: participant id ->
+    its rows), without going through the export: the same values the export's columns give."""
+    people, answers = [], []
+    for p in participants:
+        rows = responses.get(p.id, ())
+        label = participant_label(p)
+        people.append({
+            "participant_id": label,
+            "total_time_s": total_time_s(p) if p.finished_at else None,
+            "instruction_time_s": p.instruction_time_s,
+            "practice_attempts": practice_attempts(rows),
+            "status": status_label(p),
+        })  # fmt: skip
+        for r in rows:
+            known = r.choice is not None and r.left_option is not None
+            answers.append({
+                "participant_id": label, "is_main": r.kind == "main",
+                "is_catch": r.kind == "catch", "correct": bool(r.correct),
+                "left": float(r.choice == r.left_option) if known else np.nan,
+            })  # fmt: skip
+    out = pd.DataFrame(people, columns=["participant_id", "total_time_s", "instruction_time_s",
+                                        "practice_attempts", "status"])
+    out = out.set_index("participant_id").sort_index()
+    for col in ("total_time_s", "instruction_time_s"):
+        out[col] = out[col].astype(float)
+    frame = pd.DataFrame(answers, columns=["participant_id", "is_main", "is_catch", "correct",
+                                           "left"])
+    frame = frame.astype({"is_main": bool, "is_catch": bool, "correct": bool, "left": float})
+    return _answer_counts(out, frame)
+
+
+def _answer_counts(out: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
+    """Add the answer-based columns; ``answers`` has participant_id, is_main, is_catch,
+    correct and, when the side is known at all, ``left`` (1 left / upper, 0 right, NaN)."""
+    catch = answers[answers["is_catch"]].groupby("participant_id")["correct"]
+    main = answers[answers["is_main"]].groupby("participant_id")["correct"]
+    out["n_catch"] = catch.size().reindex(out.index, fill_value=0)
+    out["catch_accuracy"] = catch.mean().reindex(out.index)
+    out["n_main"] = main.size().reindex(out.index, fill_value=0)
+    out["n_main_correct"] = main.sum().reindex(out.index, fill_value=0).astype(int)
+    if "left" in answers.columns:
+        sided = answers[answers["left"].notna() & (answers["is_main"] | answers["is_catch"])]
+        left = sided.groupby("participant_id")["left"].agg(["mean", "size"])
+        out["same_side_fraction"] = np.maximum(left["mean"], 1 - left["mean"]).reindex(out.index)
         out["n_sided"] = left["size"].reindex(out.index).fillna(0)
         # IMI's "row variability": how often the less chosen side was chosen.
         rarer = np.minimum(left["mean"], 1 - left["mean"]) * left["size"]
         out["n_rarer_side"] = rarer.round().reindex(out.index)
-    if "status" in df.columns:
-        out["status"] = groups["status"].last().reindex(out.index)
     return out
 
 
@@ -71,28 +173,36 @@ def _chose_left(df: pd.DataFrame) -> pd.Series | None:
     return None
 
 
+# -- the rules ------------------------------------------------------------------------------
+
 def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
                      min_side_choices: int | None = None) -> ExclusionResult:
-    """Evaluate every criterion; a participant failing any one is excluded.
+    """:func:`evaluate` on a canonical response table."""
+    return evaluate(participant_metrics(df), cfg, min_side_choices=min_side_choices)
 
-    ``min_side_choices`` (default: ``cfg.min_choices_per_side``; 0 = off) is IMI's "row variability" check: each of the two answer positions must have
-    been chosen at least that often on main + catch trials (IMI: 5 of 45)."""
+
+def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
+             min_side_choices: int | None = None) -> ExclusionResult:
+    """Evaluate every criterion on a per-participant table; failing any one excludes.
+
+    ``min_side_choices`` (default: ``cfg.min_choices_per_side``; 0 = off) is IMI's "row
+    variability" check: each of the two answer positions must have been chosen at least
+    that often on main + catch trials (IMI: 5 of 45)."""
     cfg = cfg or ExclusionConfig()
     if min_side_choices is None:
         min_side_choices = cfg.min_choices_per_side
-    m = participant_metrics(df)
+    m = m.copy()
     ids = m.index.to_numpy()
     criteria: dict[str, dict[str, Any]] = {}
-    failed = pd.Series(False, index=m.index)
+    masks: dict[str, pd.Series] = {}
 
     def record(name: str, rule: str, mask: pd.Series | None, why_unavailable: str = "") -> None:
-        nonlocal failed
         if mask is None:
             criteria[name] = {"rule": rule, "available": False, "n_excluded": None,
                               "reason": why_unavailable}
             return
         mask = mask.fillna(False).astype(bool)
-        failed = failed | mask
+        masks[name] = mask
         criteria[name] = {
             "rule": rule,
             "available": True,
@@ -100,14 +210,14 @@ def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
             "participants": sorted(map(str, ids[mask.to_numpy()])),
         }
 
-    has_catch = bool(df["is_catch"].any())
+    has_catch = bool((m["n_catch"] > 0).any())
     record(
         "catch_accuracy",
         f"catch accuracy < {cfg.min_catch_accuracy:.3g}",
         (m["catch_accuracy"] < cfg.min_catch_accuracy - 1e-9) if has_catch else None,
         "no catch trials in the data",
     )
-    if "n_catch" in m and has_catch:
+    if has_catch:
         criteria["catch_accuracy"]["n_without_catch_trials"] = int((m["n_catch"] == 0).sum())
     record(
         "total_time",
@@ -131,17 +241,15 @@ def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
         "no practice_attempts column",
     )
     t = cfg.max_same_side_fraction
+    mask = None
     if _present(m, "same_side_fraction"):
         frac = m["same_side_fraction"]
-        mask = (frac >= 1.0 - 1e-12) if t >= 1.0 else (frac > t)
-        mask = mask & (m["n_sided"] >= 2)
-    else:
-        mask = None
+        mask = ((frac >= 1.0 - 1e-12) if t >= 1.0 else (frac > t)) & (m["n_sided"] >= 2)
     record(
         "one_sided",
         "chose the same side on every trial" if t >= 1.0 else f"same-side share > {t:g}",
         mask,
-        "no side information (needs choice + left_option, or side)",
+        _NO_SIDE,
     )
     if min_side_choices > 0:
         record(
@@ -149,14 +257,20 @@ def apply_exclusions(df: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
             f"either answer position chosen fewer than {min_side_choices} times",
             ((m["n_rarer_side"] < min_side_choices) & (m["n_sided"] > 1))
             if _present(m, "n_rarer_side") else None,
-            "no side information (needs choice + left_option, or side)",
+            _NO_SIDE,
         )
     if _present(m, "status"):
         record("unfinished", "status is not 'finished'", m["status"] != "finished")
+    failed = pd.Series(False, index=m.index)
+    for mask in masks.values():
+        failed = failed | mask
     m["excluded"] = failed
+    failing = {name: mask.to_numpy() for name, mask in masks.items()}
+    flags = {str(pid): [name for name, fails in failing.items() if fails[i]]
+             for i, pid in enumerate(ids)}  # fmt: skip
     excluded = sorted(map(str, ids[failed.to_numpy()]))
     included = sorted(map(str, ids[~failed.to_numpy()]))
-    return ExclusionResult(included, excluded, criteria, m)
+    return ExclusionResult(included, excluded, criteria, m, flags)
 
 
 def _present(m: pd.DataFrame, col: str) -> bool:

@@ -1,6 +1,6 @@
-"""``causalvis serve``: FastAPI experiment server, database, platforms, admin, export."""
+"""``causalvis serve``: FastAPI experiment server, platforms, admin dashboard.
 
-from causalvis.server.app import create_app, find_web_dist
-from causalvis.server.export import responses_frame
-
-__all__ = ["create_app", "find_web_dist", "responses_frame"]
+Imports nothing eagerly: import the submodule you need (``causalvis.server.app`` for
+``create_app``), so loading one part never drags in the rest or closes an import cycle.
+The database and the export live in :mod:`causalvis.responses`.
+"""

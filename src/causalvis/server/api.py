@@ -1,4 +1,4 @@
-"""HTTP routes of the participant and admin API (the contract in DESIGN.md)."""
+"""HTTP routes of the participant and admin API (the contract in docs/platforms.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from causalvis.responses.export import build_frame, frame_to_csv, frame_to_parquet
 from causalvis.server.admin import AdminToken
-from causalvis.server.export import build_frame, frame_to_csv, frame_to_parquet
 from causalvis.server.schemas import ConsentIn, FinishIn, InstructionsIn, NewParticipant, ResponseIn
 from causalvis.server.service import ApiError, Experiment
 
@@ -66,7 +66,7 @@ def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
 
     def _frame():  # type: ignore[no-untyped-def]
         with exp.sessions() as db:
-            return build_frame(db, exp.bundle)
+            return build_frame(db, exp.bundle.table)
 
     @router.get("/admin/responses.csv", dependencies=[Depends(require_admin)])
     def responses_csv() -> Response:

@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from causalvis.responses.db import Participant
-from causalvis.server.bundle import Session, StudyBundle
+from causalvis.server.bundle import StudyBundle
+from causalvis.store.sessions import SessionEntry
 
 
 def expire_abandoned(db: DbSession, abandon_after: timedelta, now: datetime) -> int:
@@ -37,7 +38,7 @@ def taken_counts(db: DbSession) -> Counter[str]:
     return Counter({sid: n for sid, n in rows})
 
 
-def choose_session(bundle: StudyBundle, taken: Counter[str]) -> Session:
+def choose_session(bundle: StudyBundle, taken: Counter[str]) -> SessionEntry:
     """Pure rule: max remaining need, then least-taken condition, image set, plan order."""
     by_condition: Counter[str] = Counter()
     by_image_set: Counter[object] = Counter()
@@ -45,9 +46,9 @@ def choose_session(bundle: StudyBundle, taken: Counter[str]) -> Session:
         by_condition[sess.condition] += taken[sess.session_id]
         by_image_set[sess.image_set] += taken[sess.session_id]
 
-    def key(item: tuple[int, Session]) -> tuple[int, int, int, int]:
+    def key(item: tuple[int, SessionEntry]) -> tuple[int, int, int, int]:
         order, sess = item
-        need = sess.planned - taken[sess.session_id]
+        need = sess.planned_participants - taken[sess.session_id]
         return (-need, by_condition[sess.condition], by_image_set[sess.image_set], order)
 
     return min(enumerate(bundle.sessions.values()), key=key)[1]

@@ -15,16 +15,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 from sqlalchemy import distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from causalvis.responses.db import Participant, Response, utcnow
-from causalvis.responses.summary import participant_label, summarize
-from causalvis.server import platforms
+from causalvis.responses.exclusion import database_metrics, evaluate
+from causalvis.responses.summary import participant_label, total_time_s
 from causalvis.server.assignment import choose_session, expire_abandoned, taken_counts
 from causalvis.server.bundle import StudyBundle, Trial
+from causalvis.server.platforms import (
+    COMPLETED,
+    FAILED_CHECKS,
+    MTURK_PREVIEW_ID,
+    NO_CONSENT,
+    completion,
+    mturk_submit_to,
+)
 from causalvis.server.schemas import (
     ConsentIn,
     FinishIn,
@@ -166,11 +175,11 @@ class Experiment:
 
     # -- participants ------------------------------------------------------------------
     def create_participant(self, body: NewParticipant) -> tuple[int, dict]:
-        preview = body.assignment_id in (None, platforms.MTURK_PREVIEW_ID)
+        preview = body.assignment_id in (None, MTURK_PREVIEW_ID)
         if body.platform == "mturk" and preview:
             raise ApiError(400, "MTurk preview: accept the HIT before starting")
         try:
-            submit_to = platforms.mturk_submit_to(body.turk_submit_to)
+            submit_to = mturk_submit_to(body.turk_submit_to)
         except ValueError as exc:
             raise ApiError(422, str(exc)) from exc
         now = utcnow()
@@ -239,7 +248,7 @@ class Experiment:
             if body.consent:
                 p.consented_at = p.consented_at or utcnow()
             else:
-                p.status, p.outcome = "declined", platforms.NO_CONSENT
+                p.status, p.outcome = "declined", NO_CONSENT
                 result.update(self._completion(p))
                 p.completion_code = result["completion_code"]
             db.commit()
@@ -361,9 +370,9 @@ class Experiment:
 
     # -- finishing -------------------------------------------------------------------
     def _completion(self, p: Participant) -> dict:
-        return platforms.completion(
+        return completion(
             p.platform,
-            p.outcome or platforms.COMPLETED,
+            p.outcome or COMPLETED,
             self.bundle.config.server,
             secret=self.secret,
             token=p.token,
@@ -382,9 +391,11 @@ class Experiment:
                 missing = st["n_trials"] - len(st["answered"])
                 if missing:
                     raise ApiError(409, f"{missing} trials are not answered yet")
-                s = summarize(p, responses, self.bundle.config.exclusion)
-                failed = "catch_accuracy" in s.flags
-                p.outcome = platforms.FAILED_CHECKS if failed else platforms.COMPLETED
+                # The completion code follows the rule set's catch criterion only.
+                checks = evaluate(database_metrics([p], {p.id: responses}),
+                                  self.bundle.config.exclusion)
+                failed = "catch_accuracy" in checks.flags[participant_label(p)]
+                p.outcome = FAILED_CHECKS if failed else COMPLETED
                 p.feedback = body.feedback or None
                 p.finished_at = p.last_seen_at = utcnow()
                 p.status = "finished"
@@ -412,11 +423,12 @@ class Experiment:
             by_p: dict[int, list[Response]] = defaultdict(list)
             for r in db.scalars(select(Response)):
                 by_p[r.participant_id].append(r)
-        rules = self.bundle.config.exclusion
+        metrics = database_metrics(participants, by_p)
+        flags = evaluate(metrics, self.bundle.config.exclusion).flags
         sess_rows = {
             s.session_id: {"session_id": s.session_id, "condition": s.condition,
-                           "image_set": s.image_set, "planned": s.planned, "finished": 0,
-                           "active": 0, "abandoned": 0}
+                           "image_set": s.image_set, "planned": s.planned_participants,
+                           "finished": 0, "active": 0, "abandoned": 0}
             for s in self.bundle.sessions.values()
         }  # fmt: skip
         conds: dict[str, dict] = {
@@ -428,33 +440,37 @@ class Experiment:
             conds.setdefault(s.condition, {"condition": s.condition, "planned": 0, "finished": 0,
                                            "active": 0, "excluded": 0, "n_main": 0,
                                            "n_main_correct": 0})  # fmt: skip
-            conds[s.condition]["planned"] += s.planned
+            conds[s.condition]["planned"] += s.planned_participants
         people = []
         totals: dict[str, int] = defaultdict(int)
         for p in participants:
             totals[p.status] += 1
-            s = summarize(p, by_p[p.id], rules, now)
+            label = participant_label(p)
+            m = metrics.loc[label]
+            n_main, n_main_correct = int(m["n_main"]), int(m["n_main_correct"])
             if p.session_id in sess_rows and p.status in ("finished", "active", "abandoned"):
                 sess_rows[p.session_id][p.status] += 1
             c = conds.get(p.condition)
             if c is not None:
                 if p.status in ("finished", "active"):
                     c[p.status] += 1
-                if s.flags and p.status == "finished":
+                if flags[label] and p.status == "finished":
                     c["excluded"] += 1
-                c["n_main"] += s.n_main
-                c["n_main_correct"] += s.n_main_correct
+                c["n_main"] += n_main
+                c["n_main_correct"] += n_main_correct
             plan = self.bundle.sessions.get(p.session_id)
             n_trials = len(plan.trials) if plan else None
             people.append({
-                "participant_id": s.participant_id, "platform": p.platform,
+                "participant_id": label, "platform": p.platform,
                 "external_id": p.external_id, "session_id": p.session_id,
                 "condition": p.condition, "status": p.status,
-                "n_answered": s.n_main + s.n_catch, "n_trials": n_trials,
-                "main_accuracy": s.main_accuracy, "catch_accuracy": s.catch_accuracy,
-                "practice_attempts": s.practice_attempts,
-                "instruction_time_s": p.instruction_time_s, "total_time_s": s.total_time_s,
-                "flags": s.flags, "feedback": p.feedback,
+                "n_answered": n_main + int(m["n_catch"]), "n_trials": n_trials,
+                "main_accuracy": n_main_correct / n_main if n_main else None,
+                "catch_accuracy": None if pd.isna(m["catch_accuracy"])
+                else float(m["catch_accuracy"]),
+                "practice_attempts": int(m["practice_attempts"]),
+                "instruction_time_s": p.instruction_time_s, "total_time_s": total_time_s(p, now),
+                "flags": flags[label], "feedback": p.feedback,
             })  # fmt: skip
         for c in conds.values():
             c["accuracy"] = c["n_main_correct"] / c["n_main"] if c["n_main"] else None

@@ -1,6 +1,10 @@
 """The study folder contract (docs/study-folder.md), with no torch import.
 
-``layout`` has every path (``StudyPaths``), atomic writes and the stamp API; ``assets`` the
-content-hashed public images; ``seeds`` name-derived seeds and opaque ids. Every other
-package reads and writes the study folder through this one.
+One module per file format, each the only reader and writer of its files: ``layout`` (every
+path and file-name constant, atomic writes, the stamp API), ``units`` (the ``Unit`` identity
+and ``units.json``), ``trials`` (``trials_base.csv``, ``trials.csv``), ``sessions``
+(``bundle/sessions.json``, ``manifest.json``), ``exemplars``, ``occlusion`` (the sweep maps),
+``activations`` (the scan's index and shards), ``assets`` (content-hashed public images)
+and ``seeds`` (name-derived seeds and opaque ids). Every other package reads and writes the
+study folder through this one.
 """

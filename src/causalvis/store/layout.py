@@ -7,21 +7,34 @@ file and a changed config invalidates only what depends on it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-def unit_key(layer: str, channel: int) -> str:
-    """File-system safe unit id: ``blocks.3.2:17`` -> ``blocks.3.2-c0017``."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
-    return f"{safe}-c{channel:04d}"
+# Every study-folder file name, spelled here and nowhere else (docs/study-folder.md).
+CONFIG_FILE = "study.toml"
+UNITS_FILE = "units.json"
+TRIALS_FILE = "trials.csv"
+BASE_TRIALS_FILE = "trials_base.csv"
+SESSIONS_FILE = "sessions.json"
+MANIFEST_FILE = "manifest.json"
+DATABASE_FILE = "responses.sqlite"
+ACTIVATIONS_INDEX_FILE = "index.json"
+SHARD_IDS_FILE = "ids.txt"
+SHARD_SKIPPED_FILE = "skipped.json"
+REFERENCE_META_FILE = "meta.json"
+SUMMARY_FILE = "summary.json"
+OBSERVERS_FILE = "observers.json"
+OBSERVER_TRIALS_FILE = "observer_trials.csv"
+POWER_FILE = "power.json"
+REPORT_PAGE_FILE = "index.html"
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class StudyPaths:
 
     @property
     def config(self) -> Path:
-        return self.root / "study.toml"
+        return self.root / CONFIG_FILE
 
     @property
     def activations(self) -> Path:
@@ -41,7 +54,7 @@ class StudyPaths:
 
     @property
     def units(self) -> Path:
-        return self.root / "units.json"
+        return self.root / UNITS_FILE
 
     @property
     def exemplars(self) -> Path:
@@ -58,14 +71,56 @@ class StudyPaths:
     def reference_dir(self, method: str, key: str) -> Path:
         return self.references / method / key
 
+    def reference_meta(self, method: str, key: str) -> Path:
+        return self.reference_dir(method, key) / REFERENCE_META_FILE
+
+    @property
+    def activations_index(self) -> Path:
+        return self.activations / ACTIVATIONS_INDEX_FILE
+
+    def activation_shard(self, name: str) -> Path:
+        """``activations/<shard>/``: one scan shard's folder."""
+        return self.activations / name
+
+    def shard_ids(self, name: str) -> Path:
+        return self.activation_shard(name) / SHARD_IDS_FILE
+
+    def shard_skipped(self, name: str) -> Path:
+        return self.activation_shard(name) / SHARD_SKIPPED_FILE
+
+    def shard_layer(self, name: str, layer: str) -> Path:
+        """``activations/<shard>/<layer>.npy``: float16 ``[n, C]``."""
+        return self.activation_shard(name) / f"{layer}.npy"
+
+    def exemplar(self, key: str) -> Path:
+        """``exemplars/<unit key>.json``."""
+        return self.exemplars / f"{key}.json"
+
+    def occlusion_result(self, key: str, image_set: int) -> Path:
+        """``occlusion/<unit key>/set<b>.npz``."""
+        return self.occlusion / key / f"set{image_set}.npz"
+
+    def occlusion_figure(self, key: str, image_set: int) -> Path:
+        return self.occlusion / key / f"set{image_set}.png"
+
     @property
     def stimuli(self) -> Path:
         """PRIVATE working copies of query / option images (names may carry meaning)."""
         return self.root / "stimuli"
 
     @property
+    def base_trials(self) -> Path:
+        """PRIVATE condition-free trials of stage ``trials`` (the sessions stage's input)."""
+        return self.stimuli / BASE_TRIALS_FILE
+
+    def trial_cache(self, key: str, image_set: int) -> Path:
+        """PRIVATE ``stimuli/trials/<unit key>/set<b>.json``: one (unit, image set)'s
+        trial (or why it was dropped), so a rerun only re-measures what changed."""
+        return self.stimuli / "trials" / key / f"set{image_set}.json"
+
+    @property
     def trials(self) -> Path:
-        return self.root / "trials.csv"
+        return self.root / TRIALS_FILE
 
     @property
     def bundle(self) -> Path:
@@ -77,23 +132,48 @@ class StudyPaths:
 
     @property
     def sessions(self) -> Path:
-        return self.bundle / "sessions.json"
+        return self.bundle / SESSIONS_FILE
 
     @property
     def manifest(self) -> Path:
-        return self.bundle / "manifest.json"
+        return self.bundle / MANIFEST_FILE
 
     @property
     def database(self) -> Path:
-        return self.root / "responses.sqlite"
+        return self.root / DATABASE_FILE
 
     @property
     def report(self) -> Path:
         return self.root / "report"
 
     @property
+    def summary_report(self) -> Path:
+        return self.report / SUMMARY_FILE
+
+    @property
+    def observers_report(self) -> Path:
+        return self.report / OBSERVERS_FILE
+
+    @property
+    def observer_trials(self) -> Path:
+        return self.report / OBSERVER_TRIALS_FILE
+
+    @property
+    def power_report(self) -> Path:
+        return self.report / POWER_FILE
+
+    @property
     def stamps(self) -> Path:
         return self.root / ".stamps"
+
+    def stamp(self, name: str) -> Path:
+        """``.stamps/<work item name>.json`` (names may hold ``/``: one folder per part)."""
+        return self.stamps / f"{name}.json"
+
+    @property
+    def substudies(self) -> Path:
+        """``models/``: one sub-study per model of a multi-model study."""
+        return self.root / "models"
 
     @property
     def logs(self) -> Path:
@@ -124,6 +204,26 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             tmp.write_bytes(data)
 
 
+# Fixed zip timestamp: .npz files must be byte-identical whichever process wrote them.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def npz_bytes(**arrays: Any) -> bytes:
+    """A compressed .npz readable by ``np.load`` whose bytes depend on the arrays only."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -134,14 +234,20 @@ def read_json(path: str | Path) -> Any:
 
 def write_stamp(paths: StudyPaths, name: str, digest: str, **info: Any) -> None:
     """Mark work item ``name`` done for inputs hashing to ``digest``."""
-    write_json(paths.stamps / f"{name}.json", {"digest": digest, **info})
+    write_json(paths.stamp(name), {"digest": digest, **info})
+
+
+def read_stamp(paths: StudyPaths, name: str) -> dict[str, Any]:
+    """What :func:`write_stamp` recorded for ``name`` ({} when absent or unreadable)."""
+    stamp = paths.stamp(name)
+    if not stamp.is_file():
+        return {}
+    try:
+        data = read_json(stamp)
+    except (json.JSONDecodeError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def stamp_matches(paths: StudyPaths, name: str, digest: str) -> bool:
-    stamp = paths.stamps / f"{name}.json"
-    if not stamp.is_file():
-        return False
-    try:
-        return read_json(stamp).get("digest") == digest
-    except (json.JSONDecodeError, OSError):
-        return False
+    return read_stamp(paths, name).get("digest") == digest

@@ -1,0 +1,91 @@
+"""The presets of ``causalvis init --preset`` as data: overrides of the config defaults.
+
+A preset is a nested dict of ``StudyConfig`` fields that differ from the defaults (the
+``paper2021`` values of PROTOCOL.md); ``config.preset`` merges it onto the defaults. A
+preset runs the task its overrides name (default causal occlusion); it can be switched to
+another task listed in its ``variants``: ``TASK_VARIANTS[task]`` is applied, then the
+preset's own variant overrides. ``MODEL_LAYERS`` gives a model's unit layers per preset, for configs that name none.
+Plain data, no imports: adding a preset or a model's layers touches only this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# IMI's query windows (rank fractions from the top and the bottom of the ranking).
+IMI_QUERY_WINDOWS = [[0.0, 0.0], [0.0, 0.02], [0.02, 0.05]]
+
+TASK_VARIANTS: dict[str, dict[str, Any]] = {
+    # The 2-AFC variant of a causal-occlusion preset: IMI exemplar scheme (as many minimal
+    # as maximal references: each preset's variant), natural vs synthetic, IMI catch rule.
+    "two_afc": {
+        "task": "two_afc",
+        "exemplars": {"scheme": "imi", "query_windows": IMI_QUERY_WINDOWS},
+        "conditions": {"names": ["natural", "synthetic"]},
+        "featurevis": {"n_non_diverse": 1, "also_render": []},
+        "sessions": {"catch_rule": "query_in_references"},
+        "server": {"correct_counter": True},
+    },
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "overrides": {
+            "scan": {"batch_size": 32, "shard_size": 256},
+            "units": {"mode": "per_layer", "per_layer": 1, "n_practice_units": 2},
+            # Five references instead of nine keep the demo within minutes on 2 CPU cores.
+            "exemplars": {"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 5},
+            "conditions": {"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2},
+            "occlusion": {"stride": 12, "batch_size": 64},
+            "blur": {"stride": 45},
+            "featurevis": {
+                "size": 128, "crop": 8, "jitter": 8, "jitter_after": 4, "steps": 48,
+                "diversity": 20.0, "n_images": 5, "maco_steps": 24, "maco_canvas": 192,
+                "also_render": ["synthetic-maco"],
+            },
+            "sessions": {"n_catch": 1, "n_practice": 2, "max_units_per_session": 18},
+        },
+        "variants": {"two_afc": {"exemplars": {"n_references": 5, "n_min_references": 5}}},
+    },
+    "paper2021": {
+        "overrides": {"units": {"per_layer": 2}},
+        "variants": {"two_afc": {"exemplars": {"n_references": 9, "n_min_references": 9}}},
+    },
+    "imi2023": {
+        "overrides": {
+            "task": "two_afc",
+            "units": {"mode": "uniform_layer", "n_units": 84},
+            "exemplars": {
+                "scheme": "imi", "n_references": 9, "n_min_references": 9,
+                "query_windows": IMI_QUERY_WINDOWS,
+            },
+            "conditions": {"names": ["natural", "synthetic"]},
+            "sessions": {
+                "n_catch": 5, "catch_rule": "query_in_references", "n_practice": 5,
+                "max_units_per_session": 40,
+            },
+            "exclusion": {
+                "min_catch_accuracy": 0.8, "min_total_time_s": 135.0,
+                "max_total_time_s": 2500.0, "min_instruction_time_s": 15.0,
+                "max_practice_attempts": 3, "min_choices_per_side": 5,
+            },
+            "featurevis": {"n_non_diverse": 1},
+            "server": {"correct_counter": True},
+        },
+        "variants": {},
+    },
+}
+
+_LITE0_QUICK_LAYERS = ["blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]
+# Nine block outputs spanning lite0's depth; two units each = the paper's 18 per session.
+_LITE0_PAPER_LAYERS = [
+    "blocks.1.1", "blocks.2.1", "blocks.3.0", "blocks.3.2", "blocks.4.1", "blocks.4.2",
+    "blocks.5.1", "blocks.5.3", "blocks.6.0",
+]
+MODEL_LAYERS: dict[str, dict[str, list[str]]] = {
+    "lite0": {
+        "quick": _LITE0_QUICK_LAYERS,
+        "paper2021": _LITE0_PAPER_LAYERS,
+        "imi2023": _LITE0_QUICK_LAYERS,
+    },
+}

@@ -1,0 +1,224 @@
+"""The session plan ``bundle/sessions.json`` and the bundle manifest ``bundle/manifest.json``.
+
+Written by stage ``sessions`` and read by the server (and by whoever needs the plan) only
+here, so the two files have one schema. :func:`read_sessions` checks the plan's own shape
+and names the file and the session index of a bad entry; whether its trial ids exist in
+``trials.csv`` and its assets on disk is the server's cross-check (``server.bundle``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from causalvis.errors import CausalvisError
+from causalvis.store.layout import StudyPaths, read_json, write_json
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """One planned session: one condition x one image set x a group of units."""
+
+    session_id: str
+    condition: str
+    image_set: int | None
+    trials: tuple[str, ...]
+    practice: tuple[str, ...] = ()
+    planned_participants: int = 1
+    units: tuple[str, ...] = ()
+    model: str | None = None  # multi-model studies: every session shows one model
+
+    def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.model is None else {"model": self.model}
+        return {
+            **extra,
+            "session_id": self.session_id,
+            "condition": self.condition,
+            "image_set": self.image_set,
+            "units": list(self.units),
+            "trials": list(self.trials),
+            "practice": list(self.practice),
+            "planned_participants": self.planned_participants,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str) -> SessionEntry:
+        try:
+            image_set = raw.get("image_set")
+            entry = cls(
+                session_id=str(raw["session_id"]),
+                condition=str(raw["condition"]),
+                image_set=None if image_set is None else int(image_set),
+                trials=_ids(raw["trials"]),
+                practice=_ids(raw.get("practice") or ()),
+                planned_participants=int(raw.get("planned_participants", 1)),
+                units=_ids(raw.get("units") or ()),
+                model=None if raw.get("model") is None else str(raw["model"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CausalvisError(f"{where}: malformed session ({exc})") from exc
+        if not entry.trials:
+            raise CausalvisError(f"{where}: session has no trials")
+        return entry
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list of trial ids, got {type(value).__name__}")
+    return tuple(str(v) for v in value)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """``bundle/sessions.json``. ``task``, ``study`` and ``conditions`` may be absent in
+    plans written before they existed (None: the reader falls back to the study config)."""
+
+    sessions: tuple[SessionEntry, ...]
+    study: str | None = None
+    task: str | None = None
+    config_hash: str | None = None
+    conditions: tuple[str, ...] | None = None
+    models: tuple[str, ...] = ()
+    instructions_example: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_participants_needed(self) -> int:
+        return int(sum(s.planned_participants for s in self.sessions))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "task": self.task,
+            "config_hash": self.config_hash,
+            "conditions": list(self.conditions or ()),
+            **({"models": list(self.models)} if self.models else {}),
+            "sessions": [s.to_dict() for s in self.sessions],
+            "instructions_example": dict(self.instructions_example),
+            "n_participants_needed": self.n_participants_needed,
+        }
+
+
+def write_sessions(path: str | Path, plan: SessionPlan) -> None:
+    write_json(path, plan.to_dict())
+
+
+def read_sessions(path: str | Path) -> SessionPlan:
+    """The plan, shape-checked; errors name ``path`` and the session index."""
+    path = Path(path)
+    if not path.is_file():
+        raise CausalvisError(f"no session plan at {path} (run `causalvis build` first)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CausalvisError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CausalvisError(f"{path}: the plan must be a JSON object")
+    raw_sessions = raw.get("sessions") or []
+    if not isinstance(raw_sessions, list):
+        raise CausalvisError(f"{path}: sessions must be a list")
+    sessions = []
+    for i, item in enumerate(raw_sessions):
+        where = f"{path}: sessions[{i}]"
+        if not isinstance(item, dict):
+            raise CausalvisError(f"{where}: malformed session (not an object)")
+        sessions.append(SessionEntry.from_dict(item, where))
+    if not sessions:
+        raise CausalvisError(f"{path}: the plan has no sessions")
+    examples = raw.get("instructions_example") or {}
+    if not isinstance(examples, dict):
+        raise CausalvisError(f"{path}: instructions_example must be an object")
+    conditions = raw.get("conditions")
+    return SessionPlan(
+        sessions=tuple(sessions),
+        study=None if raw.get("study") is None else str(raw["study"]),
+        task=None if not raw.get("task") else str(raw["task"]),
+        config_hash=None if raw.get("config_hash") is None else str(raw["config_hash"]),
+        conditions=tuple(map(str, conditions)) if conditions else None,
+        models=tuple(map(str, raw.get("models") or ())),
+        instructions_example={str(k): str(v) for k, v in examples.items()},
+    )
+
+
+# -- manifest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``bundle/manifest.json``: what a bundle was built from, so an archived copy can be
+    checked and served elsewhere. ``files`` maps a study-relative path to its SHA-256."""
+
+    study: str
+    software_version: str
+    config_hash: str
+    created: str
+    files: dict[str, str]
+    n_assets: int
+    assets_digest: str
+    software: str = "causalvis"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "software": self.software,
+            "software_version": self.software_version,
+            "config_hash": self.config_hash,
+            "created": self.created,
+            "files": dict(self.files),
+            "n_assets": self.n_assets,
+            "assets_digest": self.assets_digest,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_manifest(
+    paths: StudyPaths, *, study: str, config_hash: str, software_version: str
+) -> Manifest:
+    """The manifest of the bundle as it is on disk now (trial table, plan, config, assets)."""
+    assets = sorted(p.name for p in paths.assets.glob("*.png"))
+    files = {
+        p.relative_to(paths.root).as_posix(): sha256_file(p)
+        for p in (paths.trials, paths.sessions, paths.config)
+    }
+    return Manifest(
+        study=study,
+        software_version=software_version,
+        config_hash=config_hash,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        files=files,
+        n_assets=len(assets),
+        assets_digest=hashlib.sha256("\n".join(assets).encode()).hexdigest(),
+    )
+
+
+def write_manifest(path: str | Path, manifest: Manifest) -> None:
+    write_json(path, manifest.to_dict())
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise CausalvisError(f"no bundle manifest at {path} (run `causalvis build` first)")
+    try:
+        raw = read_json(path)
+        return Manifest(
+            study=str(raw["study"]),
+            software=str(raw.get("software", "causalvis")),
+            software_version=str(raw["software_version"]),
+            config_hash=str(raw["config_hash"]),
+            created=str(raw["created"]),
+            files={str(k): str(v) for k, v in dict(raw["files"]).items()},
+            n_assets=int(raw["n_assets"]),
+            assets_digest=str(raw["assets_digest"]),
+        )
+    except json.JSONDecodeError as exc:
+        raise CausalvisError(f"{path}: invalid JSON: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CausalvisError(f"{path}: malformed manifest ({exc!r})") from exc
