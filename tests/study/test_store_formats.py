@@ -155,3 +155,40 @@ def test_activations_round_trip_and_corrupt(paths):
     paths.activations_index.write_text(json.dumps(raw))
     with pytest.raises(CausalvisError, match=r"index\.json: missing field 'channels'"):
         ActivationTable(paths)
+
+
+def test_reports_round_trip_and_corrupt(paths):
+    import pandas as pd
+
+    from causalvis.store.reports import (
+        OBSERVER_TRIAL_COLUMNS,
+        read_observer_trials,
+        read_observers_report,
+        read_summary,
+        write_observers,
+        write_summary,
+    )
+
+    assert read_observers_report(paths) is None and read_observer_trials(paths) is None
+    decisions = pd.DataFrame([
+        {"trial_id": "t001", "observer": "center", "choice": "a", "p_correct": 1.0,
+         "delta": 0.25, "hit": 1.0, "condition": "natural", "unit": "blocks.3.2:17",
+         "signed_delta": 0.25},
+    ])
+    summary = {"observers": {"center": {"conditions": {"natural": {"accuracy": 1.0}}}}}
+    write_observers(paths, summary, decisions)
+    assert read_observers_report(paths) == summary
+    table = read_observer_trials(paths)
+    assert list(table.columns) == list(OBSERVER_TRIAL_COLUMNS)  # extra columns not stored
+    assert table.loc[0, "trial_id"] == "t001" and table.loc[0, "hit"] == 1.0
+    write_summary(paths.report, {"n": 1})
+    assert read_summary(paths.report) == {"n": 1}
+    with pytest.raises(ValueError):
+        write_summary(paths.report, {"n": float("nan")})  # strict JSON, never NaN
+
+    atomic_write(paths.observers_report, "{not json")
+    with pytest.raises(CausalvisError, match="observers.json: invalid JSON"):
+        read_observers_report(paths)
+    atomic_write(paths.observer_trials, "trial_id,observer\nt1,center\n")
+    with pytest.raises(CausalvisError, match="observer_trials.csv: missing columns choice"):
+        read_observer_trials(paths)

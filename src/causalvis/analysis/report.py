@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,7 +25,8 @@ from causalvis.analysis.load import StudyInputs, join_trials, load_study
 from causalvis.config import ExclusionConfig
 from causalvis.errors import CausalvisError
 from causalvis.responses.exclusion import apply_exclusions, resolve_exclusion
-from causalvis.store.layout import REPORT_PAGE_FILE, SUMMARY_FILE
+from causalvis.store.layout import REPORT_PAGE_FILE
+from causalvis.store.reports import read_observer_trials, read_observers_report, write_summary
 
 
 @dataclass
@@ -196,7 +196,7 @@ def write_report(summary: dict[str, Any], out: str | Path) -> Path:
     """Write summary.json, figures and index.html into ``out``; returns index.html."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_summary(out, summary)
     pngs = make_figures(summary, out / "figures")
     page = render_html(summary, {k: _embed(p) for k, p in pngs.items()})
     (out / REPORT_PAGE_FILE).write_text(page, encoding="utf-8")
@@ -452,14 +452,8 @@ def _finish(df: pd.DataFrame, inputs: StudyInputs | None, out: str | Path,
             options = replace(options, model_order=tuple(study_cfg.models),
                               model_order_is_size=True)
     if inputs is not None:
-        obs_path = inputs.paths.observers_report
-        if obs_path.is_file():
-            try:
-                observers = json.loads(obs_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise CausalvisError(f"{obs_path}: invalid JSON: {exc}") from exc
-        if inputs.paths.observer_trials.is_file():
-            observer_trials = pd.read_csv(inputs.paths.observer_trials)
+        observers = read_observers_report(inputs.paths)
+        observer_trials = read_observer_trials(inputs.paths)
         trials = inputs.trials
     summary = analyze_frame(df, exclusion=cfg, observers=observers,
                             observer_trials=observer_trials, trials=trials, options=options,

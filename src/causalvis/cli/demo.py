@@ -150,12 +150,11 @@ def run_demo(
 
 
 def _observer_lines(study: Path) -> list[str]:
-    import json
+    from causalvis.store.reports import read_observers_report
 
-    path = StudyPaths(study).observers_report
-    if not path.is_file():
+    data = read_observers_report(StudyPaths(study))
+    if data is None:
         return []
-    data = json.loads(path.read_text())
     lines = []
     for name, obs in data.get("observers", {}).items():
         parts = []

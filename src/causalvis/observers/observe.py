@@ -28,7 +28,8 @@ from causalvis.observers.registry import (
 )
 from causalvis.observers.score import cluster_bootstrap, fit_alpha, sigmoid
 from causalvis.observers.trials import AssetReader, Trial
-from causalvis.store.layout import StudyPaths, atomic_path, write_json
+from causalvis.store.layout import StudyPaths
+from causalvis.store.reports import write_observers
 
 CI_METHOD = (
     "95% expanded percentile cluster bootstrap over units (2000 resamples, all trials of a "
@@ -297,8 +298,5 @@ def observe(
             paths, cfg, mis_obs.embedder, alpha=summary["observers"]["mis"]["alpha"],
             n_tasks=mis_tasks, n_boot=n_boot, seed=seed)
     summary = _jsonable(summary)
-    write_json(paths.observers_report, summary)
-    cols = ["trial_id", "observer", "choice", "p_correct", "delta", "hit", "condition", "unit"]
-    with atomic_path(paths.observer_trials) as tmp:
-        decisions[cols].to_csv(tmp, index=False)
+    write_observers(paths, summary, decisions)
     return ObserveResult(summary, decisions, human)

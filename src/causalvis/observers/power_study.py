@@ -12,7 +12,8 @@ from causalvis.observers.power import (
     plot_curve,
     power_curve,
 )
-from causalvis.store.layout import StudyPaths, atomic_path, write_json
+from causalvis.store.layout import StudyPaths, atomic_path
+from causalvis.store.reports import write_power
 from causalvis.store.sessions import read_sessions
 
 
@@ -62,5 +63,5 @@ def run_power(
     figure.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(figure) as tmp:
         plot_curve(result, tmp)
-    write_json(paths.power_report, result.to_json())
+    write_power(paths, result.to_json())
     return result, figure

@@ -290,11 +290,10 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
     (or read from ``report/observer_trials.csv`` when it holds this observer)."""
     from pathlib import Path
 
-    import pandas as pd
-
     from causalvis.observers.registry import ALL_OBSERVERS, get_observer, load_task_trials
     from causalvis.observers.trials import read_trials
     from causalvis.store.layout import StudyPaths
+    from causalvis.store.reports import read_observer_trials
 
     paths = StudyPaths(Path(study))
     frame = read_trials(paths.trials)
@@ -306,9 +305,8 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
         raise CausalvisError(
             f"unknown strategy {name!r}: oracle, random or an observer ({', '.join(ALL_OBSERVERS)})"
         )
-    stored = paths.observer_trials
-    if stored.is_file():
-        table = pd.read_csv(stored, dtype=str, keep_default_na=False)
+    table = read_observer_trials(paths)
+    if table is not None:
         table = table[table["observer"] == name]
         # use the stored decisions only if they belong to this trials.csv (not stale)
         if len(table) and set(table["trial_id"]) <= set(truth):

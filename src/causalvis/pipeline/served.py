@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,14 @@ from PIL import Image
 
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import probe_tensor
-from causalvis.store.layout import StudyPaths, atomic_write
+from causalvis.store.layout import (
+    StudyPaths,
+    atomic_write,
+    read_json,
+    stamp_matches,
+    write_json,
+    write_stamp,
+)
 from causalvis.store.trials import write_trials
 
 
@@ -47,3 +55,26 @@ def write_base_trials(
     missing): the condition-free table the sessions stage later expands."""
     if write_trials(paths.base_trials, rows, columns) or not paths.trials.is_file():
         atomic_write(paths.trials, paths.base_trials.read_bytes())
+
+
+ASSET_COLUMNS = ("query_asset", "option_a_asset", "option_b_asset")
+
+
+def cached_trial(
+    paths: StudyPaths, key: str, image_set: int, digest: str,
+    build: Callable[[Counter], dict],
+) -> tuple[dict, Counter]:
+    """One (unit, image set) trial row and its drop counts: reused when its stamp matches
+    and every asset it names still exists, otherwise built by ``build(counts)`` and cached."""
+    cache, stamp = paths.trial_cache(key, image_set), f"trials/{key}/set{image_set}"
+    if cache.is_file() and stamp_matches(paths, stamp, digest):
+        cached = read_json(cache)
+        row = cached["row"]
+        served = [row[c] for c in ASSET_COLUMNS if row and row.get(c)]
+        if all((paths.bundle / rel).is_file() for rel in served):
+            return row, Counter(cached["drops"])
+    counts: Counter = Counter()
+    row = build(counts)
+    write_json(cache, {"row": row, "drops": dict(counts)})
+    write_stamp(paths, stamp, digest)
+    return row, counts

@@ -27,11 +27,17 @@ from PIL import Image
 
 from causalvis.errors import CausalvisError
 from causalvis.pipeline.occlusion import make_occluder, plan
-from causalvis.pipeline.served import decode_png, measure, order_flip, write_base_trials
+from causalvis.pipeline.served import (
+    cached_trial,
+    decode_png,
+    measure,
+    order_flip,
+    write_base_trials,
+)
 from causalvis.stimuli.occlusion import Grid
 from causalvis.stimuli.trial_rule import Pair, rank_candidates, relative_difference, select_pair
 from causalvis.store.assets import encode_png, read_asset, write_asset
-from causalvis.store.layout import StudyPaths, read_json, stamp_matches, write_json, write_stamp
+from causalvis.store.layout import StudyPaths
 from causalvis.store.occlusion import OcclusionResult, read_occlusion
 from causalvis.store.trials import BASE_COLUMNS
 from causalvis.store.units import UnitEntry, read_units
@@ -154,17 +160,13 @@ def run_trials_stage(ctx) -> None:
         npz = paths.occlusion_result(key, image_set)
         if not npz.is_file():
             raise CausalvisError(f"{npz} not found: run `causalvis build --stage occlusion`")
-        cache = paths.trial_cache(key, image_set)
-        stamp, digest = f"trials/{key}/set{image_set}", _digest(ctx, npz)
-        if cache.is_file() and stamp_matches(paths, stamp, digest):
-            cached = read_json(cache)
-            row, counts = cached["row"], counts + Counter(cached["drops"])
-        else:
-            item_counts: Counter = Counter()
-            row = build_trial(ctx, unit, image_set, read_occlusion(npz), item_counts)
-            write_json(cache, {"row": row, "drops": dict(item_counts)})
-            write_stamp(paths, stamp, digest)
-            counts += item_counts
+        row, item_counts = cached_trial(
+            paths, key, image_set, _digest(ctx, npz),
+            lambda c, unit=unit, image_set=image_set, npz=npz: build_trial(
+                ctx, unit, image_set, read_occlusion(npz), c
+            ),
+        )
+        counts += item_counts
         if row:
             rows.append(row)
     write_base_trials(paths, rows, BASE_COLUMNS)

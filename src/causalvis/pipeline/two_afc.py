@@ -28,10 +28,16 @@ from collections import Counter
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.pipeline.served import decode_png, measure, order_flip, write_base_trials
+from causalvis.pipeline.served import (
+    cached_trial,
+    decode_png,
+    measure,
+    order_flip,
+    write_base_trials,
+)
 from causalvis.store.assets import encode_png, read_asset, write_asset
 from causalvis.store.exemplars import ExemplarRecord, ExemplarSet, read_exemplars
-from causalvis.store.layout import StudyPaths, read_json, stamp_matches, write_json, write_stamp
+from causalvis.store.layout import StudyPaths
 from causalvis.store.trials import TWO_AFC_BASE_COLUMNS
 from causalvis.store.units import UnitEntry, read_units
 
@@ -106,18 +112,6 @@ def _digest(ctx, record_bytes: bytes) -> str:
     return f"two_afc|{ctx.config.digest('trials', 'model', 'images', 'seed')}|{h}"
 
 
-def _cached_row(paths: StudyPaths, cache, stamp: str, digest: str) -> dict | None:
-    """The cached result if its stamp matches and every asset it names still exists."""
-    if not (cache.is_file() and stamp_matches(paths, stamp, digest)):
-        return None
-    cached = read_json(cache)
-    row = cached["row"]
-    served = [row[c] for c in ("option_a_asset", "option_b_asset")] if row else []
-    if any(not (paths.bundle / rel).is_file() for rel in served):
-        return None
-    return cached
-
-
 def run_two_afc_trials(ctx) -> None:
     """Build (or reuse) every (unit, image set) query pair and write trials_base.csv."""
     paths: StudyPaths = ctx.paths
@@ -131,18 +125,13 @@ def run_two_afc_trials(ctx) -> None:
         for item in record.image_sets:
             b = item.image_set
             total += 1
-            cache = paths.trial_cache(key, b)
-            stamp = f"trials/{key}/set{b}"
-            cached = _cached_row(paths, cache, stamp, digest)
-            if cached is not None:
-                row = cached["row"]
-                counts += Counter(cached["drops"])
-            else:
-                item_counts: Counter = Counter()
-                row = build_pair(ctx, unit, record, item, item_counts)
-                write_json(cache, {"row": row, "drops": dict(item_counts)})
-                write_stamp(paths, stamp, digest)
-                counts += item_counts
+            row, item_counts = cached_trial(
+                paths, key, b, digest,
+                lambda c, unit=unit, record=record, item=item: build_pair(
+                    ctx, unit, record, item, c
+                ),
+            )
+            counts += item_counts
             if row:
                 rows.append(row)
     write_base_trials(paths, rows, TWO_AFC_BASE_COLUMNS)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.layout import StudyPaths, read_json, read_json_file, write_json
 from causalvis.store.units import Unit
 
 DTYPE = "float16"
@@ -180,15 +180,10 @@ def remove_index(paths: StudyPaths) -> None:
 
 def read_index(paths: StudyPaths) -> ActivationIndex:
     path = paths.activations_index
-    if not path.is_file():
-        raise CausalvisError(
-            f"no dataset scan in {paths.activations}: run `causalvis build STUDY --stage scan` "
-            "first"
-        )
-    try:
-        raw = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CausalvisError(f"{path}: invalid JSON ({exc})") from exc
+    raw = read_json_file(
+        path,
+        f"no dataset scan in {paths.activations}: run `causalvis build STUDY --stage scan` first",
+    )
     return ActivationIndex.from_dict(raw, str(path))
 
 

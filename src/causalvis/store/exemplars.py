@@ -8,13 +8,12 @@ the least activating one up.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.layout import StudyPaths, read_json_file, write_json
 from causalvis.store.units import ROLES, Unit
 
 SCHEMES = ("rank_bins", "imi")
@@ -161,12 +160,7 @@ def write_exemplars(paths: StudyPaths, record: ExemplarRecord) -> None:
 def read_exemplars(paths: StudyPaths, key: str) -> ExemplarRecord:
     """``exemplars/<key>.json``, validated; a missing or malformed file is one clear error."""
     path = paths.exemplar(key)
-    if not path.is_file():
-        raise CausalvisError(f"{path} not found: run `causalvis build --stage exemplars` first")
-    try:
-        raw = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CausalvisError(f"{path}: invalid JSON ({exc})") from exc
+    raw = read_json_file(path, f"{path} not found: run `causalvis build --stage exemplars` first")
     record = ExemplarRecord.from_dict(raw, str(path))
     if record.key != key:
         raise CausalvisError(f"{path}: holds unit {record.unit.spec}, not {key}")

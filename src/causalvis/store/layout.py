@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from causalvis.errors import CausalvisError
+
 # Every study-folder file name, spelled here and nowhere else (docs/study-folder.md).
 CONFIG_FILE = "study.toml"
 UNITS_FILE = "units.json"
@@ -230,6 +232,18 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_json_file(path: str | Path, missing: str) -> Any:
+    """A study-folder JSON file, or one clear error: ``missing`` when it is absent, the
+    path and the parser's reason when it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise CausalvisError(missing)
+    try:
+        return read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CausalvisError(f"{path}: invalid JSON ({exc})") from exc
 
 
 def write_stamp(paths: StudyPaths, name: str, digest: str, **info: Any) -> None:

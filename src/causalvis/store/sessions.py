@@ -9,7 +9,6 @@ and names the file and the session index of a bad entry; whether its trial ids e
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.layout import StudyPaths, read_json_file, write_json
 
 
 @dataclass(frozen=True)
@@ -110,12 +109,7 @@ def write_sessions(path: str | Path, plan: SessionPlan) -> None:
 def read_sessions(path: str | Path) -> SessionPlan:
     """The plan, shape-checked; errors name ``path`` and the session index."""
     path = Path(path)
-    if not path.is_file():
-        raise CausalvisError(f"no session plan at {path} (run `causalvis build` first)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CausalvisError(f"{path}: invalid JSON: {exc}") from exc
+    raw = read_json_file(path, f"no session plan at {path} (run `causalvis build` first)")
     if not isinstance(raw, dict):
         raise CausalvisError(f"{path}: the plan must be a JSON object")
     raw_sessions = raw.get("sessions") or []
@@ -204,10 +198,8 @@ def write_manifest(path: str | Path, manifest: Manifest) -> None:
 
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    if not path.is_file():
-        raise CausalvisError(f"no bundle manifest at {path} (run `causalvis build` first)")
+    raw = read_json_file(path, f"no bundle manifest at {path} (run `causalvis build` first)")
     try:
-        raw = read_json(path)
         return Manifest(
             study=str(raw["study"]),
             software=str(raw.get("software", "causalvis")),
@@ -218,7 +210,5 @@ def read_manifest(path: str | Path) -> Manifest:
             n_assets=int(raw["n_assets"]),
             assets_digest=str(raw["assets_digest"]),
         )
-    except json.JSONDecodeError as exc:
-        raise CausalvisError(f"{path}: invalid JSON: {exc}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CausalvisError(f"{path}: malformed manifest ({exc!r})") from exc

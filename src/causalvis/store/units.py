@@ -8,14 +8,13 @@ A unit is written ``LAYER:CHANNEL`` by users and in every ``unit`` column (``Uni
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from causalvis.errors import CausalvisError
-from causalvis.store.layout import StudyPaths, read_json, write_json
+from causalvis.store.layout import StudyPaths, read_json_file, write_json
 
 ROLES = ("main", "practice", "catch")
 
@@ -131,12 +130,9 @@ def write_units(
 def read_units_file(paths: StudyPaths) -> UnitsFile:
     """``units.json``, validated; a missing or malformed file is one clear error."""
     path = paths.units
-    if not path.is_file():
-        raise CausalvisError(f"no {path}: run `causalvis build {paths.root} --stage units` first")
-    try:
-        data = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CausalvisError(f"{path}: invalid JSON ({exc})") from exc
+    data = read_json_file(
+        path, f"no {path}: run `causalvis build {paths.root} --stage units` first"
+    )
     if not isinstance(data, dict) or not isinstance(data.get("units"), list):
         raise CausalvisError(f"{path}: expected an object with a 'units' list")
     units = tuple(
