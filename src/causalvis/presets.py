@@ -41,7 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "featurevis": {
                 "size": 128, "crop": 8, "jitter": 8, "jitter_after": 4, "steps": 48,
                 "diversity": 20.0, "n_images": 5, "maco_steps": 24, "maco_canvas": 192,
-                "also_render": ["synthetic-maco"],
             },
             "sessions": {"n_catch": 1, "n_practice": 2, "max_units_per_session": 18},
         },

@@ -79,3 +79,13 @@ def test_config_reference_doc_is_current():
     assert doc.read_text() == config_reference_markdown(), (
         "docs/config.md is stale: run `python -m causalvis.config > docs/config.md`"
     )
+
+
+
+def test_presets_render_only_methods_a_condition_uses():
+    """The quick preset rendered MACO images that no condition showed (issue 18, 11c)."""
+    from causalvis.pipeline.methods import generated_methods
+
+    for name in ("quick", "paper2021", "imi2023"):
+        assert preset(name).featurevis.also_render == [], name
+    assert generated_methods(preset("quick")) == ["synthetic"]

@@ -52,11 +52,16 @@ def layers_command(
         typer.echo(json.dumps([info.to_dict() for info in layers], indent=2))
         return
     typer.echo(f"{m.name}: input {m.input_size}x{m.input_size}, {len(layers)} layers")
-    typer.echo(f"{'layer':<24} {'kind':<22} {'channels':>8}  size")
+    kind_w = max([22, *(len(info.kind) for info in layers)])
+    typer.echo(f"{'layer':<24} {'kind':<{kind_w}} {'channels':>8}  size")
     for info in layers:
         typer.echo(
-            f"{info.name:<24} {info.kind:<22} {info.channels:>8}  {info.height}x{info.width}"
+            f"{info.name:<24} {info.kind:<{kind_w}} {info.channels:>8}  "
+            f"{info.height}x{info.width}"
         )
+    if any(not info.supported for info in layers):
+        typer.echo("channels-last layers are listed with their true sizes but cannot hold "
+                   "units yet")
 
 
 @app.command("probe")

@@ -15,6 +15,10 @@ def init_command(
     study: Path = typer.Argument(..., help="study folder to create"),
     preset: str = typer.Option("quick", "--preset", help="quick | paper2021 | imi2023"),
     model: str | None = typer.Option(None, "--model", help="model name (default: lite0)"),
+    weights: str | None = typer.Option(
+        None, "--weights", help="the model's state-dict file (.pth/.safetensors), checked "
+        "now and stored in model.weights; 'random' for tests"
+    ),
     images: str | None = typer.Option(
         None, "--images", help="'samples' (embedded) or an image folder"
     ),
@@ -32,7 +36,8 @@ def init_command(
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     cfg = init_study(
-        study, preset, model=model, images=images, force=force, task=task, models=names
+        study, preset, model=model, images=images, force=force, task=task, models=names,
+        weights=weights,
     )
     which = ", ".join(cfg.models) if cfg.models else cfg.model.name
     typer.echo(

@@ -13,6 +13,11 @@ Which tensor a layer name stands for (documented in docs/models.md):
   end in a ReLU it is post-ReLU.
 
 A unit is ``LAYER:CHANNEL``; its activation is the spatial mean of that channel's map.
+
+Only channels-first ``[N, C, H, W]`` tensors are understood. A 4-D output in
+channels-last layout ``[N, H, W, C]`` (ConvNeXt's and Swin's ``LayerNorm`` over the last
+dimension) is listed with kind ``channels-last (unsupported)`` and its true sizes, and
+refused as a unit layer with a clear error: it is never read as if dim 1 were channels.
 """
 
 from __future__ import annotations
@@ -35,6 +40,53 @@ def _is_norm(module: nn.Module) -> bool:
     return name.startswith(("BatchNorm", "GroupNorm")) and name.endswith("2d")
 
 
+UNSUPPORTED_LAYOUT = "channels-last (unsupported)"
+
+
+def _own_features(module: nn.Module) -> int | None:
+    """How many features a module's output has along its feature dimension, if known."""
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1]) if module.normalized_shape else None
+    for attr in ("num_features", "num_channels", "out_channels", "out_features"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _features(module: nn.Module) -> int | None:
+    """The module's own feature count, else that of its last submodule that has one (a
+    block's output usually has the features of its last conv / linear / norm)."""
+    own = _own_features(module)
+    if own is not None:
+        return own
+    for sub in reversed(list(module.modules())):
+        own = _own_features(sub)
+        if own is not None:
+            return own
+    return None
+
+
+def _last_dim_op(module: nn.Module) -> bool:
+    """A module that works on the last dimension: ``Linear`` or a (not ``*2d``) LayerNorm."""
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.LayerNorm) and not type(module).__name__.endswith("2d")
+    )
+
+
+def _channels_last(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether a 4-D output is ``[N, H, W, C]``: its last dim, not dim 1, holds the
+    module's features; or the module is a last-dim ``LayerNorm`` (not a ``*2d`` one).
+    A block counts only if it holds a last-dim op (a concat CNN block whose last branch
+    happens to have ``width`` features is not channels-last)."""
+    features = _features(module)
+    if features is None:
+        return False
+    if _own_features(module) is None and not any(_last_dim_op(m) for m in module.modules()):
+        return False
+    return shape[-1] == features and (shape[1] != features or _last_dim_op(module))
+
+
 def _conv_count(module: nn.Module) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in module.modules())
 
@@ -44,11 +96,16 @@ class LayerInfo:
     """One layer of the catalogue, with its shape at the model's input size."""
 
     name: str
-    kind: str  # "norm (pre-activation)" | "conv" | "block"
+    kind: str  # "norm (pre-activation)" | "conv" | "block" | UNSUPPORTED_LAYOUT
     channels: int
     height: int
     width: int
     order: int  # position in forward order
+
+    @property
+    def supported(self) -> bool:
+        """Whether units can live here (channels-first layout)."""
+        return self.kind != UNSUPPORTED_LAYOUT
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,10 +182,12 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
     finally:
         for h in handles:
             h.remove()
-    layers = [
-        LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order)
-        for order, (name, shape) in enumerate(seen.items())
-    ]
+    layers = []
+    for order, (name, shape) in enumerate(seen.items()):
+        if _channels_last(model.net.get_submodule(name), shape):
+            layers.append(LayerInfo(name, UNSUPPORTED_LAYOUT, shape[3], shape[1], shape[2], order))
+        else:
+            layers.append(LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order))
     cached[model.input_size] = layers
     return layers
 
@@ -138,6 +197,13 @@ def resolve_layer(model: nn.Module, layer: str) -> LayerInfo:
     layers = list_layers(model)
     for info in layers:
         if info.name == layer:
+            if not info.supported:
+                raise UnknownLayerError(
+                    f"layer {layer!r} of model {getattr(model, 'name', '?')} outputs "
+                    f"channels-last [N, H, W, C] tensors ({info.height}x{info.width}, "
+                    f"{info.channels} channels), which causalvis cannot read as units yet: "
+                    "pick a layer of another kind in `causalvis layers`"
+                )
             return info
     close = [i.name for i in layers if i.name.startswith(layer.split(".")[0])][:8]
     hint = f"; e.g. {', '.join(close)}" if close else ""

@@ -3,6 +3,11 @@
 The probe hooks the requested layers, runs the model once, and raises an internal
 exception right after the deepest requested layer has fired, so nothing beyond it is
 computed. Hooks are removed on exit (context manager), even after errors.
+
+Probes compose: a probe's hooks record (and stop the pass) only while that probe is
+running, so a probe held open on a model does not swallow the pass of another probe (or
+of any other forward) on the same layers. Feature maps are cloned when a later in-place
+op (an ``inplace=True`` ReLU after a BatchNorm) would overwrite them.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class ActivationProbe:
         self.channels_last = channels_last
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
+        self._running = False
 
     # -- hook management -------------------------------------------------------------
     def __enter__(self) -> ActivationProbe:
@@ -85,13 +91,22 @@ class ActivationProbe:
 
     def _hook(self, name: str, pre: bool):
         def hook(_module, args, output=None):
+            if not self._running:  # another probe's (or a plain) forward pass
+                return None
             tensor = args[0] if pre else output
             if name in self._store:  # a module reused later in the net: keep the first call
                 return None
+            stops = (
+                self.truncate and name == self._deepest
+                and len(self._store) + 1 == len(self.layers)
+            )
             if self.mode == "mean":
                 tensor = tensor.float().mean(dim=(2, 3))
+            elif not stops:
+                # the pass goes on: an in-place op downstream would overwrite the map
+                tensor = tensor.clone()
             self._store[name] = tensor
-            if self.truncate and name == self._deepest and len(self._store) == len(self.layers):
+            if stops:
                 raise _StopForward
             return None
 
@@ -107,8 +122,12 @@ class ActivationProbe:
             images = images.contiguous(memory_format=torch.channels_last)
         self._store = {}
         context = torch.enable_grad() if self.grad else torch.inference_mode()
-        with context, contextlib.suppress(_StopForward):
-            self.model(images)
+        self._running = True
+        try:
+            with context, contextlib.suppress(_StopForward):
+                self.model(images)
+        finally:
+            self._running = False
         missing = [n for n in self.layers if n not in self._store]
         if missing:
             raise RuntimeError(f"layers never reached in the forward pass: {missing}")

@@ -9,6 +9,7 @@ network (``model.net``).
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from causalvis.errors import OfflineWeightsError, UnknownModelError
+from causalvis.errors import CausalvisError, OfflineWeightsError, UnknownModelError
+
+
+class WeightsError(CausalvisError):
+    """A weights file that cannot be used: unreadable, not a state dict, or for another
+    architecture (one message, never a traceback)."""
+
+
+class DeviceError(CausalvisError):
+    """A ``--device`` / ``model.device`` this machine does not have."""
 
 
 class CausalvisModel(nn.Module):
@@ -89,6 +99,9 @@ def _zip_state_dict(net: nn.Module, source: dict[str, torch.Tensor]) -> None:
     net.load_state_dict(mapped, strict=True)
 
 
+_SAVE_HINT = "save one with torch.save(model.state_dict(), PATH)"
+
+
 def _load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -96,12 +109,33 @@ def _load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightsError(
+                f"{path}: not a readable safetensors file ({_one_line(exc)})"
+            ) from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a refused class: a corrupt file
+            raise WeightsError(
+                f"{path}: not a readable PyTorch weights file (corrupt or another format)"
+            ) from exc
+        # weights_only refuses anything but tensors and containers: a pickled nn.Module
+        # (torch.save(model, ...)) or another object; never unpickle arbitrary code.
+        raise WeightsError(
+            f"{path} holds a pickled object (a whole model?), not a plain state dict: "
+            f"{_SAVE_HINT}"
+        ) from exc
+    except Exception as exc:  # truncated / garbage files raise several error types
+        raise WeightsError(
+            f"{path}: not a readable PyTorch weights file ({_one_line(exc)})"
+        ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise OfflineWeightsError(f"{path} does not hold a state dict")
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict: {_SAVE_HINT}")
     return obj
 
 
@@ -136,8 +170,26 @@ def _load_weights_into(net: nn.Module, weights: str) -> None:
     state = _load_state_dict_file(weights)
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError:
-        _zip_state_dict(net, state)
+    except RuntimeError as strict_exc:
+        try:
+            _zip_state_dict(net, state)
+        except RuntimeError as exc:
+            raise _mismatch(weights, strict_exc) from exc
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, cut at ``limit`` characters."""
+    detail = " ".join(str(exc).split())
+    return detail if len(detail) <= limit else detail[:limit] + " ..."
+
+
+def _mismatch(weights: str | Path, exc: RuntimeError) -> WeightsError:
+    """The start of torch's key/shape report, as one message."""
+    detail = _one_line(exc)
+    return WeightsError(
+        f"{weights}: these weights do not fit this architecture (wrong model or "
+        f"variant?): {detail}"
+    )
 
 
 def _timm_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
@@ -207,7 +259,7 @@ def _torchvision_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
         if weights == "random":
             pass
         elif weights is not None:
-            _load_tv_weights(net, _load_state_dict_file(weights))
+            _load_tv_weights(net, _load_state_dict_file(weights), weights)
         else:
             cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(default.url)
             if not cached.is_file():
@@ -215,7 +267,7 @@ def _torchvision_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
                     f"no cached weights for torchvision:{arch} (expected {cached}) and this "
                     "machine cannot download them: pass --weights PATH to a state dict"
                 )
-            _load_tv_weights(net, _load_state_dict_file(cached))
+            _load_tv_weights(net, _load_state_dict_file(cached), cached)
         transforms = default.transforms()
         size = int(transforms.crop_size[0])
         resize = int(transforms.resize_size[0])
@@ -234,9 +286,33 @@ def _torchvision_builder(arch: str) -> Callable[[str | None], CausalvisModel]:
     return build
 
 
-def _load_tv_weights(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _load_tv_weights(net: nn.Module, state: dict[str, torch.Tensor], source) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("aux")}
-    net.load_state_dict(state, strict=True)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise _mismatch(source, exc) from exc
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, or a clear error when this machine lacks it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DeviceError(
+            f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r}: no CUDA GPU on this machine (use cpu)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {str(device)!r}: MPS is not available here (use cpu)")
+    elif dev.type not in {"cpu", "cuda", "mps"}:
+        raise DeviceError(f"device {str(device)!r} is not supported: use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 for _v in (0, 1, 2):
@@ -283,5 +359,6 @@ def load_model(
         raise UnknownModelError(
             f"unknown model {name!r}: use one of {known}, timm:ARCH or torchvision:ARCH"
         )
+    dev = check_device(device)  # before the (slow) build
     model = builder(weights)
-    return model.to(torch.device(device))
+    return model.to(dev)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from causalvis.errors import CausalvisError
 from causalvis.observers.trials import AssetReader, Box, Trial
 
 DEFAULT_DEPTHS = (0.35, 0.65, 0.9)
@@ -43,7 +44,11 @@ def default_layers(model, depths: Sequence[float] = DEFAULT_DEPTHS) -> list[str]
     """Block outputs at a few relative depths (all layers if the net has no blocks)."""
     from causalvis.models import list_layers
 
-    infos = list_layers(model)
+    infos = [i for i in list_layers(model) if i.supported]
+    if not infos:
+        raise CausalvisError(
+            f"{model.name}: no layer with a supported tensor layout for perceptual features"
+        )
     blocks = [i for i in infos if i.kind == "block"] or infos
     picks = [blocks[min(len(blocks) - 1, int(round(d * (len(blocks) - 1))))].name for d in depths]
     return list(dict.fromkeys(picks))

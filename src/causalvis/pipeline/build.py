@@ -150,9 +150,11 @@ def init_study(
     force: bool = False,
     task: str | None = None,
     models: list[str] | None = None,
+    weights: str | None = None,
 ) -> StudyConfig:
     """Create a study folder with the preset's validated ``study.toml`` (``task`` switches
-    the preset's task, ``models`` makes it a multi-model study)."""
+    the preset's task, ``models`` makes it a multi-model study, ``weights`` is the model's
+    state-dict file, stored as an absolute path in ``model.weights``, or ``"random"``)."""
     from causalvis.config import preset
 
     paths = StudyPaths(Path(study))
@@ -164,7 +166,16 @@ def init_study(
             raise CausalvisError(f"image folder not found: {img}")
         images = str(img.resolve())
     cfg = preset(preset_name, model=model, images=images, task=task, models=models)
-    if model is not None or models:
+    if weights is not None:
+        if models:
+            raise CausalvisError("--weights needs one --model, not --models")
+        if weights != "random":
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise CausalvisError(f"weights file not found: {path}")
+            weights = str(path.resolve())
+        cfg.model.weights = weights
+    if model is not None or models or weights is not None:
         # Fail early on an unknown model / missing weights rather than in stage 1.
         from causalvis.models import load_model
 

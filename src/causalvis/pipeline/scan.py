@@ -1,7 +1,9 @@
 """Stage ``scan``: every channel's spatial-mean activation over the whole image source.
 
 One truncated forward pass per batch records all configured layers at once
-(:class:`ActivationProbe`). Results go to float16 shards of ``scan.shard_size`` images,
+(:class:`ActivationProbe`). Results go to shards of ``scan.shard_size`` images (float16
+unless ``scan.dtype`` says otherwise: ``"auto"`` keeps float32 for a layer whose values
+float16 would flush to zero or overflow, decided per shard),
 each written atomically and stamped with the hash of its inputs, so a killed scan resumes
 at the first unfinished shard and memory stays bounded by one shard however large the
 image set. Images that cannot be decoded are skipped, logged and listed in ``index.json``.
@@ -28,12 +30,16 @@ from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import ActivationProbe, list_layers
 from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
 from causalvis.store.activations import (
+    DTYPE,
     ActivationIndex,
     ShardEntry,
+    float16_loss,
     read_shard_ids,
     read_shard_skipped,
     remove_index,
     remove_stale_shards,
+    shard_dtype,
+    shard_layer_dtype,
     write_index,
     write_shard,
 )
@@ -46,9 +52,13 @@ log = logging.getLogger("causalvis.scan")
 
 def scan_layers(config, model) -> list[str]:
     """``scan.layers``; else the unit layers (incl. explicit units' layers); else every
-    block-kind layer of the model. Validated against the model's catalogue."""
+    block-kind layer of the model. Validated against the model's catalogue, and so are
+    explicit units (layer and channel range) before any image is scanned."""
     from causalvis.models import parse_unit, resolve_layer
 
+    if config.units.mode == "explicit":
+        for spec in config.units.explicit:
+            parse_unit(spec, model)
     layers = list(config.scan.layers)
     if not layers:
         layers = list(config.units.layers)
@@ -68,8 +78,10 @@ def scan_layers(config, model) -> list[str]:
 
 # -- numeric core --------------------------------------------------------------------------
 
-def probe_arrays(probe: ActivationProbe, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Spatial means ``{layer: float16 [B, C]}`` for a batch of uint8 ``[S, S, 3]`` images.
+def probe_arrays(
+    probe: ActivationProbe, arrays: Sequence[np.ndarray], dtype: type = np.float16
+) -> dict[str, np.ndarray]:
+    """Spatial means ``{layer: [B, C]}`` (``dtype``) for a batch of uint8 ``[S, S, 3]`` images.
 
     The batch travels to the device as uint8 (a quarter of the float bytes) and becomes
     ``x / 255`` there, exactly as :func:`uint8_to_tensor` computes it on the CPU."""
@@ -80,7 +92,7 @@ def probe_arrays(probe: ActivationProbe, arrays: Sequence[np.ndarray]) -> dict[s
         u8 = torch.from_numpy(np.stack(arrays)).pin_memory().to(device, non_blocking=True)
         batch = u8.permute(0, 3, 1, 2).float().div_(255.0)
     out = probe.run(batch)
-    return {name: value.float().cpu().numpy().astype(np.float16) for name, value in out.items()}
+    return {name: value.float().cpu().numpy().astype(dtype) for name, value in out.items()}
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -110,14 +122,18 @@ def _scan_shard(
     workers: int,
     channels: dict[str, int],
     bar=None,
+    dtype: str = DTYPE,
 ) -> ShardResult:
-    """Probe one shard's images; undecodable ones are skipped and returned as such."""
+    """Probe one shard's images; undecodable ones are skipped and returned as such.
+    Values are gathered in float32 and stored per layer as :func:`shard_dtype` says for
+    ``dtype`` (``scan.dtype``); the float16 cast is elementwise, so the default bytes do
+    not depend on where it happens."""
     done_ids: list[str] = []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in channels}
     n_skipped_before = len(source.skipped)
     seen = 0
     for batch in _batched(source.iter_images(ids, workers=workers), batch_size):
-        acts = probe_arrays(probe, [arr for _, arr in batch])
+        acts = probe_arrays(probe, [arr for _, arr in batch], np.float32)
         for name, value in acts.items():
             parts[name].append(value)
         done_ids.extend(image_id for image_id, _ in batch)
@@ -132,10 +148,14 @@ def _scan_shard(
         bar.update(len(ids) - seen)
     for item in skipped:
         log.warning("scan: skipped unreadable image %s", item["reason"])
-    result = {
-        name: np.concatenate(value) if value else np.zeros((0, channels[name]), np.float16)
-        for name, value in parts.items()
-    }
+    result = {}
+    for name, value in parts.items():
+        full = np.concatenate(value) if value else np.zeros((0, channels[name]), np.float32)
+        store = shard_dtype(full, dtype)
+        if store == "float16" and (loss := float16_loss(full)):
+            log.warning("scan: layer %s: %s in float16 storage; set scan.dtype = \"auto\" "
+                        "(or \"float32\") to keep them", name, loss)
+        result[name] = full.astype(store)
     return ShardResult(done_ids, result, skipped)
 
 
@@ -175,6 +195,8 @@ def scan_items(ctx) -> tuple[list[WorkItem], dict]:
         "source": cfg.images.source,
         "layers": layers,
     }
+    if cfg.scan.dtype != DTYPE:  # default studies keep their digests
+        base["dtype"] = cfg.scan.dtype
     common = {
         "model": model_spec(cfg),
         "source": source_spec(ctx.paths, cfg),
@@ -182,6 +204,8 @@ def scan_items(ctx) -> tuple[list[WorkItem], dict]:
         "batch_size": cfg.scan.batch_size,
         "workers": cfg.scan.workers,
     }
+    if cfg.scan.dtype != DTYPE:
+        common["dtype"] = cfg.scan.dtype
     size = cfg.scan.shard_size
     items = []
     for k, start in enumerate(range(0, len(ids), size)):
@@ -205,13 +229,15 @@ def scan_shard_item(
     workers: int,
     shard: str,
     ids: list[str],
+    dtype: str = DTYPE,
 ) -> dict:
     """Work item: probe one shard's images and write ``activations/<shard>/`` atomically."""
     net = item_model(model, ctx.device)
     images = item_source(source, net)
     with ActivationProbe(net, list(channels)) as probe:
         result = _scan_shard(
-            probe, images, list(ids), batch_size=batch_size, workers=workers, channels=channels
+            probe, images, list(ids), batch_size=batch_size, workers=workers, channels=channels,
+            dtype=dtype,
         )
     ctx.outputs.extend(write_shard(ctx.paths, shard, result.ids, result.acts, result.skipped))
     return {"n_images": len(result.ids), "n_skipped": len(result.skipped)}
@@ -234,6 +260,12 @@ def _write_index(paths: StudyPaths, layers, channels, shards, base) -> None:
     entries = [ShardEntry(name, len(read_shard_ids(paths, name)), digest)
                for name, digest in shards]
     skipped = [s for name, _ in shards for s in read_shard_skipped(paths, name)]
+    dtypes = {}
+    if base.get("dtype", DTYPE) != DTYPE:
+        for layer in layers:
+            found = {shard_layer_dtype(paths, name, layer) for name, _ in shards}
+            dtypes[layer] = found.pop() if len(found) == 1 else "mixed"
+    overall = set(dtypes.values()) or {DTYPE}
     index = ActivationIndex(
         model=base["model"],
         source=base["source"],
@@ -243,6 +275,8 @@ def _write_index(paths: StudyPaths, layers, channels, shards, base) -> None:
         shards=tuple(entries),
         skipped=tuple(skipped),
         digest=_digest([e.digest for e in entries]),
+        dtype=overall.pop() if len(overall) == 1 else "mixed",
+        dtypes=dtypes or None,
     )
     write_index(paths, index)
     if skipped:

@@ -1,7 +1,9 @@
 """``activations/``: the dataset scan, as float16 shards plus ``index.json``.
 
 A shard ``activations/<shard>/`` holds ``ids.txt`` (one image id per line), one
-``<layer>.npy`` float16 ``[n, C]`` per scanned layer and ``skipped.json`` (images that
+``<layer>.npy`` ``[n, C]`` per scanned layer (float16 by default; float32 with
+``scan.dtype = "float32"``, or per layer and shard where float16 would lose the values,
+with ``"auto"``: :func:`shard_dtype`) and ``skipped.json`` (images that
 could not be decoded). ``index.json`` lists the shards in order and is written last, so
 its presence means the scan is complete. Everything here is written and read only
 through this module (numpy only); :class:`ActivationTable` is the reader stages use.
@@ -24,6 +26,45 @@ from causalvis.store.layout import StudyPaths, read_json, read_json_file, write_
 from causalvis.store.units import Unit
 
 DTYPE = "float16"
+SCAN_DTYPES = ("float16", "float32", "auto")
+_F16 = np.finfo(np.float16)
+
+
+def float16_loss(values: np.ndarray) -> str | None:
+    """Why float16 storage would corrupt these float32 ``[n, C]`` values, or None.
+
+    Overflow (beyond float16's largest value), or a channel that varies but whose values
+    are all below float16's smallest normal number (flushed to 0 or a few subnormal
+    steps) or collapse to one float16 value: such a unit would be called dead, or ranked
+    on rounding noise."""
+    if values.size == 0:
+        return None
+    finite = values[np.isfinite(values)]
+    if finite.size and float(np.abs(finite).max()) > float(_F16.max):
+        return "values beyond float16's range (overflow to inf)"
+    lo, hi = values.min(axis=0), values.max(axis=0)
+    varying = hi > lo
+    tiny = np.abs(values).max(axis=0) < float(_F16.tiny)
+    half = values.astype(np.float16)
+    collapsed = ~(half.max(axis=0) > half.min(axis=0))
+    bad = varying & (tiny | collapsed)
+    if bad.any():
+        return f"{int(bad.sum())} varying channel(s) below float16's resolution"
+    return None
+
+
+def shard_dtype(values: np.ndarray, mode: str) -> str:
+    """The storage dtype of one layer's shard for ``scan.dtype = mode``."""
+    if mode not in SCAN_DTYPES:
+        raise CausalvisError(f"scan.dtype must be one of {', '.join(SCAN_DTYPES)}")
+    if mode != "auto":
+        return mode
+    return "float32" if float16_loss(values) else "float16"
+
+
+def shard_layer_dtype(paths: StudyPaths, name: str, layer: str) -> str:
+    """The dtype a written shard stores ``layer`` in (read from the .npy header)."""
+    return str(np.load(paths.shard_layer(name, layer), mmap_mode="r").dtype)
 
 
 @dataclass(frozen=True)
@@ -48,7 +89,8 @@ class ActivationIndex:
     shards: tuple[ShardEntry, ...]
     skipped: tuple[dict[str, str], ...]
     digest: str
-    dtype: str = DTYPE
+    dtype: str = DTYPE  # of every layer, or "mixed"
+    dtypes: Mapping[str, str] | None = None  # per layer, when not all float16
 
     @property
     def n_images(self) -> int:
@@ -62,6 +104,7 @@ class ActivationIndex:
             "layers": list(self.layers),
             "channels": dict(self.channels),
             "dtype": self.dtype,
+            **({"dtypes": dict(self.dtypes)} if self.dtypes else {}),
             "n_images": self.n_images,
             "shards": [s.to_dict() for s in self.shards],
             "skipped": [dict(s) for s in self.skipped],
@@ -84,6 +127,8 @@ class ActivationIndex:
                 input_size=int(raw["input_size"]), layers=layers, channels=channels,
                 shards=shards, skipped=tuple(dict(s) for s in raw.get("skipped", [])),
                 digest=str(raw["digest"]), dtype=str(raw.get("dtype", DTYPE)),
+                dtypes={str(k): str(v) for k, v in dict(raw.get("dtypes") or {}).items()}
+                or None,
             )
         except KeyError as exc:
             raise CausalvisError(f"{where}: missing field {exc.args[0]!r}") from exc
@@ -223,7 +268,7 @@ class ActivationTable:
             )
 
     def shards(self, layer: str) -> Iterator[np.ndarray]:
-        """Memory-mapped float16 ``[n, C]`` arrays, shard by shard."""
+        """Memory-mapped ``[n, C]`` arrays (float16 or float32), shard by shard."""
         self._check(layer)
         for shard in self.index.shards:
             path = self.paths.shard_layer(shard.name, layer)

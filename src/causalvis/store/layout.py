@@ -91,7 +91,7 @@ class StudyPaths:
         return self.activation_shard(name) / SHARD_SKIPPED_FILE
 
     def shard_layer(self, name: str, layer: str) -> Path:
-        """``activations/<shard>/<layer>.npy``: float16 ``[n, C]``."""
+        """``activations/<shard>/<layer>.npy``: ``[n, C]``, float16 unless ``scan.dtype`` says float32."""
         return self.activation_shard(name) / f"{layer}.npy"
 
     def exemplar(self, key: str) -> Path:
