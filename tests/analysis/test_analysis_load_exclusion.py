@@ -56,13 +56,24 @@ def test_catch_column_marks_catch_trials():
          "boolean"),
         (pd.DataFrame({"participant_id": ["a"], "condition": [None], "correct": [1]}),
          "condition"),
-        (pd.DataFrame({"participant_id": ["a"], "condition": ["x"], "correct": [1],
-                       "rt": ["fast"]}), "rt"),
     ],
 )
 def test_bad_tables_raise_one_clear_error(frame, message):
     with pytest.raises(CausalvisError, match=message):
         canonicalize(frame, {})
+
+
+def test_bad_mapped_field_raises_bad_auto_detected_field_is_skipped():
+    """Issue 19: a column the user did not map never makes the analysis fail; it is
+    skipped with a warning. The same column mapped explicitly is an error."""
+    frame = pd.DataFrame({"participant_id": ["a"], "condition": ["x"], "correct": [1],
+                          "rt": ["fast"]})
+    with pytest.raises(CausalvisError, match="rt"):
+        canonicalize(frame, {"rt": "rt"})
+    df = canonicalize(frame, {})
+    assert "rt" not in df.columns
+    assert df.attrs["load"]["mapping"]["rt"]["how"] == "skipped"
+    assert "not used for 'rt'" in df.attrs["load"]["warnings"][0]
 
 
 def test_map_to_missing_column_names_it(tmp_path):

@@ -1,7 +1,10 @@
-"""Condition contrasts: each condition vs ``none`` and vs ``natural``.
+"""Condition contrasts: each condition vs the baseline(s) (``none``) and the reference
+(``natural``).
 
 Three views of one question, reported side by side: the bootstrap difference with its CI,
-a permutation test (participants permuted between the two conditions), and a mixed-effects
+a permutation test that matches the design (:mod:`causalvis.analysis.design`): a paired
+sign-flip test over participants when the same participants saw both conditions, labels
+permuted between participants when each saw one), and a mixed-effects
 logistic regression (random intercepts for participant and unit). Holm's correction is
 applied over the family of contrasts, separately for each test. The plain-language verdict
 uses the Holm-adjusted permutation p-value, which assumes least.
@@ -16,6 +19,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from causalvis.analysis import stats
+from causalvis.analysis.design import BETWEEN, MIXED, WITHIN, pair_design
 from causalvis.analysis.glmm import fit_glmm
 from causalvis.analysis.tables import counts
 
@@ -38,10 +42,13 @@ def pairs(conditions: list[str], references: tuple[str, ...] = REFERENCES) -> li
     return out
 
 
-def mixed_model(df: pd.DataFrame, conditions: list[str]) -> dict[str, Any]:
-    """Fit the GLMM once (reference ``none`` if present); contrasts come from its
-    covariance. Never raises: failures are reported in the result."""
-    ref = next((r for r in REFERENCES if r in conditions), conditions[0])
+def mixed_model(df: pd.DataFrame, conditions: list[str],
+                reference: str | None = None) -> dict[str, Any]:
+    """Fit the GLMM once (reference level: ``reference``, else ``none`` if present);
+    contrasts come from its covariance. Never raises: failures are reported in the
+    result."""
+    ref = reference if reference in conditions else next(
+        (r for r in REFERENCES if r in conditions), conditions[0])
     unit = df["unit"].to_numpy() if "unit" in df.columns and df["unit"].nunique() > 1 else None
     info: dict[str, Any] = {
         "model": "correct ~ condition + (1|participant)" + (" + (1|unit)" if unit is not None
@@ -86,20 +93,42 @@ def compute_contrasts(
     seed: int = 0,
     level: float = 0.95,
     glmm: dict[str, Any] | None = None,
+    references: tuple[str, ...] = REFERENCES,
 ) -> list[dict[str, Any]]:
-    """One entry per (condition, reference) pair with difference, CI, tests, verdict."""
+    """One entry per (condition, reference) pair with difference, CI, tests, verdict.
+
+    ``references``: baselines first, then the reference explanation (each condition is
+    contrasted with each, every unordered pair once). ``p_permutation`` is the p-value of
+    the design's test, named in ``test`` (``design``: within | between | mixed)."""
     conditions = list(table)
     out = []
-    for i, (cond, ref) in enumerate(pairs(conditions)):
-        _, _, k_a, n_a = counts(df[df["condition"] == cond])
-        _, _, k_b, n_b = counts(df[df["condition"] == ref])
-        diff, p_perm = stats.permutation_test(k_a.sum(1), n_a.sum(1), k_b.sum(1), n_b.sum(1),
-                                              n_perm=n_perm, seed=seed + i)
+    for i, (cond, ref) in enumerate(pairs(conditions, references)):
+        d_a, d_b = df[df["condition"] == cond], df[df["condition"] == ref]
+        _, _, k_a, n_a = counts(d_a)
+        _, _, k_b, n_b = counts(d_b)
+        diff = float(k_a.sum() / n_a.sum() - k_b.sum() / n_b.sum())
+        design = pair_design(df, cond, ref)
+        if design["design"] == BETWEEN:
+            _, p_perm = stats.permutation_test(k_a.sum(1), n_a.sum(1), k_b.sum(1), n_b.sum(1),
+                                               n_perm=n_perm, seed=seed + i)
+            test = "label permutation between participants"
+        else:
+            per_a = d_a.groupby("participant_id")["correct"].mean()
+            per_b = d_b.groupby("participant_id")["correct"].mean()
+            paired = (per_a - per_b).dropna()  # participants who saw both
+            _, p_perm, how = stats.sign_flip_test(paired.to_numpy(), n_perm=n_perm,
+                                                  seed=seed + i)
+            test = f"paired sign-flip over {len(paired)} participants ({how})"
+            if design["design"] == MIXED:
+                test += (f"; {design['n_participants_one']} participants who saw only one "
+                         "of the two conditions are not in the test")
         n_clusters = min(table[cond]["n_participants"], table[ref]["n_participants"])
         lo, hi = stats.percentile_interval(reps[cond] - reps[ref], n_clusters, level)
         entry: dict[str, Any] = {
-            "condition": cond, "reference": ref, "difference": float(diff),
+            "condition": cond, "reference": ref, "difference": diff,
             "ci_low": lo, "ci_high": hi, "p_permutation": p_perm,
+            "design": design["design"], "test": test,
+            "n_participants_both": design["n_participants_both"],
         }
         if glmm is not None:
             g = _glmm_contrast(glmm, cond, ref)
@@ -125,9 +154,10 @@ def statement(e: dict[str, Any], level: float = 0.95) -> str:
     ci = f"{100 * e['ci_low']:+.1f} to {100 * e['ci_high']:+.1f}"
     what = f"{e['condition']} vs {e['reference']}: {d:+.1f} percentage points ({level:.0%} CI {ci})"
     p = e["p_permutation_holm"]
+    test = "paired sign-flip test" if e.get("design") in (WITHIN, MIXED) else "permutation test"
     if e["significant"]:
         side = "higher" if d > 0 else "lower"
-        return f"{what}; {e['condition']} is significantly {side} (permutation test, Holm p = " \
+        return f"{what}; {e['condition']} is significantly {side} ({test}, Holm p = " \
                f"{p:.3g})."
-    return (f"{what}; not significant (permutation test, Holm p = {p:.3g}): these data do not "
+    return (f"{what}; not significant ({test}, Holm p = {p:.3g}): these data do not "
             f"show a difference, which is not evidence that there is none.")

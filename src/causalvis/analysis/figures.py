@@ -44,8 +44,10 @@ def _reference_lines(ax, baseline: float | None) -> None:
 
 
 def accuracy_by_condition(conditions: dict[str, dict[str, Any]],
-                          observers: dict[str, Any] | None = None) -> Figure:
-    """Pooled accuracy per condition: 95 % bootstrap CI (thick) and ±2 SEM (thin caps)."""
+                          observers: dict[str, Any] | None = None,
+                          baseline: str = "none") -> Figure:
+    """Pooled accuracy per condition: 95 % bootstrap CI (thick) and ±2 SEM (thin caps);
+    dashed line: the ``baseline`` condition's accuracy."""
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(1.2 + 0.75 * max(len(conditions), 2), 3.0))
         names = list(conditions)
@@ -76,7 +78,7 @@ def accuracy_by_condition(conditions: dict[str, dict[str, Any]],
             ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], ls="none", marker=next(markers, "o"),
                         ms=4, mfc="white", mec="black", ecolor="0.4", elinewidth=0.7,
                         label=f"machine: {obs_name} (95 % CI)")
-        _reference_lines(ax, conditions.get("none", {}).get("accuracy"))
+        _reference_lines(ax, conditions.get(baseline, {}).get("accuracy"))
         ax.set_xticks(x, names)
         ax.set_ylabel("proportion correct")
         lows = [conditions[n]["ci_low"] for n in names if conditions[n]["ci_low"] is not None]

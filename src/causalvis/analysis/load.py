@@ -56,7 +56,10 @@ _FALSE = {"false", "f", "0", "no", "n", "incorrect", "wrong"}
 
 def parse_map(spec: str | None, fields: Sequence[str] = CANONICAL) -> dict[str, str]:
     """``"participant_id=subj,correct=hit"`` -> ``{"participant_id": "subj", ...}``;
-    ``fields`` are the names allowed left of ``=`` (an importer's roles, e.g. IMI's)."""
+    ``fields`` are the names allowed left of ``=`` (an importer's roles, e.g. IMI's).
+
+    ``FIELD=`` (nothing after ``=``) maps the field to ``""``: the field is dropped, so a
+    same-named column is not read for it."""
     mapping: dict[str, str] = {}
     if not spec:
         return mapping
@@ -66,8 +69,8 @@ def parse_map(spec: str | None, fields: Sequence[str] = CANONICAL) -> dict[str, 
             continue
         field, sep, column = item.partition("=")
         field, column = field.strip(), column.strip()
-        if not sep or not field or not column:
-            raise CausalvisError(f"--map: {item!r} is not FIELD=COLUMN")
+        if not sep or not field:
+            raise CausalvisError(f"--map: {item!r} is not FIELD=COLUMN (or FIELD= to drop it)")
         if field not in fields:
             raise CausalvisError(
                 f"--map: unknown field {field!r}; known fields: {', '.join(fields)}"
@@ -78,11 +81,14 @@ def parse_map(spec: str | None, fields: Sequence[str] = CANONICAL) -> dict[str, 
     return mapping
 
 
-def load_csv(path: str | Path, mapping: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read a trial-level CSV and return the canonical table.
+def load_csv(path: str | Path, mapping: dict[str, str] | None = None, *, auto: bool = True,
+             rt_unit: str = "ms", where: str | None = None,
+             by: str | None = None) -> pd.DataFrame:
+    """Read a trial-level CSV and return the canonical table (see :func:`canonicalize`).
 
-    Unmapped canonical fields are taken from same-named columns when present.
-    """
+    ``where``: a pandas query over the file's own columns (``--where``), applied first.
+    ``by``: a column of the file whose values become the canonical ``level`` (``--by``:
+    each level is also analysed on its own)."""
     path = Path(path)
     if not path.is_file():
         raise CausalvisError(f"--responses-csv: no such file {path}")
@@ -90,26 +96,73 @@ def load_csv(path: str | Path, mapping: dict[str, str] | None = None) -> pd.Data
         raw = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CausalvisError(f"{path}: cannot read as CSV: {exc}") from exc
-    return canonicalize(raw, mapping or {}, source=str(path))
+    if where:
+        raw = filter_rows(raw, where, source=str(path))
+    if by is not None and by not in raw.columns:
+        raise CausalvisError(f"--by: no column {by!r} in {path} "
+                             f"(columns: {', '.join(map(str, raw.columns))})")
+    df = canonicalize(raw, mapping or {}, source=str(path), auto=auto, rt_unit=rt_unit)
+    if by is not None:
+        df["level"] = raw[by].map(_set_text).to_numpy()
+    df.attrs["load"].update(where=where, by=by)
+    return df
 
 
-def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "responses") -> pd.DataFrame:
-    """Rename mapped columns, check required fields, normalise types.
+def filter_rows(raw: pd.DataFrame, where: str, source: str = "responses") -> pd.DataFrame:
+    """Rows matching a pandas query (``"difficulty == 'easy' and n_refs == 1"``)."""
+    try:
+        out = raw.query(where)
+    except Exception as exc:  # pandas raises many kinds for a bad expression
+        raise CausalvisError(f"--where {where!r}: {type(exc).__name__}: {exc} "
+                             f"(columns: {', '.join(map(str, raw.columns))})") from None
+    if out.empty:
+        raise CausalvisError(f"{source}: no rows match --where {where!r}")
+    return out
+
+
+def resolve_mapping(columns: Sequence[str], mapping: dict[str, str],
+                    auto: bool = True) -> dict[str, dict[str, str]]:
+    """Which column each canonical field is read from: ``{field: {"column", "how"}}``,
+    ``how`` = ``mapped`` (``--map``) or ``auto`` (a same-named column; only with ``auto``).
+    A field mapped to ``""`` is dropped and never auto-detected."""
+    cols = {str(c) for c in columns}
+    missing = [c for c in mapping.values() if c and c not in cols]
+    if missing:
+        raise CausalvisError(
+            f"--map names column(s) not in the table: {', '.join(missing)} "
+            f"(columns: {', '.join(map(str, columns))})"
+        )
+    out: dict[str, dict[str, str]] = {}
+    for field in CANONICAL:
+        if field in mapping:
+            if mapping[field]:
+                out[field] = {"column": mapping[field], "how": "mapped"}
+        elif auto and field in cols:
+            out[field] = {"column": field, "how": "auto"}
+    return out
+
+
+def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "responses", *,
+                 auto: bool = True, rt_unit: str = "ms") -> pd.DataFrame:
+    """Read the mapped (and, with ``auto``, same-named) columns, check required fields,
+    normalise types.
 
     Adds ``is_catch`` and ``is_main`` (main = kind ``main`` and not catch): only main
     trials enter accuracy; practice, repeated and other kinds are kept but ignored there.
+    An auto-detected column whose values do not fit its field is skipped with a warning
+    (the user did not ask for it); a mapped one is an error. ``df.attrs["load"]`` records
+    the mapping used and the warnings (``--show-mapping``, ``summary.json`` "input").
     """
-    missing_cols = [c for c in mapping.values() if c not in raw.columns]
-    if missing_cols:
-        raise CausalvisError(
-            f"{source}: --map names column(s) not in the table: {', '.join(missing_cols)} "
-            f"(columns: {', '.join(map(str, raw.columns))})"
-        )
+    if rt_unit not in RT_UNITS:
+        raise CausalvisError(f"--rt-unit: unknown unit {rt_unit!r} (s | ms)")
+    try:
+        used = resolve_mapping(list(raw.columns), mapping, auto)
+    except CausalvisError as exc:
+        raise CausalvisError(f"{source}: {exc}") from None
+    warnings: list[str] = []
     df = pd.DataFrame(index=raw.index)
-    for field in CANONICAL:
-        column = mapping.get(field, field)
-        if column in raw.columns:
-            df[field] = raw[column].to_numpy()
+    for field, m in used.items():
+        df[field] = raw[m["column"]].to_numpy()
     absent = [f for f in REQUIRED if f not in df.columns]
     if absent:
         raise CausalvisError(
@@ -121,34 +174,55 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
     for field in REQUIRED:
         if df[field].isna().any():
             raise CausalvisError(f"{source}: field {field!r} has empty values")
+
+    def skip_or_fail(field: str, problem: str) -> None:
+        if used[field]["how"] == "mapped":
+            raise CausalvisError(f"{source}: field {field!r} {problem}")
+        warnings.append(f"auto-detected column {used[field]['column']!r} not used for "
+                        f"{field!r}: {problem} (map it, or drop it with --map {field}=)")
+        del df[field]
+        used[field] = {**used[field], "how": "skipped"}
+
     df["participant_id"] = df["participant_id"].astype(str)
-    df["condition"] = df["condition"].astype(str)
+    df["condition"] = df["condition"].map(_text).astype(object)
     df["correct"] = _as_bool(df["correct"], "correct", source)
-    for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status", "side",
+    for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status",
                   "model"):
         if field in df.columns:
             df[field] = df[field].map(_text).astype(object)
+    if "channel" in df.columns:
+        df["channel"] = _channel(df["channel"])
     if "image_set" in df.columns:
         df["image_set"] = df["image_set"].map(_set_text).astype(object)
+    if "side" in df.columns:
+        sides = df["side"].map(_side)
+        bad = sides.isna() & df["side"].map(_text).notna()
+        if bad.any():
+            skip_or_fail("side", f"has value {df.loc[bad, 'side'].iloc[0]!r}; sides are "
+                         f"{', '.join(sorted(_SIDES))}")
+        else:
+            df["side"] = sides.astype(object)
     for field in ("choice", "left_option"):
         if field in df.columns:
             df[field] = df[field].map(lambda v: None if _text(v) is None else _text(v).lower())
-    for field in (
-        "confidence",
-        "rt",
-        "rel_diff",
-        "channel",
-        "total_time_s",
-        "instruction_time_s",
-        "practice_attempts",
-    ):
+    for field in ("confidence", "rt", "rel_diff", "total_time_s", "instruction_time_s",
+                  "practice_attempts"):
         if field in df.columns:
             values = pd.to_numeric(df[field], errors="coerce")
             bad = values.isna() & df[field].notna()
             if bad.any():
-                example = df.loc[bad, field].iloc[0]
-                raise CausalvisError(f"{source}: field {field!r} has non-numeric value {example!r}")
-            df[field] = values.astype(float)
+                skip_or_fail(field, f"has non-numeric value {df.loc[bad, field].iloc[0]!r}")
+            else:
+                df[field] = values.astype(float)
+    if "rt" in df.columns:
+        df["rt"] = df["rt"] * RT_UNITS[rt_unit]
+        warning = rt_unit_warning(raw[used["rt"]["column"]], rt_unit)
+        if warning:
+            warnings.append(warning)
+    if "unit" not in df.columns and "channel" in df.columns:
+        df["unit"] = _units(df)
+        used["unit"] = {"column": "layer:channel" if "layer" in df.columns else "channel",
+                        "how": "derived"}
     if "catch" in df.columns:
         df["catch"] = _as_bool(df["catch"].fillna(False), "catch", source)
     if "kind" in df.columns:
@@ -160,7 +234,54 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
         is_catch = is_catch | df["catch"].to_numpy(dtype=bool)
     df["is_catch"] = is_catch
     df["is_main"] = (df["kind"] == "main").to_numpy() & ~is_catch
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    dropped = sorted(f for f, c in mapping.items() if not c)
+    df.attrs["load"] = {"mapping": used, "dropped": dropped, "auto": auto,
+                        "rt_unit": rt_unit, "warnings": warnings}
+    return df
+
+
+# Multiplier from the CSV's RT unit to milliseconds (the canonical unit).
+RT_UNITS = {"ms": 1.0, "s": 1000.0}
+# Below (ms) / above (s) this median the RT column looks like the other unit.
+RT_PLAUSIBLE_MEDIAN = 20.0
+
+
+def rt_unit_warning(values: pd.Series, rt_unit: str) -> str | None:
+    """A warning when the median RT looks like the other unit (human 2-AFC answers take
+    ~0.5–20 s): below 20 read as ms, or above 20 read as s."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return None
+    med = float(v.median())
+    if rt_unit == "ms" and med < RT_PLAUSIBLE_MEDIAN:
+        return (f"rt: median {med:g} read as milliseconds looks like seconds; "
+                f"pass --rt-unit s if it is")
+    if rt_unit == "s" and med > RT_PLAUSIBLE_MEDIAN:
+        return (f"rt: median {med:g} read as seconds looks like milliseconds; "
+                f"pass --rt-unit ms if it is")
+    return None
+
+
+# Side spellings -> the exclusion rules' left/right (or upper/lower). Which of a/b or 0/1
+# is "left" does not matter: the rules only count how often each side was chosen.
+_SIDES = {"left": "left", "l": "left", "a": "left", "0": "left", "first": "left",
+          "right": "right", "r": "right", "b": "right", "1": "right", "second": "right",
+          "upper": "upper", "top": "upper", "lower": "lower", "bottom": "lower"}
+
+
+def _side(v: object) -> str | None:
+    s = _set_text(v)  # 0.0 -> "0"
+    return None if s is None else _SIDES.get(s.lower())
+
+
+def _channel(values: pd.Series) -> pd.Series:
+    """Channel ids: numbers when every value is one (``float``, as before), else text
+    (published data sets name channels ``channel_0``…)."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if not (numeric.isna() & values.notna()).any():
+        return numeric.astype(float)
+    return values.map(_set_text).astype(object)
 
 
 def _text(v: object) -> str | None:
@@ -235,13 +356,21 @@ def join_trials(df: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _units(trials: pd.DataFrame) -> list[str | None]:
+    """``unit`` cells, filled from layer and channel: ``Unit.spec`` for a numeric channel,
+    ``LAYER:CHANNEL`` or the channel alone for a text channel id."""
     given = trials["unit"].map(_text) if "unit" in trials.columns else [None] * len(trials)
-    channels = pd.to_numeric(trials["channel"], errors="coerce")
-    return [
-        unit if unit is not None or _text(layer) is None or pd.isna(ch)
-        else unit_spec(str(layer).strip(), int(ch))
-        for unit, layer, ch in zip(given, trials["layer"], channels, strict=True)
-    ]
+    if "layer" not in trials.columns:  # the channel alone names the unit
+        return [unit if unit is not None else _set_text(ch)
+                for unit, ch in zip(given, trials["channel"], strict=True)]
+    return [unit if unit is not None else _unit_of(layer, ch)
+            for unit, layer, ch in zip(given, trials["layer"], trials["channel"], strict=True)]
+
+
+def _unit_of(layer: object, channel: object) -> str | None:
+    ch, layer = _set_text(channel), _text(layer)
+    if ch is None or layer is None:
+        return None
+    return unit_spec(layer, int(ch)) if ch.isdigit() else f"{layer}:{ch}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from causalvis import __version__
+from causalvis.analysis import design as designs
 from causalvis.analysis import figures, tables
 from causalvis.analysis.contrasts import compute_contrasts, mixed_model
 from causalvis.analysis.kappa import kappa_analysis, machine_observer_rows
@@ -44,6 +45,13 @@ class AnalysisOptions:
     model_boot: int = 10_000
     model_order: tuple[str, ...] = ()
     model_order_is_size: bool = False
+    # Conditions as the user means them: (old, new) relabelling in display order, the
+    # baselines (default: ``none``, else every ``none_*``) and the reference (``natural``).
+    conditions: tuple[tuple[str, str], ...] = ()
+    baselines: tuple[str, ...] = ()
+    reference: str | None = None
+    # ``--by COLUMN``: also analyse each level of the column (the canonical ``level``).
+    by: str | None = None
 
 
 def analyze_frame(
@@ -80,6 +88,8 @@ def _analyze(
     if opt.design not in ("auto", "participants", "crossed"):
         raise CausalvisError(f"--ci: unknown design {opt.design!r} (auto | participants | crossed)")
     exclusion = exclusion or ExclusionConfig()
+    loaded = df.attrs.get("load")
+    df, order = designs.relabel(df, opt.conditions)
     ex = apply_exclusions(df, exclusion, min_side_choices=opt.min_side_choices)
     main_all = df[df["is_main"]]
     main = main_all[main_all["participant_id"].isin(ex.included)]
@@ -97,35 +107,48 @@ def _analyze(
         },
         "exclusions": ex.to_json(),
     }
+    if loaded:
+        summary["input"] = loaded
     if main_all.empty:
         raise CausalvisError(f"{source or 'responses'}: no main (non-catch) trials to analyse")
     design = tables.choose_design(main_all) if opt.design == "auto" else opt.design
     summary["settings"]["design_used"] = design
-    kw = {"n_boot": opt.n_boot, "seed": opt.seed, "level": opt.level}
+    info, references = _design_info(main if not main.empty else main_all, order, opt)
+    summary["design"] = info
+    paired = info["design"] != designs.BETWEEN
+    kw = {"n_boot": opt.n_boot, "seed": opt.seed, "level": opt.level, "order": order}
+    ckw = {"n_perm": opt.n_perm, "seed": opt.seed, "level": opt.level,
+           "references": references}
     if main.empty:
         summary["conditions"] = {}
         summary["contrasts"] = []
         summary["note"] = "every participant was excluded; see conditions_without_exclusion"
     else:
-        table, reps = tables.condition_table(main, design=design, **kw)
-        glmm = mixed_model(main, list(table)) if opt.mixed_model else None
+        table, reps = tables.condition_table(main, design=design, paired=paired, **kw)
+        base = info["baselines"]
+        glmm = mixed_model(main, list(table), base[0] if base else None) \
+            if opt.mixed_model else None
         summary["conditions"] = table
-        summary["contrasts"] = compute_contrasts(main, table, reps, n_perm=opt.n_perm,
-                                                 seed=opt.seed, level=opt.level, glmm=glmm)
+        summary["contrasts"] = compute_contrasts(main, table, reps, glmm=glmm, **ckw)
         if glmm is not None:
             summary["mixed_model"] = {k: v for k, v in glmm.items() if k != "cov"} | {
                 "se": np.sqrt(np.diag(glmm["cov"])).tolist() if glmm.get("fitted") else None}
-    table_all, reps_all = tables.condition_table(main_all, design=design, **kw)
+    paired_all = designs.study_design(main_all)["design"] != designs.BETWEEN
+    table_all, reps_all = tables.condition_table(main_all, design=design, paired=paired_all,
+                                                 **kw)
     summary["conditions_without_exclusion"] = table_all
-    summary["contrasts_without_exclusion"] = compute_contrasts(
-        main_all, table_all, reps_all, n_perm=opt.n_perm, seed=opt.seed, level=opt.level)
+    summary["contrasts_without_exclusion"] = compute_contrasts(main_all, table_all, reps_all,
+                                                               **ckw)
+    if opt.by:
+        summary["by"] = {"column": opt.by, "levels": _by_levels(
+            main if not main.empty else main_all, order, opt, design)}
     data = main if not main.empty else main_all
     bkw = {"n_boot": min(opt.n_boot, 1000), "seed": opt.seed}
     summary["by_layer"] = tables.grouped_accuracy(data, "layer", **bkw)
     summary["by_unit"] = tables.grouped_accuracy(data, "unit", **bkw)
     summary["by_image_set"] = tables.grouped_accuracy(data, "image_set", **bkw)
     summary["by_confidence"] = tables.confidence_table(data, **bkw)
-    summary["rt"] = tables.rt_table(data, **bkw)
+    summary["rt"] = tables.rt_table(data, order=order, **bkw)
     summary["difficulty"] = tables.difficulty(data, **bkw)
     machine = machine_observer_rows(observer_trials, trials) if observer_trials is not None \
         else None
@@ -144,6 +167,50 @@ def _analyze(
             for name, o in observers.get("observers", {}).items()
         }
     return jsonable(summary)
+
+
+def _design_info(main: pd.DataFrame, order: list[str], opt: AnalysisOptions,
+                 strict: bool = True) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The design found in ``main``, its baselines and reference, and the references of
+    the contrasts (baselines first). Not ``strict`` (a ``--by`` level): a given baseline
+    or reference the level lacks is left out instead of being an error."""
+    found = designs.study_design(main)
+    conds = [c for c in order if c in set(main["condition"])]
+    given = opt.baselines if strict else tuple(b for b in opt.baselines if b in conds)
+    base = designs.baselines(conds, given)
+    ref = designs.reference(conds, opt.reference if strict or opt.reference in conds
+                            else None)
+    info = {**found, "conditions": conds, "baselines": base, "reference": ref,
+            "test": _test_name(found["design"]),
+            "bootstrap": "participants resampled with all their conditions"
+            if found["design"] != designs.BETWEEN
+            else "participants resampled within each condition"}
+    return info, tuple(dict.fromkeys([*base, *([ref] if ref else [])]))
+
+
+def _by_levels(main: pd.DataFrame, order: list[str], opt: AnalysisOptions,
+               design: str) -> dict[str, Any]:
+    """``--by COLUMN``: per level of the column, the design, accuracies and contrasts on
+    that level's trials alone (exclusions stay per participant, over all their trials)."""
+    out: dict[str, Any] = {}
+    for level, d in main[main["level"].notna()].groupby("level", sort=True):
+        info, refs = _design_info(d, order, opt, strict=False)
+        table, reps = tables.condition_table(
+            d, design=design, paired=info["design"] != designs.BETWEEN, n_boot=opt.n_boot,
+            seed=opt.seed, level=opt.level, order=order)
+        out[str(level)] = {"design": info, "conditions": table, "contrasts": compute_contrasts(
+            d, table, reps, n_perm=opt.n_perm, seed=opt.seed, level=opt.level,
+            references=refs)}
+    return out
+
+
+def _test_name(design: str) -> str:
+    if design == designs.WITHIN:
+        return "paired sign-flip test over participants (exact up to 16 participants)"
+    if design == designs.BETWEEN:
+        return "permutation of condition labels between participants"
+    return ("per contrast: paired sign-flip over the participants who saw both conditions, "
+            "label permutation when no participant saw both")
 
 
 def jsonable(obj: Any) -> Any:
@@ -168,10 +235,12 @@ def jsonable(obj: Any) -> Any:
 def make_figures(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     """Draw every figure the summary has data for; returns name -> PNG path."""
     conds = summary.get("conditions") or summary["conditions_without_exclusion"]
-    baseline = (conds.get("none") or {}).get("accuracy")
+    base = (summary.get("design") or {}).get("baselines") or ["none"]
+    baseline = (conds.get(base[0]) or {}).get("accuracy")
     made: dict[str, Path] = {}
     made["accuracy"] = figures.save(
-        figures.accuracy_by_condition(conds, summary.get("observers")), folder, "accuracy")["png"]
+        figures.accuracy_by_condition(conds, summary.get("observers"), base[0]), folder,
+        "accuracy")["png"]
     if summary.get("by_layer"):
         fig = figures.accuracy_by_group(summary["by_layer"], "layer", baseline,
                                         "Accuracy per layer")
@@ -273,19 +342,25 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
     parts.append(_table(["criterion", "rule", "excluded"], rows))
     parts.append(f"<p>{ex['n_excluded']} of {ex['n_participants']} participants excluded, "
                  f"{ex['n_included']} included.</p>")
+    parts.append(_design_html(s.get("design"), s.get("input")))
     if s.get("contrasts"):
-        parts.append("<h2>Contrasts</h2><p>Each condition against <code>none</code> and "
-                     "<code>natural</code>. Difference of pooled accuracies with a bootstrap "
-                     "CI; p-values from a permutation test (participants shuffled between the "
-                     "two conditions) and from a mixed-effects logistic regression (random "
-                     "intercepts for participant and unit), each Holm-corrected over all "
-                     "contrasts. The verdict uses the Holm-corrected permutation test.</p>")
+        refs = [*s["design"]["baselines"], *([s["design"]["reference"]]
+                                             if s["design"]["reference"] else [])]
+        names = ", ".join(f"<code>{html.escape(r)}</code>" for r in refs)
+        parts.append(f"<h2>Contrasts</h2><p>Each condition against {names}. Difference of "
+                     "pooled accuracies with a bootstrap CI; p-values from a permutation test "
+                     "that matches the design (a paired sign-flip test over participants when "
+                     "the same participants saw both conditions; condition labels shuffled "
+                     "between participants when each saw one) and from a mixed-effects "
+                     "logistic regression (random intercepts for participant and unit), each "
+                     "Holm-corrected over all contrasts. The verdict uses the Holm-corrected "
+                     "permutation test.</p>")
         rows = [[f"{c['condition']} − {c['reference']}", f"{100 * c['difference']:+.1f}",
-                 f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}", _num(c["p_permutation"]),
-                 _num(c["p_permutation_holm"]), _num(c.get("p_glmm")),
+                 f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}", c.get("test", ""),
+                 _num(c["p_permutation"]), _num(c["p_permutation_holm"]), _num(c.get("p_glmm")),
                  _num(c.get("p_glmm_holm"))] for c in s["contrasts"]]
-        parts.append(_table(["contrast", "diff (pp)", "95 % CI (pp)", "p perm", "p perm Holm",
-                             "p GLMM", "p GLMM Holm"], rows))
+        parts.append(_table(["contrast", "diff (pp)", "95 % CI (pp)", "test", "p perm",
+                             "p perm Holm", "p GLMM", "p GLMM Holm"], rows))
         parts.append("<ul>" + "".join(f"<li>{html.escape(c['statement'])}</li>"
                                       for c in s["contrasts"]) + "</ul>")
         mm = s.get("mixed_model")
@@ -299,6 +374,7 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
             else:
                 parts.append(f"<p class=warn>Mixed model not fitted: "
                              f"{html.escape(mm.get('message', ''))}</p>")
+    parts.append(_by_html(s.get("by")))
     parts.append(_models_html(s.get("models"), b64))
     if "layer" in b64:
         parts.append("<h2>Per layer</h2><p>Accuracy per layer of the unit, per condition "
@@ -352,6 +428,43 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
              "#a40}code{background:#f3f3f3;padding:0 .2rem}")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>causalvis analysis"
             f"</title><style>{style}</style></head><body>" + "\n".join(parts) + "</body></html>")
+
+
+def _by_html(by: dict[str, Any] | None) -> str:
+    """``--by COLUMN``: each level's design, accuracies and contrasts."""
+    if not by:
+        return ""
+    col = html.escape(str(by["column"]))
+    out = [f"<h2>Per <code>{col}</code></h2><p>Each level of <code>{col}</code> analysed on "
+           "its own trials (its own design, test and Holm family); exclusions are those "
+           "of the whole data set.</p>"]
+    for level, sec in by["levels"].items():
+        out.append(f"<h3>{col} = {html.escape(level)} ({html.escape(sec['design']['design'])}"
+                   f"-subject)</h3>" + _conditions_table(sec["conditions"]))
+        out.append("<ul>" + "".join(f"<li>{html.escape(c['statement'])}</li>"
+                                    for c in sec["contrasts"]) + "</ul>")
+    return "\n".join(out)
+
+
+def _design_html(d: dict[str, Any] | None, loaded: dict[str, Any] | None) -> str:
+    """What the data were read as: the design found, the test used, the column mapping."""
+    if not d:
+        return ""
+    per = d["conditions_per_participant"]
+    out = [f"<h2>Design</h2><p>Design found: <b>{html.escape(d['design'])}-subject</b> "
+           f"({d['n_conditions']} conditions; each participant saw {per['min']}–{per['max']} "
+           f"of them). Test: {html.escape(d['test'])}. Bootstrap: "
+           f"{html.escape(d['bootstrap'])}. Baseline(s): "
+           f"{html.escape(', '.join(d['baselines']) or 'none found')}; reference: "
+           f"{html.escape(d['reference'] or 'none')}.</p>"]
+    if loaded:
+        rows = [[f, m["column"], m["how"]] for f, m in loaded["mapping"].items()]
+        rows += [[f, "", "dropped (--map FIELD=)"] for f in loaded["dropped"]]
+        out.append("<p class=small>Columns read (mapped: --map; auto: a same-named column; "
+                   f"RT unit of the file: {html.escape(loaded['rt_unit'])}):</p>"
+                   + _table(["field", "column", "how"], rows))
+        out += [f"<p class=warn>{html.escape(w)}</p>" for w in loaded["warnings"]]
+    return "\n".join(out)
 
 
 def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> str:
@@ -408,12 +521,15 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
                 exclusion: ExclusionConfig | None = None,
                 study: str | Path | StudyInputs | None = None,
                 options: AnalysisOptions | None = None,
-                fmt: str = "csv") -> tuple[dict[str, Any], Path]:
+                fmt: str = "csv", auto: bool = True, rt_unit: str = "ms",
+                where: str | None = None, by: str | None = None) -> tuple[dict[str, Any], Path]:
     """Analyse any trial-level CSV; ``study`` (optional) adds its trials.csv and observers.
 
     ``fmt="imi"`` reads the IMI dataset's layout (:mod:`causalvis.analysis.imi`; ``mapping``
     then overrides its roles): a 2-AFC, multi-model table, with IMI's exclusion thresholds
-    when no ``exclusion`` is given and models in the paper's order."""
+    when no ``exclusion`` is given and models in the paper's order. ``auto``, ``rt_unit``,
+    ``where``, ``by``: see :func:`causalvis.analysis.load.load_csv` (csv layout only;
+    ``options.by`` names the ``by`` column in the report)."""
     from causalvis.analysis.load import load_csv
 
     task = None
@@ -428,7 +544,7 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
                           model_order_is_size=True)
         options = opt
     elif fmt == "csv":
-        df = load_csv(path, mapping)
+        df = load_csv(path, mapping, auto=auto, rt_unit=rt_unit, where=where, by=by)
     else:
         raise CausalvisError(f"--format: unknown format {fmt!r} (csv | imi)")
     if exclusion is None:

@@ -71,20 +71,23 @@ def percentile_interval(reps: np.ndarray, n_clusters: int, level: float = 0.95) 
 
 def ratio_replicates(
     k: np.ndarray, n: np.ndarray, n_boot: int = DEFAULT_BOOT, seed=None, *, crossed: bool = False,
-    unit_weights: np.ndarray | None = None,
+    unit_weights: np.ndarray | None = None, participant_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bootstrap replicates of the pooled proportion ``sum(k) / sum(n)``.
 
     ``k, n``: ``[participants]`` or ``[participants, units]`` counts. Participants are
-    resampled; with ``crossed`` (or given ``unit_weights``, to share unit draws between
-    conditions) units are resampled too, independently (the pigeonhole bootstrap).
+    resampled (given ``participant_weights``, to share participant draws between the
+    conditions of a within-subject design); with ``crossed`` (or given ``unit_weights``, to
+    share unit draws between conditions) units are resampled too, independently (the
+    pigeonhole bootstrap).
     """
     rng = _rng(seed)
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     if k.ndim == 1:
         k, n = k[:, None], n[:, None]
-    wp = resample_weights(k.shape[0], n_boot, rng)
+    wp = (resample_weights(k.shape[0], n_boot, rng) if participant_weights is None
+          else np.asarray(participant_weights, dtype=float))
     kk, nn = wp @ k, wp @ n  # [B, U]
     if unit_weights is None and crossed and k.shape[1] > 1:
         unit_weights = resample_weights(k.shape[1], n_boot, rng)
@@ -167,6 +170,33 @@ def permutation_test(
         diffs = ka / nA - (k.sum() - ka) / (n.sum() - nA)
     extreme = np.sum(np.abs(diffs) >= abs(obs) - 1e-12)
     return float(obs), float((1 + extreme) / (1 + n_perm))
+
+
+def sign_flip_test(
+    differences, *, n_perm: int = DEFAULT_PERM, seed=0, max_exact: int = 16
+) -> tuple[float, float, str]:
+    """Two-sided paired sign-flip test of the mean of per-participant differences (each
+    participant's accuracy in A minus in B, for a within-subject design).
+
+    Under H0 each participant's two condition labels are exchangeable, so each difference
+    is equally likely to have either sign. Exact over all ``2**n`` sign patterns when
+    ``n <= max_exact`` (p = share of patterns at least as extreme, the observed one
+    included: at least ``2 / 2**n``), else ``n_perm`` random patterns with
+    ``p = (1 + extreme) / (1 + n_perm)``. Returns (mean difference, p, "exact" | "monte
+    carlo")."""
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan"), float("nan"), "exact"
+    obs = float(d.mean())
+    if d.size <= max_exact:
+        patterns = np.arange(2 ** d.size)[:, None] >> np.arange(d.size) & 1
+        signs = 1.0 - 2.0 * patterns
+        stat = signs @ d / d.size
+        return obs, float(np.mean(np.abs(stat) >= abs(obs) - 1e-12)), "exact"
+    signs = _rng(seed).choice(np.array([-1.0, 1.0]), size=(n_perm, d.size))
+    extreme = int(np.sum(np.abs(signs @ d / d.size) >= abs(obs) - 1e-12))
+    return obs, float((1 + extreme) / (1 + n_perm)), "monte carlo"
 
 
 def holm(pvalues) -> np.ndarray:

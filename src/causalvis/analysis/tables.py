@@ -45,24 +45,33 @@ def choose_design(df: pd.DataFrame) -> str:
 
 def condition_table(
     df: pd.DataFrame, *, design: str = "participants", n_boot: int = stats.DEFAULT_BOOT,
-    seed: int = 0, level: float = 0.95,
+    seed: int = 0, level: float = 0.95, order: list[str] | None = None, paired: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Per condition: pooled accuracy, CI (design's primary), both bootstrap CIs, ±2 SEM.
 
     Returns the table and the bootstrap replicates (shared unit draws across conditions,
-    so differences between conditions can be read off the same replicates).
+    so differences between conditions can be read off the same replicates). With
+    ``paired`` (participants saw several conditions) the participant draws are shared too:
+    a drawn participant brings all their conditions, so a difference's CI is paired.
+    ``order``: the conditions in display order (default :func:`condition_order`).
     """
     rng = np.random.default_rng(seed)
     units = sorted(df["unit"].fillna(NO_UNIT).astype(str).unique()) if "unit" in df.columns \
         else [NO_UNIT]
     has_units = len(units) > 1
     unit_w = stats.resample_weights(len(units), n_boot, rng) if has_units else None
+    everyone = sorted(df["participant_id"].astype(str).unique())
+    part_w = stats.resample_weights(len(everyone), n_boot, rng) if paired else None
     out: dict[str, dict[str, Any]] = {}
     reps: dict[str, np.ndarray] = {}
-    for cond in _conditions(df):
+    present = set(df["condition"].unique())
+    for cond in [c for c in order if c in present] if order else _conditions(df):
         d = df[df["condition"] == cond]
-        _, _, k, n = counts(d, units)
-        rep_p = stats.ratio_replicates(k, n, n_boot, rng)
+        pids, _, k, n = counts(d, units)
+        wp = None
+        if part_w is not None:  # this condition's participants, columns of the shared draw
+            wp = part_w[:, np.searchsorted(everyone, pids)]
+        rep_p = stats.ratio_replicates(k, n, n_boot, rng, participant_weights=wp)
         acc = float(k.sum() / n.sum())
         per_part = k.sum(axis=1) / n.sum(axis=1)
         lo_p, hi_p = stats.percentile_interval(rep_p, k.shape[0], level)
@@ -77,7 +86,8 @@ def condition_table(
             "ci_participants": [lo_p, hi_p],
         }
         if has_units:
-            rep_c = stats.ratio_replicates(k, n, n_boot, rng, unit_weights=unit_w)
+            rep_c = stats.ratio_replicates(k, n, n_boot, rng, unit_weights=unit_w,
+                                           participant_weights=wp)
             lo_c, hi_c = stats.percentile_interval(rep_c, min(k.shape[0], len(units)), level)
             row["ci_crossed"] = [lo_c, hi_c]
             row["n_units"] = int((n.sum(axis=0) > 0).sum())
@@ -149,14 +159,16 @@ def confidence_table(df: pd.DataFrame, **kw: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def rt_table(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+def rt_table(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+             order: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Reaction times (ms) per condition: mean over participants of each one's median RT,
     with a participant-bootstrap CI, plus medians for correct and wrong answers."""
     if "rt" not in df.columns or df["rt"].notna().sum() == 0:
         return {}
     out = {}
     d_all = df[df["rt"].notna()]
-    for cond in _conditions(d_all):
+    present = set(d_all["condition"].unique())
+    for cond in [c for c in order if c in present] if order else _conditions(d_all):
         d = d_all[d_all["condition"] == cond]
         med = d.groupby("participant_id")["rt"].median().to_numpy(float)
         est, lo, hi = stats.bootstrap_ci(med, n_boot=n_boot, seed=seed)

@@ -1,0 +1,1 @@
+"""Shipped dataset profiles (``causalvis analyze --profile NAME``): TOML data files."""
