@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -140,6 +141,7 @@ class Participant:
     def __init__(self, i: int, client: httpx.AsyncClient, opts: Options, answers: dict,
                  stats: Stats, run_id: str) -> None:  # fmt: skip
         self.ext = f"{run_id}-{i:04d}"
+        self.secret = secrets.token_urlsafe(18)  # resumes this attempt, as the page does
         self.client, self.opts, self.answers, self.stats = client, opts, answers, stats
         self.rng = random.Random(opts.seed * 100_003 + i)
         self.outage = False  # saw a network failure since the last resume check
@@ -176,7 +178,7 @@ class Participant:
         return r.json()
 
     async def create(self) -> dict:
-        body = {"platform": "local", "external_id": self.ext}
+        body = {"platform": "local", "external_id": self.ext, "resume_secret": self.secret}
         return self.check(await self.post("/api/v1/participants", body), 200, 201)
 
     async def resume_check(self, token: str) -> None:

@@ -47,6 +47,10 @@ class ScanConfig(_Section):
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(2048, ge=1, description="images per resumable shard")
     workers: int = Field(2, ge=1, description="image decoding threads")
+    dtype: Literal["float16", "float32", "auto"] = Field(
+        "float16", description="shard precision: float16 (half the disk), float32, or auto "
+        "(float32 for a layer whose values float16 would flush to 0 or overflow, per shard)"
+    )
 
 
 class UnitsConfig(_Section):
@@ -197,6 +201,18 @@ class ServerConfig(_Section):
     prolific_no_consent_code: str = ""
     show_feedback_question: bool = True
     correct_counter: bool = False
+    overassign_factor: float = Field(
+        1.0, ge=1.0, le=10.0, description="when every planned session is taken: 1.0 = refuse "
+        "new participants ('study full'); > 1 = hand each session out up to planned x factor "
+        "times, balanced"
+    )
+    prolific_full_code: str = Field(
+        "", description="Prolific completion code for 'study full' (a screened-out code)"
+    )
+    checkpoint_interval_s: float = Field(
+        30.0, ge=0, description="SQLite: checkpoint (and truncate) the WAL this often; 0 = "
+        "only after a failed write"
+    )
 
 
 class StudyConfig(_Section):

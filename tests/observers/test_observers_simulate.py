@@ -69,7 +69,8 @@ def _study(tmp_path):
                 )
             )
     # simulated participants answer without waiting: keep them in the analysis
-    cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0})
+    cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0},
+                      server={"overassign_factor": 3.0})  # 8 participants, 4 places
     return write_study(tmp_path / "study", specs, config=cfg)
 
 

@@ -50,6 +50,10 @@ BAD_RESPONSES = [
 def test_bad_response_bodies_are_4xx_and_store_nothing(client, answers):
     body = start(client)
     token, tid = body["participant_token"], _mains(body)[0]
+    # main answers are taken only after the practice is passed (the server enforces the flow)
+    practice = [t["trial_id"] for t in body["trials"] if t["kind"] == "practice"]
+    for p in practice:
+        assert answer(client, token, p, answers[p]).status_code == 200
     for bad in BAD_RESPONSES:
         payload = {"trial_id": tid, "choice": answers[tid], "confidence": 2, "rt_ms": 900} | bad
         r = client.post(f"/api/v1/participants/{token}/responses", json=payload)
@@ -60,10 +64,10 @@ def test_bad_response_bodies_are_4xx_and_store_nothing(client, answers):
         assert (
             client.post(f"/api/v1/participants/{token}/responses", json=payload).status_code == 422
         )
-    assert count_rows(client) == (1, 0)
+    assert count_rows(client) == (1, len(practice))
     # a good answer still works afterwards
     assert answer(client, token, tid, answers[tid], shown_at=NOW_MS).status_code == 200
-    assert count_rows(client) == (1, 1)
+    assert count_rows(client) == (1, len(practice) + 1)
 
 
 def test_malformed_json_wrong_type_and_csrf_shapes(client):

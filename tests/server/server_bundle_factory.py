@@ -59,6 +59,7 @@ def make_study(
     task: str = "causal_occlusion",
     correct_counter: bool = False,
     units: list[tuple[str, int]] = UNITS,
+    server: dict | None = None,
 ) -> Path:
     """Write STUDY/{study.toml, trials.csv, bundle/sessions.json, bundle/assets/*.png}.
 
@@ -76,6 +77,7 @@ def make_study(
             "prolific_completion_code": "C0MPLETE",
             "prolific_failed_checks_code": "FA1LED",
             "prolific_no_consent_code": "N0CONSENT",
+            **(server or {}),
         },
     )
     cfg.save(root / "study.toml")

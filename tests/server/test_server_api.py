@@ -31,7 +31,11 @@ def start(client, study: Path, external_id: str = "lab-01", **kw) -> tuple[str, 
     r = new(client, external_id, **kw)
     assert r.status_code == 201, r.text
     body = r.json()
-    token = body["participant_token"]
+    return advance(client, study, body["participant_token"], body), body
+
+
+def advance(client, study: Path, token: str, body: dict) -> str:
+    """Consent, read instructions and pass practice in one attempt."""
     assert client.post(f"/api/v1/participants/{token}/consent", json={"consent": True}).is_success
     r = client.post(
         f"/api/v1/participants/{token}/instructions",
@@ -43,7 +47,7 @@ def start(client, study: Path, external_id: str = "lab-01", **kw) -> tuple[str, 
         if t["kind"] == "practice":
             ok = answer(client, token, t["trial_id"], rows[t["trial_id"]]["correct"])
             assert ok.json()["correct"] is True
-    return token, body
+    return token
 
 
 def test_create_assigns_session_and_hides_truth(client, study):
@@ -74,22 +78,30 @@ def test_create_assigns_session_and_hides_truth(client, study):
 
 
 def test_balanced_assignment_and_resume_and_409(client, study):
-    conds, sessions = [], []
+    conds, sessions, bodies = [], [], []
     for i in range(4):
         body = new(client, f"p{i}").json()
+        bodies.append(body)
         conds.append(body["condition"])
         sessions.append(body["trials"][2]["trial_id"])
     assert sorted(conds) == ["natural", "natural", "none", "none"]
     assert len(set(sessions)) == 4  # four different sessions
-    again = new(client, "p0")
-    assert again.status_code == 200
-    first = new(client, "p1").json()["participant_token"]
-    assert again.json()["participant_token"] != first
-    token, body = start(client, study, "finisher")
-    for t in body["trials"][2:]:
+    first = bodies[0]
+    # a lab id resumes only with the secret its browser got at creation
+    again = new(client, "p0", resume_secret=first["resume_secret"])
+    assert again.status_code == 200 and "resume_secret" not in again.json()
+    assert again.json()["participant_token"] == first["participant_token"]
+    assert again.json()["participant_token"] != bodies[1]["participant_token"]
+    for stolen in ({}, {"resume_secret": bodies[1]["resume_secret"]}):
+        r = new(client, "p0", **stolen)
+        assert r.status_code == 409 and "already in use" in r.json()["detail"]
+        assert "participant_token" not in r.text
+    token = advance(client, study, first["participant_token"], first)
+    for t in first["trials"][2:]:
         assert answer(client, token, t["trial_id"]).status_code == 200
     assert client.post(f"/api/v1/participants/{token}/finish", json={}).status_code == 200
-    assert new(client, "finisher").status_code == 409
+    r = new(client, "p0", resume_secret=first["resume_secret"])
+    assert r.status_code == 409 and r.json()["detail"] == "this participant has already taken part"
 
 
 def test_abandoned_sessions_are_handed_out_again(tmp_path):
@@ -338,7 +350,7 @@ def test_alembic_schema_is_at_head(client, db_url):
 
     engine = client.app.state.engine
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         if db_url == "sqlite" or db_url.startswith("sqlite"):
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert {"participants", "responses"} <= set(inspect(engine).get_table_names())

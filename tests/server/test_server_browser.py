@@ -299,3 +299,33 @@ def test_platform_entry_screens(live_server):
         "ST1",
     )
     assert prolific.platform_session_id == "SE1"
+
+
+def test_lab_id_resumes_only_in_its_browser_and_a_full_study_says_so(live_server):
+    """The resume secret lives in the browser's localStorage: a reload resumes, another
+    browser with the same typed id is refused; past the plan the page says the study is full."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _study, app = live_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(15000)
+        page.goto(f"{base}/?participant=P017")
+        page.click("#cv-consent-yes")
+        expect(page.get_by_text("Computers recognise images")).to_be_visible()
+        page.reload()  # same browser: resumes after consent
+        expect(page.get_by_text("Computers recognise images")).to_be_visible()
+        other = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        other.set_default_timeout(15000)
+        other.goto(f"{base}/?participant=P017")
+        expect(other.get_by_text("already in use")).to_be_visible()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        other.screenshot(path=str(ARTIFACTS / "23-lab-id-taken.png"))
+        for i in range(3):  # the plan has four places
+            _register(base, f"filler-{i}")
+        other.goto(f"{base}/?participant=late-1")
+        expect(other.get_by_role("heading", name="This study is full")).to_be_visible()
+        other.screenshot(path=str(ARTIFACTS / "24-study-full.png"))
+        browser.close()
+    assert app.state.experiment.refused_full == 1

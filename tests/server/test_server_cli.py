@@ -75,7 +75,7 @@ def test_serve_runs_and_answers(tmp_path: Path):
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.monotonic() < deadline, "server did not come up"
                 time.sleep(0.2)
-        assert r.json() == {"ok": True, "study": "servertest"}
+        assert r.json() == {"ok": True, "study": "servertest", "writable": True}
         auth = {"Authorization": "Bearer tok-123"}
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/admin/progress", headers=auth).is_success
         assert (study / "responses.sqlite").is_file()

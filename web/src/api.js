@@ -8,10 +8,11 @@ const CausalvisApi = (() => {
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   class HttpError extends Error {
-    constructor(status, detail) {
+    constructor(status, detail, data) {
       super(`${status}: ${detail}`);
       this.status = status;
       this.detail = detail;
+      this.data = data || {}; // the whole JSON answer (e.g. "study_full" and where to go)
     }
   }
 
@@ -32,7 +33,7 @@ const CausalvisApi = (() => {
       if (response && response.status < 500 && response.status !== 429) {
         if (banner()) banner().hidden = true;
         const data = await response.json().catch(() => ({}));
-        if (!response.ok) throw new HttpError(response.status, data.detail || response.statusText);
+        if (!response.ok) throw new HttpError(response.status, data.detail || response.statusText, data);
         return { status: response.status, data };
       }
       if (attempt >= retries) throw new HttpError(response ? response.status : 0, "network error");

@@ -73,14 +73,34 @@
   if (who.preview) return mturkPreview();
   if (!who.external_id) who.external_id = await askLocalId();
   const { preview, ...body } = who;
+  // The server hands out a resume secret at creation; only this browser can resume with it.
+  const secretKey = `causalvis-resume:${body.platform}:${body.external_id}`;
+  // Made before the first POST so that a retried creation (its 201 lost) resumes too.
+  const freshSecret = () => Array.from(crypto.getRandomValues(new Uint8Array(18)), (b) => b.toString(16).padStart(2, "0")).join("");
+  let storedSecret = null;
+  try {
+    storedSecret = localStorage.getItem(secretKey);
+    if (!storedSecret) { storedSecret = freshSecret(); localStorage.setItem(secretKey, storedSecret); }
+  } catch (e) { storedSecret = storedSecret || freshSecret(); /* private mode: no resume after a reload */ }
+  body.resume_secret = storedSecret;
   let welcome;
   try {
     welcome = (await CausalvisApi.post(`${API}/participants`, body)).data;
   } catch (err) {
-    if (err.status === 409) {
+    const data = err.data || {};
+    if (err.status === 409 && data.study_full) {
+      const back = data.redirect_url
+        ? `<p><a class="jspsych-btn cv-primary" id="cv-return" href="${esc(data.redirect_url)}">Return to Prolific</a></p>`
+        : "";
+      return page(`<h1 class="cv-title">This study is full</h1><p class="cv-lead">Every place has been taken. Thank you for your interest.</p>${back}`);
+    }
+    if (err.status === 409 && String(err.detail).startsWith("this participant has already taken part")) {
       return page(`<h1 class="cv-title">Thank you</h1><p class="cv-lead">You have already taken part in this study. It can be done only once.</p>`);
     }
     return page(`<h1 class="cv-title">This study cannot start</h1><p class="cv-lead">${esc(err.detail || err.message)}</p>`);
+  }
+  if (welcome.resume_secret && welcome.resume_secret !== storedSecret) {
+    try { localStorage.setItem(secretKey, welcome.resume_secret); } catch (e) { /* private mode: no resume */ }
   }
   const token = welcome.participant_token;
   const settings = welcome.settings;
@@ -283,7 +303,8 @@
     try {
       return (await CausalvisApi.post(`${base}/responses`, payload)).data;
     } catch (err) {
-      if (err.status === 409) return { duplicate: true }; // already stored: move on
+      if (err.status === 409 && String(err.detail).includes("already")) return { duplicate: true }; // already stored: move on
+      if (err.status === 409) { window.location.reload(); return new Promise(() => {}); } // out of step with the server's flow: resume where it says
       throw err;
     }
   };

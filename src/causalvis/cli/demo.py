@@ -30,7 +30,9 @@ def background_server(study: Path, db_url: str) -> Iterator[str]:
     from causalvis.server.guards import Rate
     from causalvis.server.run import serve_in_thread
 
-    app = create_app(study, db_url, admin_token="demo-pilot-token", create_rate=Rate(0, 1.0))
+    # More simulated participants than the plan has places: the pilot over-assigns.
+    app = create_app(study, db_url, admin_token="demo-pilot-token", create_rate=Rate(0, 1.0),
+                     overassign_factor=10.0)
     with serve_in_thread(app) as url:
         yield url
 

@@ -31,6 +31,7 @@ from causalvis.errors import CausalvisError
 from causalvis.store.layout import StudyPaths
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+WAL_PAGES = 100  # ~400 KiB of 4 KiB pages
 
 
 def utcnow() -> datetime:
@@ -52,6 +53,8 @@ class Participant(Base):
     platform_study_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     platform_session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     mturk_submit_to: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # SHA-256 of the resume secret handed out at creation (migration 0002).
+    resume_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     session_id: Mapped[str] = mapped_column(String(64), index=True)
     condition: Mapped[str] = mapped_column(String(64))
     image_set: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -104,6 +107,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Keep the WAL small: checkpoint every WAL_PAGES pages (SQLite's default of 1,000 let it
+    # grow to ~4 MiB, so a full disk recovered only once that much was free) and give the
+    # file back down to 1 MiB after a checkpoint.
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+    cur.execute(f"PRAGMA journal_size_limit={2**20}")
     cur.close()
 
 

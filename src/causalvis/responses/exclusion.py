@@ -11,7 +11,7 @@ say how many participants it removed; a criterion whose data are absent is repor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from causalvis.store.layout import StudyPaths
 
 # Every criterion, in the order the report lists them and the dashboard shows its flags.
 CRITERIA = ("catch_accuracy", "total_time", "instruction_time", "practice_attempts",
-            "one_sided", "side_variability", "unfinished")  # fmt: skip
+            "missing_steps", "one_sided", "side_variability", "unfinished")  # fmt: skip
 _NO_SIDE = "no side information (needs choice + left_option, or side)"
 
 
@@ -101,17 +101,28 @@ def participant_metrics(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = groups[col].max().reindex(out.index)
     if "status" in df.columns:
         out["status"] = groups["status"].last().reindex(out.index)
+    if {"session_id", "kind"} <= set(df.columns):
+        # The table does not carry the plan: a session has practice if anyone practised in it.
+        with_practice = set(df.loc[df["kind"] == "practice", "session_id"])
+        out["practice_required"] = groups["session_id"].first().isin(with_practice)
     answers = df[["participant_id", "is_main", "is_catch", "correct"]]
     side = _chose_left(df)
     return _answer_counts(out, answers if side is None else answers.assign(left=side))
 
 
 def database_metrics(
-    participants: Iterable[Participant], responses: Mapping[int, Sequence[Response]]
+    participants: Iterable[Participant], responses: Mapping[int, Sequence[Response]],
+    practice_sessions: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """:func:`participant_metrics` of the database rows (``responses``: participant id ->
-    its rows), without going through the export: the same values the export's columns give."""
+    its rows), without going through the export: the same values the export's columns give.
+    ``practice_sessions``: the plan's sessions with practice (default: those in which
+    anyone practised, as the export's table tells)."""
     people, answers = [], []
+    participants = list(participants)
+    if practice_sessions is None:
+        practice_sessions = {p.session_id for p in participants
+                             if any(r.kind == "practice" for r in responses.get(p.id, ()))}  # fmt: skip
     for p in participants:
         rows = responses.get(p.id, ())
         label = participant_label(p)
@@ -120,6 +131,7 @@ def database_metrics(
             "total_time_s": total_time_s(p) if p.finished_at else None,
             "instruction_time_s": p.instruction_time_s,
             "practice_attempts": practice_attempts(rows),
+            "practice_required": p.session_id in practice_sessions,
             "status": status_label(p),
         })  # fmt: skip
         for r in rows:
@@ -130,7 +142,7 @@ def database_metrics(
                 "left": float(r.choice == r.left_option) if known else np.nan,
             })  # fmt: skip
     out = pd.DataFrame(people, columns=["participant_id", "total_time_s", "instruction_time_s",
-                                        "practice_attempts", "status"])
+                                        "practice_attempts", "practice_required", "status"])
     out = out.set_index("participant_id").sort_index()
     for col in ("total_time_s", "instruction_time_s"):
         out[col] = out[col].astype(float)
@@ -240,6 +252,13 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
         if _present(m, "practice_attempts") else None,
         "no practice_attempts column",
     )
+    record(
+        "missing_steps",
+        "answered trials without recorded instructions, or without practice where the "
+        "session has practice",
+        _missing_steps(m),
+        "no instruction_time_s column",
+    )
     t = cfg.max_same_side_fraction
     mask = None
     if _present(m, "same_side_fraction"):
@@ -271,6 +290,19 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
     excluded = sorted(map(str, ids[failed.to_numpy()]))
     included = sorted(map(str, ids[~failed.to_numpy()]))
     return ExclusionResult(included, excluded, criteria, m, flags)
+
+
+def _missing_steps(m: pd.DataFrame) -> pd.Series | None:
+    """The server's flow (instructions, then practice, then trials) skipped: only data that
+    reached the trials count (a participant who stopped before them is ``unfinished``)."""
+    if "instruction_time_s" not in m.columns:
+        return None
+    answered = (m["n_main"] + m["n_catch"]) > 0
+    missing = m["instruction_time_s"].isna()
+    if {"practice_required", "practice_attempts"} <= set(m.columns):
+        required = m["practice_required"].fillna(False).astype(bool)
+        missing = missing | (required & (m["practice_attempts"].fillna(0) == 0))
+    return answered & missing
 
 
 def _present(m: pd.DataFrame, col: str) -> bool:

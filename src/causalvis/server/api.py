@@ -12,6 +12,7 @@ from causalvis.responses.export import build_frame, frame_to_csv, frame_to_parqu
 from causalvis.server.admin import AdminToken
 from causalvis.server.schemas import ConsentIn, FinishIn, InstructionsIn, NewParticipant, ResponseIn
 from causalvis.server.service import ApiError, Experiment
+from causalvis.server.storage import Storage
 
 
 def _call(fn, *args):  # type: ignore[no-untyped-def]
@@ -21,7 +22,7 @@ def _call(fn, *args):  # type: ignore[no-untyped-def]
         raise HTTPException(exc.status, exc.detail) from exc
 
 
-def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
+def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
     def require_admin(authorization: str | None = Header(None)) -> None:
@@ -37,7 +38,10 @@ def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
     @router.post("/participants", status_code=201)
     async def create(body: NewParticipant) -> JSONResponse:
         async with create_turn:
-            status, payload = await run_in_threadpool(_call, exp.create_participant, body)
+            try:
+                status, payload = await run_in_threadpool(exp.create_participant, body)
+            except ApiError as exc:  # e.g. "study full" carries where to send the participant
+                return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
         return JSONResponse(payload, status_code=status)
 
     @router.get("/participants/{token}")
@@ -63,6 +67,11 @@ def build_router(exp: Experiment, admin: AdminToken) -> APIRouter:
     @router.get("/admin/progress", dependencies=[Depends(require_admin)])
     def progress() -> dict:
         return exp.progress()
+
+    @router.get("/admin/health", dependencies=[Depends(require_admin)])
+    def health() -> dict:
+        """Free space, WAL size, the last write error and checkpoint (docs/reliability.md)."""
+        return storage.report() if storage is not None else {}
 
     def _frame():  # type: ignore[no-untyped-def]
         with exp.sessions() as db:

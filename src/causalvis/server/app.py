@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,6 +26,7 @@ from causalvis.server.api import build_router
 from causalvis.server.bundle import load_bundle
 from causalvis.server.guards import Guards, Rate, inline_script_hashes
 from causalvis.server.service import Experiment
+from causalvis.server.storage import Storage
 
 HERE = Path(__file__).resolve().parent
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,28 +65,45 @@ def create_app(
     admin_token: str | None = None,
     web_dist: Path | None = None,
     create_rate: Rate | None = None,
+    overassign_factor: float | None = None,
 ) -> FastAPI:
     """Load the bundle, migrate the database, and wire the routes.
 
     ``create_rate`` limits new participants per client IP (default: $CAUSALVIS_CREATE_RATE
     or 30/60 s); a database that fails (full disk, read-only) answers 503 with the reason.
+    ``overassign_factor`` overrides ``server.overassign_factor`` (a simulated pilot may
+    exceed the plan; real participants follow the study's setting).
     """
     study_dir = Path(study_dir)
     bundle = load_bundle(study_dir)
     url = db_url or default_url(study_dir)
     engine, factory = open_database(url)
     admin: AdminToken = resolve_admin_token(study_dir, admin_token)
-    exp = Experiment(bundle=bundle, sessions=factory, secret=admin.digest)
+    if overassign_factor is not None and overassign_factor < 1.0:
+        raise CausalvisError("overassign_factor must be >= 1.0")
+    exp = Experiment(bundle=bundle, sessions=factory, secret=admin.digest,
+                     overassign_factor=overassign_factor)  # fmt: skip
+    storage = Storage(engine, factory, interval_s=bundle.config.server.checkpoint_interval_s)
     dist = web_dist or find_web_dist()
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        storage.start()  # the periodic WAL checkpoint
+        try:
+            yield
+        finally:
+            storage.stop()
+
     app = FastAPI(title=f"causalvis: {bundle.name}", version=__version__, docs_url=None,
-                  redoc_url=None, openapi_url="/api/v1/openapi.json")  # fmt: skip
+                  redoc_url=None, openapi_url="/api/v1/openapi.json",
+                  lifespan=lifespan)  # fmt: skip
     app.state.experiment = exp
     app.state.admin = admin
     app.state.engine = engine
     app.state.db_url = url
     app.state.web_dist = dist
-    app.include_router(build_router(exp, admin))
+    app.state.storage = storage
+    app.include_router(build_router(exp, admin, storage))
 
     admin_html = HERE / "static" / "admin.html"
     app.add_middleware(
@@ -103,6 +124,7 @@ def create_app(
     async def database_failed(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         # The session rolled back: nothing half-written. Clients retry 5xx with backoff.
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        await run_in_threadpool(storage.write_failed, reason)  # remember it, free the WAL
         return JSONResponse(
             {"detail": f"database unavailable, nothing was stored; retry later ({reason})"},
             status_code=503,
@@ -134,7 +156,8 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict:
-        return {"ok": True, "study": bundle.name}
+        # Public: no paths or reasons here (those are in /api/v1/admin/health).
+        return {"ok": True, "study": bundle.name, "writable": storage.writable}
 
     return app
 

@@ -3,11 +3,13 @@
 A session is *taken* by every finished participant and by every active one seen within
 ``abandon_after``; older active participants are marked abandoned and their session is
 handed out again. Ties go to the condition, then the image set, with the fewest takers,
-so that conditions and image sets fill up evenly.
+so that conditions and image sets fill up evenly. When every session is taken
+``planned x server.overassign_factor`` times the study is full.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -38,8 +40,22 @@ def taken_counts(db: DbSession) -> Counter[str]:
     return Counter({sid: n for sid, n in rows})
 
 
-def choose_session(bundle: StudyBundle, taken: Counter[str]) -> SessionEntry:
-    """Pure rule: max remaining need, then least-taken condition, image set, plan order."""
+def session_limit(sess: SessionEntry, factor: float) -> int:
+    """How often a session may be taken: its planned participants x the over-assign factor."""
+    return max(sess.planned_participants, math.floor(sess.planned_participants * factor + 1e-9))
+
+
+def capacity(bundle: StudyBundle, factor: float) -> int:
+    return sum(session_limit(s, factor) for s in bundle.sessions.values())
+
+
+def choose_session(
+    bundle: StudyBundle, taken: Counter[str], factor: float | None = None
+) -> SessionEntry | None:
+    """Pure rule: max remaining need, then least-taken condition, image set, plan order.
+
+    With ``factor`` only sessions taken fewer than :func:`session_limit` times are handed
+    out (None when the study is full); without it, sessions are handed out past the plan."""
     by_condition: Counter[str] = Counter()
     by_image_set: Counter[object] = Counter()
     for sess in bundle.sessions.values():
@@ -51,4 +67,6 @@ def choose_session(bundle: StudyBundle, taken: Counter[str]) -> SessionEntry:
         need = sess.planned_participants - taken[sess.session_id]
         return (-need, by_condition[sess.condition], by_image_set[sess.image_set], order)
 
-    return min(enumerate(bundle.sessions.values()), key=key)[1]
+    candidates = [(i, s) for i, s in enumerate(bundle.sessions.values())
+                  if factor is None or taken[s.session_id] < session_limit(s, factor)]  # fmt: skip
+    return min(candidates, key=key)[1] if candidates else None

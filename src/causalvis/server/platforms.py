@@ -70,6 +70,15 @@ def completion(
     return {"completion_code": code, "redirect_url": redirect, "mturk_submit": submit}
 
 
+def full_completion(platform: str, cfg: ServerConfig) -> dict:
+    """Where a participant goes when the study is full: Prolific's screened-out code
+    (``server.prolific_full_code``) when configured; elsewhere nothing (return the HIT)."""
+    code = cfg.prolific_full_code if platform == "prolific" else ""
+    if not code:
+        return {"completion_code": None, "redirect_url": None}
+    return {"completion_code": code, "redirect_url": f"{PROLIFIC_COMPLETE}?{urlencode({'cc': code})}"}
+
+
 def participant_urls(base: str) -> dict[str, str]:
     """The links to paste into each platform (and the lab link)."""
     base = base.rstrip("/")

@@ -34,6 +34,9 @@ class NewParticipant(_Body):
     assignment_id: str | None = Field(None, max_length=128, pattern=_ID)
     hit_id: str | None = Field(None, max_length=128, pattern=_ID)
     turk_submit_to: str | None = Field(None, max_length=256)
+    # Made by the browser (or returned at creation) and kept in localStorage: required to
+    # resume a lab id.
+    resume_secret: str | None = Field(None, min_length=16, max_length=64, pattern=_ID)
 
 
 class ResponseIn(_Body):

@@ -8,6 +8,8 @@ answers report ``correct`` (the participant gets feedback), and, with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import threading
@@ -24,7 +26,12 @@ from sqlalchemy.orm import sessionmaker
 from causalvis.responses.db import Participant, Response, utcnow
 from causalvis.responses.exclusion import database_metrics, evaluate
 from causalvis.responses.summary import participant_label, total_time_s
-from causalvis.server.assignment import choose_session, expire_abandoned, taken_counts
+from causalvis.server.assignment import (
+    capacity,
+    choose_session,
+    expire_abandoned,
+    taken_counts,
+)
 from causalvis.server.bundle import StudyBundle, Trial
 from causalvis.server.platforms import (
     COMPLETED,
@@ -32,6 +39,7 @@ from causalvis.server.platforms import (
     MTURK_PREVIEW_ID,
     NO_CONSENT,
     completion,
+    full_completion,
     mturk_submit_to,
 )
 from causalvis.server.schemas import (
@@ -48,10 +56,40 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, extra: dict | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.extra = extra or {}  # more fields of the JSON answer besides ``detail``
+
+
+REPEAT = "this participant has already taken part"
+STUDY_FULL = "study full: every planned session is taken; thank you for your interest"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _other_attempt(p: Participant, body: NewParticipant) -> str | None:
+    """Why a known platform id may not take over participant ``p`` (None: the same attempt).
+
+    Prolific: the same PID, STUDY_ID and SESSION_ID; MTurk: the same workerId and
+    assignmentId (a new assignment is a repeat, as psiTurk keys it); a lab id: the resume
+    secret handed out at creation, which the browser keeps."""
+    if body.platform == "prolific":
+        same = (body.study_id, body.session_id) == (p.platform_study_id, p.platform_session_id)
+        return None if same else (
+            f"{REPEAT} (this Prolific ID started the study in another Prolific session)")
+    if body.platform == "mturk":
+        same = body.assignment_id == p.platform_session_id
+        return None if same else f"{REPEAT} (this worker already has another assignment)"
+    given = body.resume_secret
+    if given and p.resume_secret_hash and hmac.compare_digest(_sha256(given),
+                                                              p.resume_secret_hash):
+        return None
+    return (f"participant id {p.external_id!r} is already in use; it continues only in the "
+            "browser where it started (ask the experimenter for a new id)")
 
 
 def _from_epoch_ms(value: int | None) -> datetime | None:
@@ -66,9 +104,14 @@ class Experiment:
     sessions: sessionmaker
     secret: str
     asset_prefix: str = "/assets/"
+    overassign_factor: float | None = None  # None: ``server.overassign_factor`` of the study
 
     def __post_init__(self) -> None:
         self._assign_lock = threading.Lock()
+        self._factor = self.overassign_factor or self.bundle.config.server.overassign_factor
+        self.refused_full = 0  # new participants refused since start: the study was full
+        self._practice_sessions = {s.session_id for s in self.bundle.sessions.values()
+                                   if s.practice}  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
     def _asset(self, name: str) -> str:
@@ -197,14 +240,26 @@ class Experiment:
                         410, "this participation belongs to an earlier build of the study"
                     )
                 if p.finished_at is not None or p.status == "declined":
-                    raise ApiError(409, "this participant has already taken part")
+                    raise ApiError(409, REPEAT)
+                refusal = _other_attempt(p, body)
+                if refusal:
+                    raise ApiError(409, refusal)
                 p.status, p.last_seen_at = "active", now
                 db.commit()
                 return 200, self._welcome(p, self._responses(db, p))
             expire_abandoned(db, abandon, now)
-            sess = choose_session(self.bundle, taken_counts(db))
+            sess = choose_session(self.bundle, taken_counts(db), self._factor)
+            if sess is None:
+                self.refused_full += 1
+                extra = {"study_full": True} | full_completion(body.platform,
+                                                               self.bundle.config.server)
+                raise ApiError(409, STUDY_FULL, extra)
+            # The browser may bring its own (made and kept before the first POST, so that a
+            # retried creation whose 201 was lost resumes); else one is made here.
+            resume_secret = body.resume_secret or secrets.token_urlsafe(18)
             p = Participant(
                 token=secrets.token_urlsafe(24),
+                resume_secret_hash=_sha256(resume_secret),
                 platform=body.platform,
                 external_id=body.external_id,
                 platform_study_id=body.study_id,
@@ -223,7 +278,7 @@ class Experiment:
             except IntegrityError as exc:  # the same id raced in from another process
                 db.rollback()
                 raise ApiError(409, "this participant id is already registered") from exc
-            return 201, self._welcome(p, [])
+            return 201, self._welcome(p, []) | {"resume_secret": resume_secret}
 
     def get_state(self, token: str) -> dict:
         with self.sessions() as db:
@@ -259,6 +314,8 @@ class Experiment:
             p = self._active(db, token)
             if p.consent is not True:
                 raise ApiError(409, "consent first")
+            if p.instruction_time_s is not None:  # a retry or a reload: the first one counts
+                return {"ok": True}
             p.instruction_time_s = body.instruction_time_s
             p.window_width, p.window_height = body.window_width, body.window_height
             p.user_agent = body.user_agent
@@ -276,6 +333,38 @@ class Experiment:
             p.status = "active"
         return p
 
+    # -- the flow ----------------------------------------------------------------------
+    def _require_step(self, db: DbSession, p: Participant, kind: str) -> None:
+        """The flow consented -> instructed -> practice passed -> main, enforced per answer:
+        a 409 names the missing step and nothing is stored. Sessions without practice (an
+        empty ``practice`` list) skip that step."""
+        if p.consent is not True:
+            raise ApiError(409, "consent first")
+        if p.instruction_time_s is None:
+            raise ApiError(409, "instructions first: POST /instructions before any answer")
+        if kind == "practice" or not self.bundle.sessions[p.session_id].practice:
+            return
+        rows = db.scalars(select(Response).where(Response.participant_id == p.id,
+                                                 Response.kind == "practice"))  # fmt: skip
+        if not self._practice_state(p, list(rows))[1]:
+            raise ApiError(409, "practice first: every practice answer of one attempt must be "
+                                "correct before the main trials")  # fmt: skip
+
+    def missing_steps(self, p: Participant, responses: list[Response]) -> list[str]:
+        """What stands between this participant and a completion code, in flow order."""
+        st = self.state(p, responses)
+        missing = []
+        if p.consent is not True:
+            missing.append("consent")
+        if p.instruction_time_s is None:
+            missing.append("instructions")
+        if not st["practice_passed"]:
+            missing.append("practice")
+        n_missing = st["n_trials"] - len(st["answered"])
+        if n_missing:
+            missing.append(f"{n_missing} trials are not answered yet")
+        return missing
+
     # -- responses ---------------------------------------------------------------------
     def record_response(self, token: str, body: ResponseIn) -> dict:
         with self.sessions() as db:
@@ -289,6 +378,7 @@ class Experiment:
                 raise ApiError(404, f"trial {body.trial_id!r} is not part of this session")
             if trial.kind != "practice" and body.attempt != 1:
                 raise ApiError(422, "attempt must be 1 for main trials")
+            self._require_step(db, p, trial.kind)
             # Main trials: insert first, a unique violation means a retry (one query less on
             # the hot path). Practice checks its state first, so look the retry up before.
             existing = None
@@ -387,12 +477,11 @@ class Experiment:
                 raise ApiError(409, "participation was declined")
             if p.finished_at is None:
                 responses = self._responses(db, p)
-                st = self.state(p, responses)
-                missing = st["n_trials"] - len(st["answered"])
+                missing = self.missing_steps(p, responses)
                 if missing:
-                    raise ApiError(409, f"{missing} trials are not answered yet")
+                    raise ApiError(409, "cannot finish yet, missing: " + ", ".join(missing))
                 # The completion code follows the rule set's catch criterion only.
-                checks = evaluate(database_metrics([p], {p.id: responses}),
+                checks = evaluate(database_metrics([p], {p.id: responses}, self._practice_sessions),
                                   self.bundle.config.exclusion)
                 failed = "catch_accuracy" in checks.flags[participant_label(p)]
                 p.outcome = FAILED_CHECKS if failed else COMPLETED
@@ -423,7 +512,7 @@ class Experiment:
             by_p: dict[int, list[Response]] = defaultdict(list)
             for r in db.scalars(select(Response)):
                 by_p[r.participant_id].append(r)
-        metrics = database_metrics(participants, by_p)
+        metrics = database_metrics(participants, by_p, self._practice_sessions)
         flags = evaluate(metrics, self.bundle.config.exclusion).flags
         sess_rows = {
             s.session_id: {"session_id": s.session_id, "condition": s.condition,
@@ -476,6 +565,9 @@ class Experiment:
             c["accuracy"] = c["n_main_correct"] / c["n_main"] if c["n_main"] else None
         for row in sess_rows.values():
             row["need"] = max(0, row["planned"] - row["finished"] - row["active"])
+        planned = sum(s.planned_participants for s in self.bundle.sessions.values())
+        places = capacity(self.bundle, self._factor)
+        taken = sum(r["finished"] + r["active"] for r in sess_rows.values())
         return {
             "study": self.bundle.name,
             "generated_at": now.isoformat(timespec="seconds") + "Z",
@@ -484,6 +576,9 @@ class Experiment:
                 "total": len(participants)},
             "conditions": list(conds.values()),
             "sessions": list(sess_rows.values()),
+            "capacity": {"planned": planned, "overassign_factor": self._factor,
+                         "places": places, "taken": taken, "full": taken >= places,
+                         "refused_full": self.refused_full},
             "participant_details": people,
         }  # fmt: skip
 
