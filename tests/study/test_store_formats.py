@@ -51,7 +51,7 @@ def test_units_round_trip_and_corrupt(paths):
                                "role": "main", "seed": 11}
     raw["units"][1]["channel"] = "two"
     paths.units.write_text(json.dumps(raw))
-    with pytest.raises(CausalvisError, match=r"units\.json: units\[1\]"):
+    with pytest.raises(CausalvisError, match=r"units\.json: units\[1\]: channel 'two' is not a non-negative"):
         read_units(paths)
     paths.units.write_text("{not json")
     with pytest.raises(CausalvisError, match="units.json: invalid JSON"):

@@ -96,7 +96,7 @@ class UnitEntry:
             raise CausalvisError(f"{where}: expected an object, got {type(raw).__name__}")
         try:
             layer, channel = str(raw["layer"]), raw["channel"]
-            if isinstance(channel, bool) or int(channel) != channel or channel < 0:
+            if not isinstance(channel, int) or isinstance(channel, bool) or channel < 0:
                 raise ValueError(f"channel {channel!r} is not a non-negative integer")
             role = str(raw.get("role", "main"))
             seed = int(raw.get("seed", 0))
