@@ -89,3 +89,11 @@ def test_presets_render_only_methods_a_condition_uses():
     for name in ("quick", "paper2021", "imi2023"):
         assert preset(name).featurevis.also_render == [], name
     assert generated_methods(preset("quick")) == ["synthetic"]
+
+
+def test_every_config_task_has_a_stage_list():
+    """config validates task names; the pipeline registry runs them: the two must agree."""
+    from causalvis.config import TASKS
+    from causalvis.pipeline.registry import TASKS as STAGE_LISTS
+
+    assert set(STAGE_LISTS) == set(TASKS)
