@@ -24,7 +24,7 @@ from causalvis import __version__
 from causalvis.errors import CausalvisError
 from causalvis.pipeline.registry import get_task
 from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
-from causalvis.stimuli.plan import PlannedSession, plan_sessions, shuffled
+from causalvis.stimuli.plan import PlannedSession, balanced_labels, plan_sessions, shuffled
 from causalvis.store.assets import copy_asset, read_asset
 from causalvis.store.layout import (
     REFERENCE_META_FILE,
@@ -96,8 +96,14 @@ def _sources(ctx) -> list[_Source]:
     return out
 
 
+# Bump when the rules that turn base trials into sessions change, so that a study built
+# by an older version is re-planned on its next build (2: correct labels balanced per session).
+SESSION_RULES_VERSION = 2
+
+
 def _session_inputs_digest(paths: StudyPaths, config, sources: list[_Source]) -> str:
     h = hashlib.sha256()
+    h.update(f"rules={SESSION_RULES_VERSION}".encode())
     h.update(config.digest("conditions", "sessions", "seed", "task", "models").encode())
     for src in sources:
         h.update(src.model.encode())
@@ -151,9 +157,29 @@ def _row(
         model=src.model,
     )
     row.update(override)
+    return row
+
+
+_SWAPPED = (("option_a_asset", "option_b_asset"), ("act_a", "act_b"), ("box_a", "box_b"))
+
+
+def _oriented(row: dict, label: str) -> dict:
+    """``row`` with its options labelled so that the correct one is ``label``: assets,
+    activations and boxes swap together, so the ground truth stays true."""
+    if row["correct"] != label:
+        row = dict(row)
+        for a, b in _SWAPPED:
+            row[a], row[b] = row[b], row[a]
+        row["correct"] = label
+    return row
+
+
+def _with_id(src: _Source, row: dict) -> dict:
+    """The row's opaque id (it names the option order, so both orders of one base trial
+    are distinct served rows)."""
     tag = (src.model,) if src.tagged else ()
     row["trial_id"] = opaque_id(
-        "t", row["base_trial_id"], condition, kind, row["option_b_asset"], *tag
+        "t", row["base_trial_id"], row["condition"], row["kind"], row["option_b_asset"], *tag
     )
     return row
 
@@ -244,6 +270,11 @@ def _plan_source(
         refs = resolve(condition, unit, image_set)
         return refs, (resolve(condition, unit, image_set, "min") if two_sided else [])
 
+    def balanced_rows(rows: list[dict], *seed_parts: object) -> list[str]:
+        """Label the rows' options so that ``a``/``b`` is correct equally often."""
+        labels = balanced_labels(len(rows), config.seed, *seed_parts)
+        return [add(_with_id(src, _oriented(r, lab))) for r, lab in zip(rows, labels, strict=True)]
+
     practice = select_practice(base, practice_units, sc.n_practice)
     if sc.n_practice and len(practice) < sc.n_practice:
         log.warning(
@@ -252,10 +283,11 @@ def _plan_source(
     used_practice = set(practice["trial_id"])
     own_practice: dict[str, list[str]] = {}
     for condition in conditions:
-        ids = []
+        rows = []
         for _, trial in practice.iterrows():
             refs, min_refs = refs_of(condition, trial["unit"], int(trial["image_set"]))
-            ids.append(add(_row(src, trial, "practice", condition, refs, min_refs)))
+            rows.append(_row(src, trial, "practice", condition, refs, min_refs))
+        ids = balanced_rows(rows, "practice", src.model, condition)
         own_practice[condition] = ids
         practice_ids.setdefault(condition, ids)
 
@@ -270,7 +302,7 @@ def _plan_source(
     )
     missing_cells = 0
     for session in sessions:
-        trial_ids = []
+        scored = []  # main and catch rows, labelled together below
         for unit in session.units:
             match = base[(base["unit"] == unit) & (base["image_set"] == session.image_set)]
             if match.empty:
@@ -278,7 +310,7 @@ def _plan_source(
                 continue
             trial = match.iloc[0]
             refs, min_refs = refs_of(session.condition, unit, session.image_set)
-            trial_ids.append(add(_row(src, trial, "main", session.condition, refs, min_refs)))
+            scored.append(_row(src, trial, "main", session.condition, refs, min_refs))
         pool = catch_pool(
             base,
             main_units=set(session.units),
@@ -292,7 +324,7 @@ def _plan_source(
                 if override is None:
                     log.warning("sessions: no unrelated image for a `none` catch trial")
                     continue
-                trial_ids.append(add(_row(src, trial, "catch", "none", [], **override)))
+                scored.append(_row(src, trial, "catch", "none", [], **override))
                 continue
             refs, min_refs = refs_of(session.condition, trial["unit"], int(trial["image_set"]))
             if sc.catch_rule == "query_in_references" and refs:
@@ -300,7 +332,8 @@ def _plan_source(
                     refs, min_refs = _two_afc_catch(trial, refs, min_refs)
                 else:
                     refs = [*refs[:-1], trial["query_asset"]]
-            trial_ids.append(add(_row(src, trial, "catch", session.condition, refs, min_refs)))
+            scored.append(_row(src, trial, "catch", session.condition, refs, min_refs))
+        trial_ids = balanced_rows(scored, session.session_id)
         session.trials = shuffled(trial_ids, config.seed, sc.seed, session.session_id)
         session.practice = own_practice[session.condition]
     if missing_cells:

@@ -87,3 +87,14 @@ def shuffled(items: list[str], *seed_parts: object) -> list[str]:
     out = list(items)
     random.Random(stable_seed(*seed_parts)).shuffle(out)
     return out
+
+
+def balanced_labels(n: int, *seed_parts: object) -> list[str]:
+    """``n`` correct-option labels, ``a`` and ``b`` as near-equal as possible
+    (|#a - #b| <= 1) in a seeded order, so the label of the correct option carries no
+    information (an odd ``n`` gets its extra label by a seeded coin)."""
+    rng = random.Random(stable_seed("option-labels", *seed_parts))
+    first, second = ("a", "b") if rng.random() < 0.5 else ("b", "a")
+    labels = [first if i % 2 == 0 else second for i in range(n)]
+    rng.shuffle(labels)
+    return labels
