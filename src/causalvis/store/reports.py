@@ -20,6 +20,7 @@ from causalvis.store.layout import (
     atomic_write,
     read_json_file,
 )
+from causalvis.store.trials import read_text_table
 
 # One row per applicable main trial and observer (docs/observers.md).
 OBSERVER_TRIAL_COLUMNS: tuple[str, ...] = (
@@ -73,13 +74,7 @@ def read_observer_trials(paths: StudyPaths) -> pd.DataFrame | None:
     path = paths.observer_trials
     if not path.is_file():
         return None
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CausalvisError(f"{path}: cannot read as CSV ({exc})") from exc
-    missing = [c for c in OBSERVER_TRIAL_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CausalvisError(f"{path}: missing columns {', '.join(missing)}")
+    frame = read_text_table(path, OBSERVER_TRIAL_COLUMNS)
     for col in _OBSERVER_TRIAL_NUMBERS:
         frame[col] = pd.to_numeric(frame[col].where(frame[col] != ""), errors="coerce")
     return frame

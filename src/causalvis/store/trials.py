@@ -111,13 +111,7 @@ def read_trials(
     path = Path(path)
     if not path.is_file():
         raise CausalvisError(f"no trial table at {path} ({missing_hint})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CausalvisError(f"{path}: cannot read as CSV ({exc})") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise CausalvisError(f"{path}: missing columns {', '.join(missing)}")
+    frame = read_text_table(path, required)
     for col in TEXT_COLUMNS:
         if col not in frame.columns:
             frame[col] = ""
@@ -130,6 +124,19 @@ def read_trials(
             continue
         frame[col] = _numeric(frame[col], path, col, integer=col in INT_COLUMNS)
     _check_values(frame, path)
+    return frame
+
+
+def read_text_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """A study-folder CSV with every cell as text ("" when empty), checked for its columns:
+    the shared first step of every typed table reader."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CausalvisError(f"{path}: cannot read as CSV ({exc})") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise CausalvisError(f"{path}: missing columns {', '.join(missing)}")
     return frame
 
 
