@@ -168,7 +168,17 @@ class ConditionsConfig(_Section):
 class SessionsConfig(_Section):
     n_catch: int = Field(3, ge=0)
     catch_rule: Literal["largest_rel_diff", "query_in_references"] = "largest_rel_diff"
-    n_practice: int = Field(4, ge=0)
+    n_practice: int = Field(
+        4, ge=0, description="practice trials each participant gets (drawn per participant)"
+    )
+    n_practice_obvious: int = Field(
+        1, ge=0, description="of n_practice, how many come from the obvious (easiest) pool; "
+        "the rest from the non-obvious pool (paper: 1 obvious + 3 non-obvious)"
+    )
+    practice_pool_factor: int = Field(
+        2, ge=1, description="each practice pool holds up to this many times the trials drawn "
+        "from it, so that participants get different practice trials"
+    )
     responses_per_cell: int = Field(
         1, ge=1, description="planned responses per (unit, image set, condition)"
     )
@@ -192,6 +202,14 @@ class ExclusionConfig(_Section):
         0, ge=0, description="exclude if either on-screen option (row of confidence "
         "buttons) was chosen fewer times over main + catch trials (IMI: 5)"
     )
+    min_rt_ms: float = Field(
+        800.0, ge=0, description="answers faster than this are flagged as implausibly fast "
+        "(dashboard and report)"
+    )
+    max_fast_fraction: float = Field(
+        1.0, ge=0, le=1, description="exclude if more than this fraction of main + catch "
+        "answers was faster than min_rt_ms (1.0 = flag only, never exclude)"
+    )
 
 
 class ServerConfig(_Section):
@@ -209,9 +227,59 @@ class ServerConfig(_Section):
     prolific_full_code: str = Field(
         "", description="Prolific completion code for 'study full' (a screened-out code)"
     )
+    prolific_screened_out_code: str = Field(
+        "", description="Prolific code for people turned away by the device check "
+        "(a screened-out code); empty = prolific_full_code"
+    )
     checkpoint_interval_s: float = Field(
         30.0, ge=0, description="SQLite: checkpoint (and truncate) the WAL this often; 0 = "
         "only after a failed write"
+    )
+
+
+class ExperimentConfig(_Section):
+    """What the browser does between a click and the next trial (the paper's answer step)."""
+
+    min_view_ms: int = Field(
+        500, ge=0, le=60_000, description="the answer buttons of a new trial stay disabled this "
+        "long (IMI: 1500)"
+    )
+    advance: Literal["continue", "gap"] = Field(
+        "continue", description="after an answer: a Continue button (the paper's plugin) or an "
+        "automatic inter-trial gap"
+    )
+    continue_after_ms: int = Field(
+        350, ge=0, le=60_000, description="the Continue button appears this long after a click"
+    )
+    gap_ms: int = Field(600, ge=0, le=60_000, description="advance = 'gap': blank time "
+                        "between an answer and the next trial")
+    keyboard: bool = Field(False, description="keys 1-3 / 8-0 answer (left / right image)")
+    min_width: int = Field(940, ge=320, description="smallest browser window (px)")
+    min_height: int = Field(600, ge=240, description="smallest browser window (px)")
+    seconds_per_trial: float = Field(
+        12.0, gt=0, description="for the duration estimate shown in consent and previews"
+    )
+
+
+class TextsConfig(_Section):
+    """Participant-facing texts; empty = the built-in default (docs/server.md)."""
+
+    title: str = "Image study"
+    institution: str = Field("", description="who runs the study (consent page)")
+    contact: str = Field("", description="how participants reach the researchers")
+    ethics: str = Field("", description="ethics approval line (board, protocol number)")
+    consent_file: str = Field(
+        "", description="plain-text file (relative to the study folder) replacing the default "
+        "consent body; paragraphs separated by blank lines"
+    )
+    instructions_note: str = Field("", description="an extra paragraph on the first "
+                                   "instruction page")
+    colour_vision_notice: str = (
+        "The images are in colour. If you have a colour-vision deficiency you can still take "
+        "part; please mention it in the comments at the end."
+    )
+    duration_minutes: float = Field(
+        0.0, ge=0, description="stated study duration; 0 = estimated from the trial counts"
     )
 
 
@@ -241,6 +309,8 @@ class StudyConfig(_Section):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     exclusion: ExclusionConfig = Field(default_factory=ExclusionConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    texts: TextsConfig = Field(default_factory=TextsConfig)
 
     @model_validator(mode="after")
     def _task_fits(self) -> StudyConfig:
@@ -248,6 +318,8 @@ class StudyConfig(_Section):
             raise ValueError("featurevis.n_non_diverse must be <= featurevis.n_images")
         if len(set(self.models)) != len(self.models):
             raise ValueError("models: a model is listed twice")
+        if self.sessions.n_practice_obvious > self.sessions.n_practice:
+            raise ValueError("sessions.n_practice_obvious must be <= sessions.n_practice")
         if self.task != "two_afc":
             return self
         if self.exemplars.scheme != "imi":

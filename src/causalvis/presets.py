@@ -67,7 +67,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "min_catch_accuracy": 0.8, "min_total_time_s": 135.0,
                 "max_total_time_s": 2500.0, "min_instruction_time_s": 15.0,
                 "max_practice_attempts": 3, "min_choices_per_side": 5,
+                # The buttons are locked for the first 1.5 s: faster is not a look.
+                "min_rt_ms": 1800.0,
             },
+            "experiment": {"min_view_ms": 1500},
             "featurevis": {"n_non_diverse": 1},
             "server": {"correct_counter": True},
         },
