@@ -7,7 +7,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.setup-stamp
 WEBSTAMP:= web/node_modules/.setup-stamp
 
-.PHONY: setup demo test lint browser-deps web clean
+.PHONY: setup demo test lint browser-deps web clean bench
 
 setup: $(STAMP) web
 
@@ -45,5 +45,15 @@ test: setup browser-deps
 	.venv/bin/ruff check src tests benchmarks
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
+# Benchmarks: the comparison peers (Lucent) go into their own folder, seen only by the
+# peer's side (benchmarks/suite.py --peers); results in benchmarks/results/.
+PEERS := .bench-peers
+$(PEERS)/.stamp:
+	$(PIP) install -q --no-deps --target $(PEERS) torch-lucent kornia==0.4.1 decorator
+	@touch $@
+
+bench: setup $(PEERS)/.stamp
+	$(PY) benchmarks/suite.py --peers $(PEERS) $(BENCH_ARGS)
+
 clean:
-	rm -rf .venv web/node_modules web/dist
+	rm -rf .venv web/node_modules web/dist $(PEERS)

@@ -139,12 +139,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (ours, CUDA only)")
+    ap.add_argument("--side", choices=("ours", "lucent"), default=None,
+                    help="run one engine once (fresh process, for benchmarks/suite.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model("lite0", device=args.device)
     channels = list(range(0, 8 * args.units, 8))[: args.units]
     # warm-up (allocator, kernels) outside the timings
     warm = argparse.Namespace(**{**vars(args), "steps": 2})
+    if args.side:
+        run = run_ours if args.side == "ours" else run_lucent
+        run(model, args.layer, channels[:1], warm)
+        seconds, cpu, images, mem = run(model, args.layer, channels, args)
+        acts = _measure(model, args.layer, channels, images)
+        one = {"side": args.side, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu, 4),
+               "cuda_peak_mib": round(mem, 1), "units": args.units, "steps": args.steps,
+               "s_per_step": round(seconds / args.steps, 5),
+               "mean_activation": round(float(np.mean(acts)), 4),
+               "device": str(model.device), "threads": args.threads, "torch": torch.__version__}
+        print(json.dumps(one))
+        return one
     run_ours(model, args.layer, channels[:1], warm)
     run_lucent(model, args.layer, channels[:1], warm)
 

@@ -144,6 +144,53 @@ def count_macs(model, layer: str | None) -> int:
     return total
 
 
+SIDES = ("plain", "incremental", "reference")
+
+
+def run_one_side(args: argparse.Namespace) -> None:
+    """One side, once, after a warm-up: JSON with ``seconds`` and a checksum of the maps
+    of the compared channels (equal across sides within float tolerance)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = load_model("lite0", device=device)
+    info = resolve_layer(model, args.layer)
+    image = SampleSource(model.input_size, model.crop_pct).load_array(args.image).copy()
+    grid = Grid.for_config(model.input_size, args.patch_fraction, args.stride)
+    k = max(int(x) for x in args.units.split(","))
+    channels = [int(c) for c in
+                np.random.default_rng(0).choice(info.channels, size=k, replace=False)]
+    occ = Occluder(image, grid, fill="mean")
+    c0 = 0.0
+    if args.side == "reference":
+        reference_sweep(model, image, grid, args.layer, channels[0], 8)  # warm-up
+        c0 = time.process_time()
+        seconds, peak, maps = measure(lambda: [reference_sweep(
+            model, image, grid, args.layer, c, args.ref_batch_size) for c in channels], device)
+    else:
+        if args.side == "plain":
+            def sweep():
+                return occlusion_sweep(model, occ, [args.layer], batch_size=args.batch_size)
+        else:
+            inc = IncrementalSweep(model, [args.layer])
+
+            def sweep():
+                return inc.run(occ, batch_size=args.batch_size)
+        sweep()  # warm-up (allocator, kernels)
+        c0 = time.process_time()
+        seconds, peak, result = measure(sweep, device)
+        maps = [result.unit_map(args.layer, c) for c in channels]
+    cpu_timed = time.process_time() - c0
+    n_pos = len(grid.positions())
+    print(json.dumps({
+        "side": args.side, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu_timed, 4), "peak_mib": round(peak, 1),
+        "units": k, "positions": n_pos, "per_image_ms": round(1000 * seconds / n_pos, 3),
+        "checksum": float(np.sum([np.asarray(m, dtype=np.float64).sum() for m in maps])),
+        "device": str(device), "threads": args.threads, "torch": torch.__version__,
+        "macs_truncated_m": round(count_macs(model, args.layer) / 1e6, 1),
+        "macs_full_m": round(count_macs(model, None) / 1e6, 1),
+    }))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -156,7 +203,12 @@ def main() -> None:
     ap.add_argument("--image", default="chelsea/s0.60/r1c1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="our sweep: best of N runs")
+    ap.add_argument("--side", choices=SIDES, default=None,
+                    help="run one side once (fresh process, for benchmarks/suite.py): "
+                    "plain/incremental sweep all channels, reference sweeps max(--units)")
     args = ap.parse_args()
+    if args.side:
+        return run_one_side(args)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--stage", action="store_true", help="also time the scan stage")
+    parser.add_argument("--side", choices=("scan", "bare", "per_layer"), default=None,
+                        help="time one of the three once (fresh process, benchmarks/suite.py)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -96,6 +98,17 @@ def main() -> None:
 
     scan()  # warm-up (allocator, cudnn autotune)
     bare()
+    if args.side:
+        fn = {"scan": scan, "bare": bare, "per_layer": per_layer}[args.side]
+        c0 = time.process_time()
+        seconds = _best_of(fn, 1, device)
+        cpu_timed = time.process_time() - c0
+        print(json.dumps({"side": args.side, "seconds": round(seconds, 4),
+                          "cpu_timed_s": round(cpu_timed, 4),
+                          "img_s": round(len(arrays) / seconds, 1), "n_images": len(arrays),
+                          "device": str(device), "threads": args.threads,
+                          "torch": torch.__version__}))
+        return
     t_bare, t_scan, t_per = [], [], []
     for _ in range(args.repeats):  # interleaved: each ratio compares neighbouring runs
         t_bare.append(_best_of(bare, 1, device))

@@ -1,0 +1,50 @@
+"""The benchmark harness: fresh processes, counterbalanced order, per-child CPU and RSS."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from harness import Side, compare, markdown_table, run_side, write_results  # noqa: E402
+
+
+def _busy(n: int, mib: int = 0) -> Side:
+    code = ("import json, time\n"
+            f"buf = bytes(range(256)) * ({mib} * 4096)\n"
+            "t = time.perf_counter(); sum(range(%d))\n" % n
+            + "print('noise line'); print(json.dumps({'seconds': time.perf_counter() - t}))")
+    return Side(f"busy{n}", [sys.executable, "-c", code + "\nimport time; time.sleep(0.1)"])
+
+
+def test_sides_run_counterbalanced_and_the_ratio_favours_the_faster_side(tmp_path: Path):
+    slow, fast = _busy(4_000_000), _busy(400_000)
+    result = compare("toy", slow, fast, pairs=4, log=lambda *_: None)
+    assert result["order"] == ["busy4000000", "busy400000", "busy400000", "busy4000000"] * 2
+    assert result["ratio"]["n"] == 4 and result["ratio"]["median"] > 2
+    assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
+    assert result["cpu_ratio_of"] == "whole process"
+    side = result["sides"]["busy400000"]
+    assert side["cpu_s"]["median"] > 0 and side["wall_s"]["median"] >= side["seconds"]["median"]
+    table = write_results([result], tmp_path)
+    assert "| toy | busy400000 vs busy4000000 |" in table.read_text()
+    assert json.loads((tmp_path / "toy.json").read_text())["pairs"] == 4
+    assert markdown_table([result]).count("\n") == 3
+
+
+def test_peak_rss_is_the_childs_own():
+    small, big = run_side(_busy(10, 0)), run_side(_busy(10, 200))
+    assert big["peak_rss_mib"] - small["peak_rss_mib"] > 150
+    assert run_side(_busy(10, 0))["peak_rss_mib"] < big["peak_rss_mib"]
+
+
+def test_a_failing_or_silent_side_is_named():
+    bad = Side("broken", [sys.executable, "-c", "import sys; sys.exit('boom')"])
+    with pytest.raises(RuntimeError, match="broken: exit 1"):
+        run_side(bad)
+    silent = Side("silent", [sys.executable, "-c", "print('no json')"])
+    with pytest.raises(RuntimeError, match="silent: the last line"):
+        run_side(silent)
