@@ -2,6 +2,7 @@
 # Setup is idempotent: stamps record what was installed and are redone only when
 # pyproject.toml or web/package.json change.
 
+SHELL   := /bin/bash
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.setup-stamp
@@ -43,7 +44,7 @@ lint: setup
 
 test: setup browser-deps
 	.venv/bin/ruff check src tests benchmarks
-	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	@. .ci/testdb.sh; $(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 # Benchmarks: the comparison peers (Lucent) go into their own folder, seen only by the
 # peer's side (benchmarks/suite.py --peers); results in benchmarks/results/.
