@@ -24,6 +24,10 @@ def _register_commands() -> None:
         serve_cmd,
         study_cmd,
     )
+    from causalvis.cli.recruit import recruit_app
+
+    if not any(group.name == "recruit" for group in app.registered_groups):
+        app.add_typer(recruit_app, name="recruit")
 
 
 def main(argv: list[str] | None = None) -> None:
