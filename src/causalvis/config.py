@@ -73,11 +73,28 @@ class ExemplarsConfig(_Section):
     n_references: int = Field(9, ge=1)
     # imi scheme
     n_min_references: int = Field(9, ge=1)
-    query_windows: list[tuple[float, float]] = Field(
-        default_factory=lambda: [(0.0, 0.0)],
-        description="IMI query windows as rank fractions [lo, hi] from the top (and bottom)",
+    difficulty: Literal["easy", "hard99", "hard95", "hard85"] = Field(
+        "easy", description="imi query window, one per study: easy = the n_image_sets ranks "
+        "just below the references; hard99/95/85 = from the 1st/5th/15th percentile of each end"
     )
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_query_windows(cls, data: Any) -> Any:
+        """The removed mixed ``query_windows``: the old default is ``easy``; any other
+        list mixed difficulties in one study and is refused with what to use instead."""
+        if isinstance(data, dict) and "query_windows" in data:
+            data = dict(data)
+            windows = data.pop("query_windows")
+            if [list(map(float, w)) for w in windows or []] != [[0.0, 0.0]]:
+                raise ValueError(
+                    "exemplars.query_windows was removed: a study has one difficulty; set "
+                    'exemplars.difficulty = "easy" (the window just below the references), '
+                    '"hard99", "hard95" or "hard85" (1st/5th/15th percentile), one study each'
+                )
+            data.setdefault("difficulty", "easy")
+        return data
 
     @model_validator(mode="after")
     def _bins_divide(self) -> ExemplarsConfig:
@@ -96,8 +113,9 @@ class OcclusionConfig(_Section):
     stride: int = Field(2, ge=1, description="grid stride in pixels")
     fill: Literal["mean", "grey", "blur", "noise"] = "mean"
     engine: Literal["auto", "full", "incremental"] = Field(
-        "auto", description="incremental = exact window-only recompute (timm EfficientNet "
-        "block outputs); auto = incremental where supported, else the truncated full sweep"
+        "auto", description="incremental = exact window-only recompute (allow-listed timm "
+        "EfficientNet / MobileNetV3 block outputs); auto = incremental where every module is "
+        "allow-listed, else the truncated full sweep (one log line names the module type)"
     )
     batch_size: int = Field(64, ge=1)
     seed: int = 0

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-# IMI's query windows (rank fractions from the top and the bottom of the ranking).
-IMI_QUERY_WINDOWS = [[0.0, 0.0], [0.0, 0.02], [0.02, 0.05]]
+# IMI's main experiments: queries just below the references (its harder windows, hard99 /
+# hard95 / hard85, were separate experiments: one `exemplars.difficulty` per study).
+IMI_DIFFICULTY = "easy"
 
 TASK_VARIANTS: dict[str, dict[str, Any]] = {
     # The 2-AFC variant of a causal-occlusion preset: IMI exemplar scheme (as many minimal
     # as maximal references: each preset's variant), natural vs synthetic, IMI catch rule.
     "two_afc": {
         "task": "two_afc",
-        "exemplars": {"scheme": "imi", "query_windows": IMI_QUERY_WINDOWS},
+        "exemplars": {"scheme": "imi", "difficulty": IMI_DIFFICULTY},
         "conditions": {"names": ["natural", "synthetic"]},
         "featurevis": {"n_non_diverse": 1, "also_render": []},
         "sessions": {"catch_rule": "query_in_references"},
@@ -55,8 +56,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "task": "two_afc",
             "units": {"mode": "uniform_layer", "n_units": 84},
             "exemplars": {
+                # IMI's 20 batches: references span the top / bottom 20 × 9 = 180 ranks.
                 "scheme": "imi", "n_references": 9, "n_min_references": 9,
-                "query_windows": IMI_QUERY_WINDOWS,
+                "n_image_sets": 20, "difficulty": IMI_DIFFICULTY,
             },
             "conditions": {"names": ["natural", "synthetic"]},
             "sessions": {

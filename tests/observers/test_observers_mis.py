@@ -39,7 +39,7 @@ from causalvis.store.assets import encode_png, write_asset
 from causalvis.store.layout import StudyPaths
 
 K = 3
-N_TASKS = 30
+N_TASKS = 5  # IMI scheme: references span the top N_TASKS x K, queries just below
 
 
 # -- arithmetic ------------------------------------------------------------------------------
@@ -78,13 +78,16 @@ def test_task_deltas_from_embeddings_by_hand():
 
 def test_task_sampling_in_ranks():
     n = 200
-    tasks = imi_tasks(n, k=4, n_tasks=6, query_windows=[(0.0, 0.0), (0.0, 0.05)], seed=[1, 2])
-    for t in tasks:
-        assert t.explanations_plus == (0, 1, 2, 3)
-        assert t.explanations_minus == (199, 198, 197, 196)
-        assert 4 <= t.query_plus < 4 + 10 + 3 and 199 - 16 < t.query_minus <= 195
-    assert tasks == imi_tasks(n, k=4, n_tasks=6, query_windows=[(0.0, 0.0), (0.0, 0.05)],
-                              seed=[1, 2])
+    tasks = imi_tasks(n, k=4, n_tasks=6, difficulty="easy", seed=[1, 2])
+    plus = sorted(r for t in tasks for r in t.explanations_plus)
+    minus = sorted(r for t in tasks for r in t.explanations_minus)
+    assert plus == list(range(24))  # IMI: one per bin of the top n_tasks x k, each once
+    assert minus == list(range(n - 24, n))
+    for t in tasks:  # one explanation from each rank bin of 6
+        assert sorted(r // 6 for r in t.explanations_plus) == [0, 1, 2, 3]
+        assert 24 <= t.query_plus < 30 and n - 31 < t.query_minus <= n - 25
+    assert len({t.explanations_plus for t in tasks}) == 6  # differ between tasks
+    assert tasks == imi_tasks(n, k=4, n_tasks=6, difficulty="easy", seed=[1, 2])
     paper = paper_tasks(n, k=4, n_tasks=50, quantile=0.1, seed=3)
     for t in paper:  # the query is the least extreme of the k + 1 drawn in the top 10 %
         assert max(t.explanations_plus) < t.query_plus < 20
@@ -139,13 +142,13 @@ def test_natural_explanations_beat_chance(natural):
 
 
 def test_shuffled_explanations_are_at_chance(mis_study, embedder, natural):
-    # E+ and E- are exchangeable here, so P(delta > 0) = 1/2 exactly; 4 seeds x 4 x 30 tasks
+    # E+ and E- are exchangeable here, so P(delta > 0) = 1/2 exactly; 8 seeds x 4 x 5 tasks
     shuffled = pd.concat([
         study_mis(mis_study, embedder=embedder,
                   settings=MisSettings(n_tasks=N_TASKS, shuffled=True, seed=seed))
-        for seed in range(4)])
-    assert abs(shuffled["mis"].mean() - 0.5) < 0.12
-    assert natural["mis"].mean() - shuffled["mis"].mean() > 0.2
+        for seed in range(8)])
+    assert abs(shuffled["mis"].mean() - 0.5) < 0.1
+    assert natural["mis"].mean() - shuffled["mis"].mean() > 0.15
 
 
 def test_mis_is_deterministic_and_alpha_grades_it(mis_study, embedder, natural):
@@ -186,10 +189,21 @@ def test_synthetic_explanations_are_read_from_the_reference_folder(mis_study, em
                 encode_png(ctx.source.load(table.ids[order[-1 - i]])))
     res = study_mis(study, embedder=embedder, settings=MisSettings(n_tasks=N_TASKS))
     synth = res[res["condition"] == "synthetic"].set_index("unit")
-    nat = natural.set_index("unit")
     assert list(synth.index) == [u.spec for u in units[:3]]  # LAYER:CHANNEL, as in trials.csv
-    np.testing.assert_allclose(synth["mean_delta"], nat.loc[synth.index, "mean_delta"],
-                               atol=1e-6)
+    # The same tasks' queries against the FIXED feature-visualization sets, by hand.
+    source = ctx.source
+    for unit in units[:3]:
+        order = rank_order(table.column(unit.layer, unit.channel))
+        tasks = imi_tasks(len(order), k=K, n_tasks=N_TASKS, seed=[0, unit.seed])
+
+        def emb(positions, order=order):
+            ids = [table.ids[order[i]] for i in positions]
+            return embedder.embed_lazy([f"hand:{i}" for i in ids], lambda key: np.asarray(
+                source.load(key[5:]).convert("RGB"), np.uint8))
+        e_plus, e_minus = emb(range(K)), emb([len(order) - 1 - i for i in range(K)])
+        delta = task_deltas(emb([t.query_plus for t in tasks]),
+                            emb([t.query_minus for t in tasks]), e_plus, e_minus)
+        assert synth.loc[unit.spec, "mean_delta"] == pytest.approx(delta.mean(), abs=1e-6)
 
 
 def test_study_mis_errors(tmp_path, embedder):
@@ -391,3 +405,31 @@ def test_mis_for_models_compares_with_one_perceptual_net(mis_study, embedder, na
     assert comp["largest"] == "large" and comp["largest_significantly_better"] is False
     with pytest.raises(CausalvisError, match="no study folders"):
         mis_for_models({})
+
+
+def test_similarity_normalises_embeddings_and_refuses_degenerate_ones():
+    from causalvis.observers.mis import set_similarity
+
+    q = np.array([[3.0, 4.0], [0.0, 2.0]])
+    e = np.array([[1.0, 0.0], [0.0, 10.0]])
+    # cosine, whatever the scale: q0 = (.6, .8), q1 = (0, 1)
+    np.testing.assert_allclose(set_similarity(q, e), [(0.6 + 0.8) / 2, (0.0 + 1.0) / 2])
+    np.testing.assert_allclose(set_similarity(7 * q, 0.1 * e), set_similarity(q, e))
+    with pytest.raises(CausalvisError, match="zero norm"):
+        set_similarity(np.zeros((1, 2)), e)
+    with pytest.raises(CausalvisError, match="NaN"):
+        set_similarity(q, np.array([[np.nan, 1.0]]))
+
+
+def test_any_quantile_that_leaves_enough_images():
+    from causalvis.observers.mis import MisSettings
+
+    for quantile in (0.01, 0.033, 0.2, 0.5):  # not a fixed menu
+        tasks = paper_tasks(2000, k=4, n_tasks=5, quantile=quantile, seed=0)
+        pool = int(np.ceil(2000 * quantile))
+        assert all(max(t.explanations_plus) < t.query_plus < pool for t in tasks)
+    with pytest.raises(CausalvisError, match=r"leaves 2 per side.*quantile >= 0\.025.*>= 500"):
+        paper_tasks(200, k=4, n_tasks=5, quantile=0.01, seed=0)
+    for bad in (0.0, 0.6, -1):
+        with pytest.raises(CausalvisError, match=r"must be in \(0, 0\.5\]"):
+            MisSettings(quantile=bad)

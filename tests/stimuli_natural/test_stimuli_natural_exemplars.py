@@ -73,7 +73,7 @@ def test_imi_scheme_stage(natural_study, tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     cfg = natural_study.config.model_copy(deep=True)
     cfg.exemplars = ExemplarsConfig(scheme="imi", n_references=3, n_min_references=2,
-                                    n_image_sets=2, query_windows=[(0.0, 0.0), (0.1, 0.3)])
+                                    n_image_sets=2)
     ctx = StageContext(StudyPaths(tmp_path), cfg, progress=False)
     ctx.model, ctx.source = natural_study.model, natural_study.source
     exemplars.run_exemplars_stage(ctx)
@@ -81,14 +81,21 @@ def test_imi_scheme_stage(natural_study, tmp_path):
     rec = read_json(ctx.paths.exemplars / f"{unit.key}.json")
     acts = ActivationTable(ctx.paths).column(unit.layer, unit.channel)
     s0, s1 = rec["image_sets"]
-    assert [r["rank"] for r in s0["references"]] == [1, 2, 3]
-    assert [r["rank"] for r in s0["min_references"]] == [1, 2]
-    assert s0["query"]["rank"] == 4 and s0["min_query"]["rank"] == 3
-    assert 3 + 1 + 4 <= s1["query"]["rank"] <= 3 + 15  # window 10-30 % of 48 images
+    # IMI: 3 bins of 2 ranks (max side), 2 bins of 2 (min side), one rank per bin and set;
+    # the queries are the 2 ranks just below the pool.
+    for side, k in (("references", 3), ("min_references", 2)):
+        ranks = [[r["rank"] for r in s[side]] for s in (s0, s1)]
+        assert [[(r - 1) // 2 for r in per_set] for per_set in ranks] == [list(range(k))] * 2
+        assert sorted(ranks[0] + ranks[1]) == list(range(1, 2 * k + 1))
+    assert {s0["query"]["rank"], s1["query"]["rank"]} == {7, 8}
+    assert {s0["min_query"]["rank"], s1["min_query"]["rank"]} == {5, 6}
     # exact re-measured activations, within float16 rounding of the stored scan values
-    assert s0["min_query"]["activation"] == pytest.approx(np.sort(acts)[2], rel=2e-3, abs=2e-3)
-    assert s0["query"]["activation"] == pytest.approx(np.sort(acts)[::-1][3], rel=2e-3,
-                                                      abs=2e-3)
+    for s in (s0, s1):
+        q, mq = s["query"], s["min_query"]
+        assert mq["activation"] == pytest.approx(np.sort(acts)[mq["rank"] - 1], rel=2e-3,
+                                                 abs=2e-3)
+        assert q["activation"] == pytest.approx(np.sort(acts)[::-1][q["rank"] - 1],
+                                                rel=2e-3, abs=2e-3)
     meta = read_json(ctx.paths.reference_dir("natural", unit.key) / "meta.json")
     files = {m["file"]: m["role"] for m in meta["images"]}
     assert files["set1-min-1.png"] == "min" and files["set1-2.png"] == "max"

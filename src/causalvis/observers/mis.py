@@ -50,11 +50,25 @@ MIS_NOTE = (
 
 # -- pure arithmetic -----------------------------------------------------------------------
 
+def unit_norm(x: np.ndarray, what: str = "embeddings") -> np.ndarray:
+    """``x`` scaled to unit L2 norm along its last axis, so that dot products are cosine
+    similarities whatever the embedder returned; a zero or non-finite vector is an error
+    (its similarity to anything is undefined)."""
+    x = np.asarray(x, dtype=float)
+    if not np.isfinite(x).all():
+        raise CausalvisError(f"mis: {what} contain NaN or infinite values")
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    if (norms < 1e-12).any():
+        raise CausalvisError(f"mis: {int((norms < 1e-12).sum())} of the {what} have zero norm "
+                             "(a blank image or a dead embedding layer?)")
+    return x / norms
+
+
 def set_similarity(queries: np.ndarray, explanations: np.ndarray) -> np.ndarray:
     """s(q, E) per task: mean cosine similarity of ``queries`` [T, D] to ``explanations``
-    [T, K, D] (or one shared set [K, D]); embeddings are unit-norm."""
-    q = np.asarray(queries, dtype=float)
-    e = np.asarray(explanations, dtype=float)
+    [T, K, D] (or one shared set [K, D]); both are normalised here (:func:`unit_norm`)."""
+    q = unit_norm(queries, "query embeddings")
+    e = unit_norm(explanations, "explanation embeddings")
     if e.ndim == 2:
         return (q @ e.T).mean(axis=1)
     return np.einsum("td,tkd->tk", q, e).mean(axis=1)
@@ -106,14 +120,15 @@ class MisTask:
 
 
 def imi_tasks(
-    n_images: int, *, k: int, n_tasks: int,
-    query_windows: Sequence[tuple[float, float]], seed: int | Sequence[int],
+    n_images: int, *, k: int, n_tasks: int, difficulty: str = "easy",
+    seed: int | Sequence[int],
 ) -> list[MisTask]:
     """The study's own task distribution (``stimuli.exemplars.imi_plan``, one image set per
-    task): E⁺ = the k most, E⁻ = the k least activating images, distinct queries from the
-    IMI rank windows."""
-    plan = imi_plan(n_images, n_references=k, n_min_references=k, query_windows=query_windows,
-                    n_image_sets=n_tasks, seed=seed)
+    task, IMI's scheme): E⁺ / E⁻ = one image from each of k rank bins of the top / bottom
+    n_tasks × k, queries from the ``difficulty`` window (needs ≥ 2 n_tasks (k + 1)
+    images for ``easy``)."""
+    plan = imi_plan(n_images, n_references=k, n_min_references=k, n_image_sets=n_tasks,
+                    difficulty=difficulty, seed=seed)
     return [
         MisTask(p.query - 1, n_images - int(p.min_query or 1),
                 tuple(r - 1 for r in p.references),
@@ -128,11 +143,13 @@ def paper_tasks(
     """The MIS paper's sampling: per task, k + 1 distinct images drawn from the top (and,
     independently, the bottom) ``quantile`` of the ranking; the k most extreme are the
     explanation, the least extreme is the query."""
+    _check_quantile(quantile)
     pool = math.ceil(n_images * quantile)
-    if not 0 < quantile <= 1 or pool < k + 1 or 2 * pool > n_images:
+    if pool < k + 1:
         raise CausalvisError(
-            f"mis: quantile {quantile} of {n_images} images gives a pool of {pool} per side; "
-            f"need k + 1 = {k + 1} <= pool <= n_images / 2"
+            f"mis: quantile {quantile:g} of {n_images} images leaves {pool} per side, but a "
+            f"task needs k + 1 = {k + 1}: use a quantile >= {(k + 1) / n_images:.3g} or scan "
+            f">= {math.ceil((k + 1) / quantile)} images"
         )
     seeds = list(seed) if isinstance(seed, Sequence) else [seed]
     rng = np.random.default_rng([*seeds, 7])
@@ -179,12 +196,20 @@ class MisSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_quantile(self.quantile)
         if self.scheme not in SCHEMES:
             raise CausalvisError(f"mis: unknown scheme {self.scheme!r}: choose {SCHEMES}")
         if self.n_tasks < 1:
             raise CausalvisError("mis: n_tasks must be >= 1")
         if self.k is not None and self.k < 1:
             raise CausalvisError("mis: k must be >= 1")
+
+
+def _check_quantile(quantile: float) -> None:
+    """Any quantile in (0, 0.5]: above it the top and bottom pools would share images."""
+    if not 0 < quantile <= 0.5:
+        raise CausalvisError(f"mis: quantile {quantile:g} must be in (0, 0.5] (the share of "
+                             "the ranking each side's pool takes; the two must not overlap)")
 
 
 def make_embedder(perceptual_model: str, *, weights: str | None = None, device: str = "cpu"):
@@ -278,7 +303,7 @@ def study_mis(
             f"{paths.config}: multi-model study; use mis_for_models on its models/<name>/ folders"
         )
     k = settings.k or config.exemplars.n_references
-    windows = config.exemplars.query_windows
+    difficulty = config.exemplars.difficulty
     table = ActivationTable(paths)
     units = read_units(paths, role="main")
     if embedder is None:
@@ -307,7 +332,7 @@ def study_mis(
         n = len(order)
         seed = [settings.seed, unit.seed]
         if settings.scheme == "imi":
-            tasks = imi_tasks(n, k=k, n_tasks=settings.n_tasks, query_windows=windows,
+            tasks = imi_tasks(n, k=k, n_tasks=settings.n_tasks, difficulty=difficulty,
                               seed=seed)
         else:
             tasks = paper_tasks(n, k=k, n_tasks=settings.n_tasks, quantile=settings.quantile,

@@ -85,7 +85,10 @@ def _ranks_needed(cfg, n_images: int) -> tuple[int, int]:
     rank, so the tie check at the bin boundary compares exact values too)."""
     if cfg.scheme == "rank_bins":
         return min(n_images, cfg.n_top + 1), 0
-    return min(n_images, cfg.n_references + 1), min(n_images, cfg.n_min_references + 1)
+    # imi: the reference pool and the easy query window below it (hard windows lie deep
+    # in the ranking, where the scan's precision decides nothing the tie check looks at).
+    return (min(n_images, cfg.n_image_sets * (cfg.n_references + 1) + 1),
+            min(n_images, cfg.n_image_sets * (cfg.n_min_references + 1) + 1))
 
 
 def refine_extremes(

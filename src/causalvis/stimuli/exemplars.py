@@ -7,10 +7,13 @@ Two schemes (``exemplars.scheme``):
   top bin) as query and one image of each lower bin as references; within a bin the
   assignment to image sets is a seeded permutation, so image sets get different
   references. The query is never a reference (different bins).
-* ``imi`` (IMI 2023 / ICLR 2021 2-AFC): the ``n_references`` most and ``n_min_references``
-  least activating images are the references; queries come from rank windows
-  (``query_windows``: fractions of the dataset below the references, from the top for the
-  max query and from the bottom for the min query).
+* ``imi`` (IMI 2023 / ICLR 2021 2-AFC, IMI's ``extract_exemplars``): with ``n =
+  n_image_sets`` batches and ``k`` references per side, the ``n·k`` most (and least)
+  activating images are cut into ``k`` rank bins of ``n``, shuffled within a bin; image set
+  ``b`` takes one image of each bin, so references differ per image set and span the whole
+  pool. Queries are a window of ``n`` ranks, one per image set: just below the references
+  (``difficulty = "easy"``) or from the 1st / 5th / 15th percentile of each end
+  (``hard99`` / ``hard95`` / ``hard85``, IMI's separate harder experiments).
 
 Ranks are 1-based; equal activations are ordered by scan order, and a tie that would make
 a query indistinguishable from its references is a clear error.
@@ -92,26 +95,33 @@ def rank_bin_plan(
     ]
 
 
-def _window_positions(
-    window: tuple[float, float],
-    n_images: int,
-    uses: int,
-    rng: np.random.Generator,
-    taken: set[int] = frozenset(),
-) -> list[int]:
-    """``uses`` distinct 0-based positions below the references inside ``window``
-    (fractions of the dataset), none of them ``taken`` by another window (so two image
-    sets never share a query); a window with too few free positions is widened downwards."""
-    lo, hi = window
-    start = int(math.floor(lo * n_images))
-    stop = max(int(math.ceil(hi * n_images)), start + uses)
-    free = [p for p in range(start, stop) if p not in taken]
-    while len(free) < uses:
-        if stop not in taken:
-            free.append(stop)
-        stop += 1
-    chosen = rng.choice(np.asarray(free), size=uses, replace=False)
-    return sorted(int(p) for p in chosen)
+# IMI's query windows: "easy" is the window just below the references; the harder ones
+# start at a fraction of the dataset from each end (IMI's collect_exemplars.sh:
+# start_min = floor(N * p), stop_max = ceil(N * (1 - p))).
+DIFFICULTIES: dict[str, float | None] = {
+    "easy": None, "hard99": 0.01, "hard95": 0.05, "hard85": 0.15,
+}
+
+
+def query_window_start(difficulty: str, n_images: int, n_pool: int) -> int:
+    """Images above the query window on each side (0-based start of the window): the
+    reference pool ``n_pool`` for ``easy``, ``floor(p · n_images)`` for ``hardP``."""
+    if difficulty not in DIFFICULTIES:
+        raise ExemplarError(
+            f"exemplars.difficulty = {difficulty!r} is not one of {', '.join(DIFFICULTIES)}"
+        )
+    frac = DIFFICULTIES[difficulty]
+    return n_pool if frac is None else int(math.floor(frac * n_images + 1e-9))
+
+
+def fair_batches(ranks: Sequence[int], n_batches: int, rng: np.random.Generator
+                 ) -> list[list[int]]:
+    """IMI's ``make_fair_batches``: consecutive bins of ``n_batches`` ranks, each shuffled;
+    batch ``b`` takes the ``b``-th element of every bin (bin order kept)."""
+    bins = [list(ranks[i : i + n_batches]) for i in range(0, len(ranks), n_batches)]
+    for data_bin in bins:
+        rng.shuffle(data_bin)
+    return [[data_bin[b] for data_bin in bins] for b in range(n_batches)]
 
 
 def imi_plan(
@@ -119,54 +129,47 @@ def imi_plan(
     *,
     n_references: int,
     n_min_references: int,
-    query_windows: Sequence[tuple[float, float]],
     n_image_sets: int,
+    difficulty: str = "easy",
     seed: int | Sequence[int],
 ) -> list[ImageSetPlan]:
-    """The IMI scheme in ranks: top / bottom references, queries from rank windows.
+    """IMI's ``extract_exemplars`` in 1-based ranks, per side (max from the top, min from
+    the bottom), with ``n = n_image_sets`` batches and ``k`` references:
 
-    Image set ``b`` uses window ``b mod len(query_windows)``; the sets sharing a window
-    get distinct queries, the most extreme one first.
+    * references: ranks ``1 … n·k`` in ``k`` bins of ``n`` ranks, shuffled within a bin;
+      image set ``b`` takes one rank of each bin (best bin first);
+    * queries: the window of ``n`` ranks after ``query_window_start`` (easy: ``n·k + 1 …
+      n·k + n``), shuffled, one per image set.
     """
-    if not query_windows:
-        raise ExemplarError("exemplars.query_windows is empty")
-    for w, (lo, hi) in enumerate(query_windows):
-        if not 0 <= lo <= hi <= 1:
-            raise ExemplarError(
-                f"exemplars.query_windows[{w}] = [{lo}, {hi}] must satisfy 0 <= lo <= hi <= 1"
-            )
     seeds = list(seed) if isinstance(seed, Sequence) else [seed]
-    n_windows = len(query_windows)
-    queries: dict[str, list[int]] = {"max": [0] * n_image_sets, "min": [0] * n_image_sets}
-    for side, n_refs in (("max", n_references), ("min", n_min_references)):
-        taken: set[int] = set()
-        for w, window in enumerate(query_windows):
-            sets = list(range(w, n_image_sets, n_windows))
-            if not sets:
-                continue
-            rng = np.random.default_rng([*seeds, w, 0 if side == "max" else 1])
-            positions = _window_positions(window, n_images, len(sets), rng, taken)
-            taken.update(positions)
-            for b, pos in zip(sets, positions, strict=True):
-                queries[side][b] = n_refs + 1 + pos
-    # Top ranks used by the max side and by the min side (converted) must not meet.
-    deepest_max = max([n_references, *queries["max"]])
-    deepest_min = max([n_min_references, *queries["min"]])
-    if deepest_max + deepest_min > n_images:
+    n = n_image_sets
+    sides: dict[str, tuple[list[list[int]], list[int]]] = {}
+    deepest = {}
+    for side, k in (("max", n_references), ("min", n_min_references)):
+        pool = n * k
+        start = query_window_start(difficulty, n_images, pool)
+        if start < pool:
+            raise ExemplarError(
+                f"the scan holds {n_images} images, too few for exemplars.difficulty = "
+                f"{difficulty!r}: its query window starts at rank {start + 1}, inside the "
+                f"{pool} {side}-side references (n_image_sets × references); scan at least "
+                f"{math.ceil(pool / DIFFICULTIES[difficulty])} images or use fewer image sets"
+            )
+        rng = np.random.default_rng([*seeds, 0 if side == "max" else 1])
+        refs = fair_batches(range(1, pool + 1), n, rng)
+        queries = fair_batches(range(start + 1, start + n + 1), n, rng)
+        sides[side] = (refs, [q[0] for q in queries])
+        deepest[side] = start + n
+    if deepest["max"] + deepest["min"] > n_images:
         raise ExemplarError(
             f"the scan holds {n_images} images, too few for the imi scheme: the max side "
-            f"reaches rank {deepest_max} and the min side rank {deepest_min} from the "
-            "bottom; scan more images or narrow exemplars.query_windows"
+            f"reaches rank {deepest['max']} and the min side rank {deepest['min']} from the "
+            "bottom; scan more images or lower exemplars.n_image_sets"
         )
+    (max_refs, max_q), (min_refs, min_q) = sides["max"], sides["min"]
     return [
-        ImageSetPlan(
-            b,
-            queries["max"][b],
-            tuple(range(1, n_references + 1)),
-            queries["min"][b],
-            tuple(range(1, n_min_references + 1)),
-        )
-        for b in range(n_image_sets)
+        ImageSetPlan(b, max_q[b], tuple(max_refs[b]), min_q[b], tuple(min_refs[b]))
+        for b in range(n)
     ]
 
 
@@ -223,7 +226,7 @@ def plan_for_unit(acts: np.ndarray, cfg, seed: Sequence[int], unit: str) -> list
     else:
         plan = imi_plan(
             len(acts), n_references=cfg.n_references, n_min_references=cfg.n_min_references,
-            query_windows=cfg.query_windows, n_image_sets=cfg.n_image_sets, seed=seed,
+            n_image_sets=cfg.n_image_sets, difficulty=cfg.difficulty, seed=seed,
         )
         check_ties(plan, sorted_acts, unit, "imi")
     return plan
@@ -244,12 +247,10 @@ def exemplar_record(
         i = int(order[n - r])
         return RankedImage(r, ids[i], float(acts[i]))
 
-    n_list = cfg.n_top if cfg.scheme == "rank_bins" else max(
-        [cfg.n_references, *(p.query for p in plan)]
-    )
-    n_low = cfg.n_top if cfg.scheme == "rank_bins" else max(
-        [cfg.n_min_references, *(p.min_query or 0 for p in plan)]
-    )
+    n_list = n_low = cfg.n_top
+    if cfg.scheme == "imi":  # the reference pool and the window just below (IMI's 200)
+        n_list = cfg.n_image_sets * (cfg.n_references + 1)
+        n_low = cfg.n_image_sets * (cfg.n_min_references + 1)
     sets = tuple(
         ExemplarSet(
             p.image_set, top(p.query), tuple(top(r) for r in p.references),
@@ -266,4 +267,5 @@ def exemplar_record(
         image_sets=sets,
         role=unit.role,
         n_images=n,
+        difficulty=cfg.difficulty if cfg.scheme == "imi" else None,
     )

@@ -7,15 +7,19 @@ layer, reading the unchanged context around it from the stored maps; the unit ac
 (spatial mean) is the base map's sum corrected by the window. The result equals the full
 forward pass up to float rounding.
 
-Supported: timm EfficientNet-style nets (``conv_stem``, ``bn1``, ``blocks`` of
+Supported (explicit allow-lists, :data:`NETS`, :data:`BLOCKS`, :data:`CONVS`,
+:data:`POINTWISE`, matched by exact type before any attribute is read): timm
+``EfficientNet`` / ``MobileNetV3`` nets (``conv_stem``, ``bn1``, ``blocks`` of
 ``DepthwiseSeparableConv`` / ``InvertedResidual`` without squeeze-excitation, which is
-global and would change every position) up to a block output; e.g.
-the embedded ``lite0``. Anything else raises :class:`NotImplementedError` and the
-occlusion stage falls back to the plain truncated sweep (``occlusion.engine = "auto"``).
+global and would change every position) up to a block output, e.g. the embedded ``lite0``,
+EfficientNet-Lite, MobileNetV2. Any other module raises :class:`Unsupported` (a
+``NotImplementedError`` naming the module type, logged once) and ``occlusion.engine =
+"auto"`` falls back to the plain truncated sweep.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ from torch import nn
 from causalvis.models import CausalvisModel
 from causalvis.stimuli.occlusion import Occluder, Sweep
 
+log = logging.getLogger("causalvis.occlusion")
+
 
 @dataclass
 class _Op:
@@ -36,53 +42,116 @@ class _Op:
     name: str = ""  # the layer a "mark" op reads out
 
 
-def _is_pointwise(m: nn.Module) -> bool:
-    if isinstance(m, nn.Conv2d):
-        return m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), 0)
-    return True
+# -- what the engine understands: explicit allow-lists, checked by exact type name before
+# any attribute is read (anything else falls back to the full sweep, never guessed) --------
+
+# Nets whose forward is conv_stem → bn1 → blocks (timm's EfficientNet / MobileNetV3 classes).
+NETS = ("EfficientNet", "MobileNetV3")
+# Blocks and their children in forward order (timm ``_efficientnet_blocks``); an exact type
+# match, so subclasses with other maths (e.g. CondConvResidual) are not taken for these.
+BLOCKS: dict[str, tuple[str, ...]] = {
+    "InvertedResidual": ("conv_pw", "bn1", "conv_dw", "bn2", "aa", "se", "conv_pwl", "bn3"),
+    "DepthwiseSeparableConv": ("conv_dw", "bn1", "aa", "se", "conv_pw", "bn2"),
+}
+BLOCK_EXTRA = ("drop_path", "conv_s2d", "bn_s2d")  # identity in eval / must be absent
+# Spatial convolutions the window arithmetic models (square kernel and stride, dilation 1).
+CONVS = ("Conv2d", "Conv2dSame")
+# Modules acting on each position alone (per-channel affine, elementwise activations).
+POINTWISE = (
+    "Identity", "BatchNorm2d", "BatchNormAct2d", "Dropout", "DropPath",
+    "ReLU", "ReLU6", "SiLU", "Swish", "Hardswish", "HardSwish", "Hardsigmoid", "HardSigmoid",
+    "Sigmoid", "Tanh", "GELU", "Mish", "LeakyReLU", "PReLU", "ELU",
+)
 
 
-def _conv_or_point(m: nn.Module) -> _Op:
-    if isinstance(m, nn.Conv2d) and not _is_pointwise(m):
-        if m.dilation != (1, 1) or type(m).__name__ not in ("Conv2d", "Conv2dSame"):
-            raise NotImplementedError(f"unsupported conv {m}")
+class Unsupported(NotImplementedError):
+    """A module the incremental engine does not understand (named by its type)."""
+
+    def __init__(self, module: nn.Module, where: str, why: str = "") -> None:
+        self.module_type = type(module).__name__
+        self.where = where or "the net"
+        super().__init__(f"{self.module_type} at {self.where}" + (f" ({why})" if why else ""))
+
+
+def _check_pointwise(m: nn.Module, where: str) -> None:
+    """``m`` and all its children act position by position (or raise :class:`Unsupported`)."""
+    name = type(m).__name__
+    if name == "Conv2d":
+        if not (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), 0)):
+            raise Unsupported(m, where, "not a 1x1 convolution")
+        return
+    if name not in POINTWISE:
+        raise Unsupported(m, where)
+    for child_name, child in m.named_children():
+        _check_pointwise(child, f"{where}.{child_name}")
+
+
+def _conv_or_point(m: nn.Module, where: str) -> _Op:
+    """A spatial convolution op, a pointwise op, or :class:`Unsupported`."""
+    name = type(m).__name__
+    if name in CONVS and not (name == "Conv2d" and m.kernel_size == (1, 1)
+                              and m.stride == (1, 1) and m.padding in ((0, 0), 0)):
+        k, s, p = m.kernel_size, m.stride, m.padding
+        if (len(set(k)) != 1 or len(set(s)) != 1 or m.dilation != (1, 1)
+                or m.padding_mode != "zeros" or (isinstance(p, tuple) and len(set(p)) != 1)
+                or isinstance(p, str) or any(True for _ in m.children())):
+            raise Unsupported(m, where, "non-square, dilated or non-zero-padded convolution")
         return _Op("conv", m)
+    _check_pointwise(m, where)
     return _Op("point", m)
 
 
-def _block_ops(block: nn.Module) -> list[_Op]:
+def _block_ops(block: nn.Module, where: str) -> list[_Op]:
     name = type(block).__name__
-    if getattr(block, "conv_s2d", None) is not None or not isinstance(block.se, nn.Identity):
-        raise NotImplementedError(f"{name} with space-to-depth or squeeze-excitation")
-    if name == "InvertedResidual":
-        inner = [block.conv_pw, block.bn1, block.conv_dw, block.bn2, block.aa, block.conv_pwl,
-                 block.bn3]
-    elif name == "DepthwiseSeparableConv":
-        inner = [block.conv_dw, block.bn1, block.aa, block.conv_pw, block.bn2]
-    else:
-        raise NotImplementedError(f"unsupported block type {name}")
-    ops = [_conv_or_point(m) for m in inner]
-    return [_Op("push"), *ops, _Op("add")] if block.has_skip else ops
+    if name not in BLOCKS:
+        raise Unsupported(block, where)
+    children = dict(block.named_children())
+    unknown = set(children) - set(BLOCKS[name]) - set(BLOCK_EXTRA)
+    if unknown:
+        raise Unsupported(block, where, f"unknown parts {sorted(unknown)}")
+    if getattr(block, "conv_s2d", None) is not None:
+        raise Unsupported(block, where, "space-to-depth")
+    if type(children.get("se")).__name__ != "Identity":
+        raise Unsupported(children["se"], f"{where}.se", "squeeze-excitation is global")
+    _check_pointwise(children.get("drop_path", nn.Identity()), f"{where}.drop_path")
+    ops = [_conv_or_point(children[c], f"{where}.{c}") for c in BLOCKS[name]]
+    return [_Op("push"), *ops, _Op("add")] if getattr(block, "has_skip", False) else ops
 
 
 def chain(model: CausalvisModel, layers: Sequence[str]) -> list[_Op]:
     """The net as a flat op list up to the deepest of ``layers`` (block outputs, e.g.
-    ``blocks.3.2``), with a ``mark`` op after each requested block."""
+    ``blocks.3.2``), with a ``mark`` op after each requested block; :class:`Unsupported`
+    (a ``NotImplementedError``) for any module outside the allow-lists."""
     net = model.net
-    if not all(hasattr(net, a) for a in ("conv_stem", "bn1", "blocks")):
-        raise NotImplementedError("incremental inference supports timm EfficientNet-style nets")
+    if type(net).__name__ not in NETS:
+        raise Unsupported(net, "", "not a timm EfficientNet / MobileNetV3-style net")
     wanted = set(layers)
-    ops = [_conv_or_point(net.conv_stem), _Op("point", net.bn1)]
+    ops = [_conv_or_point(net.conv_stem, "conv_stem"), _conv_or_point(net.bn1, "bn1")]
     for i, stage in enumerate(net.blocks):
+        if type(stage).__name__ != "Sequential":
+            raise Unsupported(stage, f"blocks.{i}")
         for j, block in enumerate(stage):
-            ops += _block_ops(block)
             name = f"blocks.{i}.{j}"
+            ops += _block_ops(block, name)
             if name in wanted:
                 ops.append(_Op("mark", name=name))
                 wanted.discard(name)
             if not wanted:
                 return ops
     raise NotImplementedError(f"incremental inference: {sorted(wanted)} are not block outputs")
+
+
+_LOGGED: set[tuple[str, str]] = set()
+
+
+def log_fallback(model: CausalvisModel, exc: NotImplementedError) -> None:
+    """One log line per net type and unsupported module type (or reason): which module
+    sends the sweep to ``full``."""
+    key = (type(model.net).__name__, getattr(exc, "module_type", str(exc)))
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("occlusion: the incremental engine does not support %s; using the full "
+                 "sweep for it", exc)
 
 
 def _pads(conv: nn.Conv2d, size: int) -> tuple[int, int]:
@@ -126,7 +195,11 @@ class IncrementalSweep:
     def __init__(self, model: CausalvisModel, layers: Sequence[str]) -> None:
         self.model = model
         self.layers = list(dict.fromkeys(layers))
-        self.ops = chain(model, self.layers)
+        try:
+            self.ops = chain(model, self.layers)
+        except NotImplementedError as exc:
+            log_fallback(model, exc)
+            raise
 
     @torch.inference_mode()
     def _base(self, x: torch.Tensor) -> tuple[list[torch.Tensor | None], list[torch.Tensor]]:

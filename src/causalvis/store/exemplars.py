@@ -17,6 +17,8 @@ from causalvis.store.layout import StudyPaths, read_json_file, write_json
 from causalvis.store.units import ROLES, Unit
 
 SCHEMES = ("rank_bins", "imi")
+# The imi scheme's query windows (fractions: ``stimuli.exemplars.DIFFICULTIES``).
+DIFFICULTIES = ("easy", "hard99", "hard95", "hard85")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class ExemplarRecord:
     image_sets: tuple[ExemplarSet, ...]
     role: str = "main"
     n_images: int | None = None  # images ranked (hand-made records may leave it out)
+    difficulty: str | None = None  # imi scheme: the one query window of the study
 
     @property
     def key(self) -> str:
@@ -105,6 +108,8 @@ class ExemplarRecord:
                                "key": self.key, "role": self.role, "scheme": self.scheme}
         if self.n_images is not None:
             out["n_images"] = self.n_images
+        if self.difficulty is not None:
+            out["difficulty"] = self.difficulty
         out.update(top=[r.to_dict() for r in self.top],
                    bottom=[r.to_dict() for r in self.bottom],
                    image_sets=[s.to_dict() for s in self.image_sets])
@@ -134,6 +139,10 @@ class ExemplarRecord:
         if not isinstance(sets, list):
             raise CausalvisError(f"{where}: image_sets must be a list")
         n_images = raw.get("n_images")
+        difficulty = raw.get("difficulty")
+        if difficulty is not None and difficulty not in DIFFICULTIES:
+            raise CausalvisError(f"{where}: difficulty {difficulty!r} is not one of "
+                                 f"{', '.join(DIFFICULTIES)}")
         return cls(
             unit=unit,
             scheme=scheme,
@@ -144,6 +153,7 @@ class ExemplarRecord:
             ),
             role=role,
             n_images=None if n_images is None else int(n_images),
+            difficulty=difficulty,
         )
 
 
