@@ -25,7 +25,7 @@ from causalvis.store.sessions import (
 def _planned(model: str | None) -> list[PlannedSession]:
     return [
         PlannedSession("s0001", "natural", 0, ["blocks.2.1:5", "blocks.4.2:17"],
-                       ["t1", "t2"], ["p1"], 3, model),
+                       ["t1", "t2"], ["p1", "p2"], 3, model, ["p1"]),
         PlannedSession("s0002", "none", 1, ["blocks.2.1:5"], ["t3"], [], 2, model),
     ]
 
@@ -38,7 +38,8 @@ def test_writer_is_byte_identical_to_the_stage_plan(tmp_path, model):
         "conditions": ["natural", "none"],
         **({"models": [model]} if model else {}),
         "sessions": [s.to_dict() for s in sessions],
-        "instructions_example": {"natural": "p1"},
+        "instructions_example": {"natural": "x1"},
+        "practice_draw": {"n_total": 2, "n_obvious": 1},
         "n_participants_needed": int(sum(s.planned_participants for s in sessions)),
     }  # fmt: skip
     write_json(tmp_path / "stage.json", stage)
@@ -46,11 +47,24 @@ def test_writer_is_byte_identical_to_the_stage_plan(tmp_path, model):
         sessions=tuple(SessionEntry.from_dict(s.to_dict(), "test") for s in sessions),
         study="st", task="causal_occlusion", config_hash="abc",
         conditions=("natural", "none"), models=(model,) if model else (),
-        instructions_example={"natural": "p1"},
+        instructions_example={"natural": "x1"},
+        practice_draw={"n_total": 2, "n_obvious": 1},
     )  # fmt: skip
     write_sessions(tmp_path / "ours.json", plan)
     assert (tmp_path / "ours.json").read_bytes() == (tmp_path / "stage.json").read_bytes()
     assert read_sessions(tmp_path / "ours.json") == plan
+
+
+def test_plan_without_practice_pools_reads_as_all_non_obvious(tmp_path):
+    """A plan written before the practice pools: every practice trial, none obvious."""
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps({"sessions": [
+        {"session_id": "s1", "condition": "c", "trials": ["t1"], "practice": ["p1", "p2"]},
+        {"session_id": "s2", "condition": "c", "trials": ["t2"], "practice": ["p1", "p2", "p3"]},
+    ]}))  # fmt: skip
+    plan = read_sessions(path)
+    assert plan.practice_draw == {"n_total": 3, "n_obvious": 0}
+    assert all(s.practice_obvious == () for s in plan.sessions)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +78,14 @@ def test_writer_is_byte_identical_to_the_stage_plan(tmp_path, model):
          r"sessions\[0\]: malformed session"),
         ('{"sessions": [{"session_id": "s", "condition": "c", "trials": []}]}',
          r"sessions\[0\]: session has no trials"),
+        ('{"sessions": [{"session_id": "s", "condition": "c", "trials": ["t"], '
+         '"practice": ["p1"], "practice_obvious": ["p2"]}]}',
+         r"sessions\[0\]: practice_obvious trial 'p2' is not in practice"),
+        ('{"sessions": [{"session_id": "s", "condition": "c", "trials": ["t"]}], '
+         '"practice_draw": {"n_total": 1, "n_obvious": 2}}',
+         r"sessions.json: practice_draw needs 0 <= n_obvious <= n_total"),
+        ('{"sessions": [{"session_id": "s", "condition": "c", "trials": ["t"]}], '
+         '"practice_draw": {"n_total": "x"}}', r"sessions.json: malformed practice_draw"),
     ],
 )
 def test_corrupt_plan_names_file_and_session(tmp_path, text, message):

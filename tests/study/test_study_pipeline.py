@@ -77,7 +77,9 @@ def test_sessions_are_balanced_and_cover_all_conditions(tiny_study):
         kinds = Counter(by_id.loc[t, "kind"] for t in session["trials"])
         assert kinds["catch"] == cfg.sessions.n_catch
         assert all(by_id.loc[t, "condition"] == session["condition"] for t in session["trials"])
-        assert len(session["practice"]) == cfg.sessions.n_practice
+        sc = cfg.sessions
+        assert 1 <= len(session["practice"]) <= sc.n_practice * sc.practice_pool_factor
+        assert set(session["practice_obvious"]) <= set(session["practice"])
         for t in session["trials"]:
             row = by_id.loc[t]
             if row["kind"] == "main":

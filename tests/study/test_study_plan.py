@@ -7,7 +7,12 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
+from causalvis.stimuli.catch import (
+    catch_pool,
+    select_catch,
+    select_practice_pools,
+    unrelated_partner,
+)
 from causalvis.stimuli.plan import plan_sessions, shuffled, unit_groups
 from causalvis.store.seeds import opaque_id
 
@@ -65,9 +70,10 @@ def test_shuffle_is_seeded_and_ids_are_opaque():
 
 def test_practice_uses_only_practice_units_and_easiest_first():
     base = _base(["m:0", "m:1", "p:0", "p:1"], 3)
-    practice = select_practice(base, {"p:0", "p:1"}, 3)
+    sel = select_practice_pools(base, {"p:0", "p:1"}, n_practice=3, n_obvious=1, factor=1)
+    practice = pd.concat([sel.obvious, sel.non_obvious])
     assert set(practice["unit"]) <= {"p:0", "p:1"}
-    assert len(practice) == 3
+    assert len(practice) == 3 and sel.example["unit"] in {"p:0", "p:1"}
     # one per unit before a unit repeats; within a round, easiest first
     assert practice["unit"].iloc[:2].nunique() == 2
     best = base[base["unit"].isin({"p:0", "p:1"})]["rel_diff"].max()

@@ -3,7 +3,8 @@
 Reads the condition-free base trials (``stimuli/trials_base.csv``) and the reference
 images of every method, and writes
 
-* ``trials.csv`` — one row per served trial (main, catch, practice) per condition,
+* ``trials.csv`` — one row per served trial (main, catch, practice, the worked example)
+  per condition; the two option images of every row have the same byte length,
 * ``bundle/assets/`` — every reference image, content-hashed (queries and options are
   there already), ``bundle/sessions.json`` — the balanced session plan,
 * ``bundle/manifest.json`` — config hash, software version and file hashes, so a bundle
@@ -15,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +25,15 @@ import pandas as pd
 from causalvis import __version__
 from causalvis.errors import CausalvisError
 from causalvis.pipeline.registry import get_task
-from causalvis.stimuli.catch import catch_pool, select_catch, select_practice, unrelated_partner
+from causalvis.stimuli.catch import (
+    catch_pool,
+    select_catch,
+    select_practice_pools,
+    unrelated_partner,
+    without_example,
+)
 from causalvis.stimuli.plan import PlannedSession, balanced_labels, plan_sessions, shuffled
-from causalvis.store.assets import copy_asset, read_asset
+from causalvis.store.assets import copy_asset, equal_length_pair, read_asset
 from causalvis.store.layout import (
     REFERENCE_META_FILE,
     StudyPaths,
@@ -97,8 +105,10 @@ def _sources(ctx) -> list[_Source]:
 
 
 # Bump when the rules that turn base trials into sessions change, so that a study built
-# by an older version is re-planned on its next build (2: correct labels balanced per session).
-SESSION_RULES_VERSION = 2
+# by an older version is re-planned on its next build (2: correct labels balanced per session;
+# 3: obvious / non-obvious practice pools, a worked example used nowhere else, the two
+# options of every trial padded to the same byte length).
+SESSION_RULES_VERSION = 3
 
 
 def _session_inputs_digest(paths: StudyPaths, config, sources: list[_Source]) -> str:
@@ -184,7 +194,10 @@ def _with_id(src: _Source, row: dict) -> dict:
     return row
 
 
-def _none_catch(src: _Source, base: pd.DataFrame, trial: pd.Series) -> dict | None:
+Measure = Callable[[str, int, str], float]  # (layer, channel, served asset) -> activation
+
+
+def _none_catch(measure: Measure, base: pd.DataFrame, trial: pd.Series) -> dict | None:
     """`none` catch trial: the query's best occlusion vs an occluded unrelated image."""
     partner = unrelated_partner(base, trial)
     if partner is None:
@@ -199,7 +212,7 @@ def _none_catch(src: _Source, base: pd.DataFrame, trial: pd.Series) -> dict | No
         partner["option_b_asset"] if partner["correct"] == "a" else partner["option_a_asset"]
     )
     bad_box = partner["box_b"] if partner["correct"] == "a" else partner["box_a"]
-    bad_act = _measure(src.ctx, trial["layer"], int(trial["channel"]), bad_asset)
+    bad_act = measure(trial["layer"], int(trial["channel"]), bad_asset)
     flip = random.Random(stable_seed("none-catch", trial["trial_id"])).random() < 0.5
     a, b = (
         ((bad_asset, bad_act, bad_box), (good_asset, good_act, good_box))
@@ -231,6 +244,13 @@ def _measure(ctx, layer: str, channel: int, asset: str) -> float:
     return float(probe_tensor(ctx.model, x, [layer])[layer][0, channel])
 
 
+def _padded(bundle: StudyPaths, row: dict) -> dict:
+    """``row`` with option assets of equal byte length (padded copies), so the file size
+    of an option says nothing about whether it is correct."""
+    a, b = equal_length_pair(bundle, row["option_a_asset"], row["option_b_asset"])
+    return {**row, "option_a_asset": a, "option_b_asset": b}
+
+
 def _copy_trial_assets(bundle: StudyPaths, src: _Source, base: pd.DataFrame) -> None:
     """A sub-study's queries and options, copied into the parent's bundle (content-hashed
     names, so the names in its trial table stay valid)."""
@@ -248,48 +268,121 @@ def _two_afc_catch(trial: pd.Series, refs: list[str], min_refs: list[str]) -> tu
     return [*refs[:-1], good], [*min_refs[:-1], bad]
 
 
-def _plan_source(
-    src: _Source, bundle: StudyPaths, config, add, practice_ids: dict[str, list[str]]
-) -> list:
-    """Practice, main and catch trials and the sessions of one model (one source)."""
-    sc, cc = config.sessions, config.conditions
+@dataclass
+class SourcePlan:
+    """What one source (model) contributes: its sessions and its worked example per
+    condition (trial ids; the rows went to ``add``)."""
+
+    sessions: list[PlannedSession]
+    examples: dict[str, str] = field(default_factory=dict)
+
+
+RefsOf = Callable[[str, str, int], tuple[list[str], list[str]]]
+
+
+def _reference_assets(
+    base: pd.DataFrame, units: list[str], conditions: list[str], refs_of: RefsOf
+) -> set[str]:
+    """Every reference image a trial of ``units`` may show (any condition, either side)."""
+    cells = base.loc[base["unit"].isin(units), ["unit", "image_set"]].drop_duplicates()
+    out: set[str] = set()
+    for unit, image_set in cells.itertuples(index=False):
+        for condition in conditions:
+            refs, min_refs = refs_of(condition, unit, int(image_set))
+            out.update(refs, min_refs)
+    return out
+
+
+def _plan_source(src: _Source, bundle: StudyPaths, config, add) -> SourcePlan:
+    """Practice, example, main and catch trials and the sessions of one model (one source)."""
     two_sided = "min" in get_task(config.task).sides  # the 2-AFC task
     base = _base_trials(src.paths)
     _copy_trial_assets(bundle, src, base)
     main_units, practice_units = _units(src.paths)
+    resolve = _ReferenceResolver(bundle, src)
+
+    def refs_of(condition: str, unit: str, image_set: int) -> tuple[list[str], list[str]]:
+        refs = resolve(condition, unit, image_set)
+        return refs, (resolve(condition, unit, image_set, "min") if two_sided else [])
+
+    def measure(layer: str, channel: int, asset: str) -> float:
+        return _measure(src.ctx, layer, channel, asset)
+
+    return assemble_source(
+        src.model, src.tagged, base, main_units, practice_units, config,
+        refs_of=refs_of, measure=measure, pad=lambda row: _padded(bundle, row), add=add,
+    )  # fmt: skip
+
+
+def assemble_source(
+    model: str,
+    tagged: bool,
+    base: pd.DataFrame,
+    main_units: list[str],
+    practice_units: set[str],
+    config,
+    *,
+    refs_of: RefsOf,
+    measure: Measure,
+    pad: Callable[[dict], dict],
+    add: Callable[[dict], str],
+) -> SourcePlan:
+    """The session rules on one source's base trials, free of files (references, the
+    activation of a `none` partner and the padding of options come in as functions), so
+    a paper-sized plan can be checked without building its images. ``tagged``: a
+    multi-model study (the model enters ids and sessions); ``pad`` must leave a padded
+    row as it is (2-AFC catch trials show their padded options among the references)."""
+    src = _Source(model, None, config, None, tagged)  # the rows' model tag only
+    sc, cc = config.sessions, config.conditions
+    two_sided = "min" in get_task(config.task).sides
     main_units = [u for u in main_units if u in set(base["unit"])]
     if not main_units:
         raise CausalvisError(f"model {src.model}: no main unit has a trial")
     image_sets = sorted(
         int(b) for b in base.loc[base["unit"].isin(main_units), "image_set"].unique()
     )
-    resolve = _ReferenceResolver(bundle, src)
     conditions = list(cc.names)
+    prefix = f"model {src.model}: " if src.tagged else ""
 
-    def refs_of(condition: str, unit: str, image_set: int) -> tuple[list[str], list[str]]:
-        refs = resolve(condition, unit, image_set)
-        return refs, (resolve(condition, unit, image_set, "min") if two_sided else [])
+    def finish(row: dict, label: str) -> str:
+        return add(_with_id(src, pad(_oriented(row, label))))
 
     def balanced_rows(rows: list[dict], *seed_parts: object) -> list[str]:
         """Label the rows' options so that ``a``/``b`` is correct equally often."""
         labels = balanced_labels(len(rows), config.seed, *seed_parts)
-        return [add(_with_id(src, _oriented(r, lab))) for r, lab in zip(rows, labels, strict=True)]
+        return [finish(r, lab) for r, lab in zip(rows, labels, strict=True)]
 
-    practice = select_practice(base, practice_units, sc.n_practice)
-    if sc.n_practice and len(practice) < sc.n_practice:
+    # every image set of a main unit gets sessions, so this is empty unless that changes
+    spare_main = base[base["unit"].isin(main_units) & ~base["image_set"].isin(image_sets)]
+    selection = select_practice_pools(
+        base, practice_units, n_practice=sc.n_practice, n_obvious=sc.n_practice_obvious,
+        factor=sc.practice_pool_factor, spare_main=spare_main,
+        avoid=_reference_assets(base, [*main_units, *practice_units], conditions, refs_of),
+    )  # fmt: skip
+    if sc.n_practice and selection.short:
         log.warning(
-            "sessions: only %d practice trials available (wanted %d)", len(practice), sc.n_practice
-        )
-    used_practice = set(practice["trial_id"])
-    own_practice: dict[str, list[str]] = {}
+            "sessions: %spractice pools hold %d obvious + %d non-obvious trials (wanted %d + "
+            "%d): participants are drawn from what there is",
+            prefix, len(selection.obvious), len(selection.non_obvious), *selection.wanted,
+        )  # fmt: skip
+    scoring_base = without_example(base, selection.example)
+    used_practice = set(selection.obvious["trial_id"]) | set(selection.non_obvious["trial_id"])
+    own_practice: dict[str, tuple[list[str], list[str]]] = {}
+    examples: dict[str, str] = {}
     for condition in conditions:
-        rows = []
-        for _, trial in practice.iterrows():
-            refs, min_refs = refs_of(condition, trial["unit"], int(trial["image_set"]))
-            rows.append(_row(src, trial, "practice", condition, refs, min_refs))
-        ids = balanced_rows(rows, "practice", src.model, condition)
-        own_practice[condition] = ids
-        practice_ids.setdefault(condition, ids)
+        pools = []
+        for name, pool in (("obvious", selection.obvious), ("non-obvious", selection.non_obvious)):
+            rows = [
+                _row(src, t, "practice", condition, *refs_of(condition, t["unit"], int(t["image_set"])))
+                for _, t in pool.iterrows()
+            ]
+            pools.append(balanced_rows(rows, "practice", name, src.model, condition))
+        own_practice[condition] = (pools[0], pools[1])
+        ex = selection.example
+        if ex is not None:
+            refs, min_refs = refs_of(condition, ex["unit"], int(ex["image_set"]))
+            label = balanced_labels(1, config.seed, "example", src.model, condition)[0]
+            examples[condition] = finish(_row(src, ex, "example", condition, refs, min_refs), label)
 
     sessions = plan_sessions(
         conditions,
@@ -312,7 +405,7 @@ def _plan_source(
             refs, min_refs = refs_of(session.condition, unit, session.image_set)
             scored.append(_row(src, trial, "main", session.condition, refs, min_refs))
         pool = catch_pool(
-            base,
+            scoring_base,
             main_units=set(session.units),
             practice_units=practice_units,
             used_practice=used_practice,
@@ -320,7 +413,7 @@ def _plan_source(
         )
         for _, trial in select_catch(pool, sc.n_catch).iterrows():
             if session.condition == "none":
-                override = _none_catch(src, base, trial)
+                override = _none_catch(measure, scoring_base, trial)
                 if override is None:
                     log.warning("sessions: no unrelated image for a `none` catch trial")
                     continue
@@ -328,20 +421,23 @@ def _plan_source(
                 continue
             refs, min_refs = refs_of(session.condition, trial["unit"], int(trial["image_set"]))
             if sc.catch_rule == "query_in_references" and refs:
-                if two_sided:
+                if two_sided:  # the queries are the options: show the same (padded) files
+                    trial = pd.Series({**trial.to_dict(), **pad(trial.to_dict())})
                     refs, min_refs = _two_afc_catch(trial, refs, min_refs)
                 else:
                     refs = [*refs[:-1], trial["query_asset"]]
             scored.append(_row(src, trial, "catch", session.condition, refs, min_refs))
         trial_ids = balanced_rows(scored, session.session_id)
         session.trials = shuffled(trial_ids, config.seed, sc.seed, session.session_id)
-        session.practice = own_practice[session.condition]
+        obvious, non_obvious = own_practice[session.condition]
+        session.practice = [*obvious, *non_obvious]
+        session.practice_obvious = list(obvious)
     if missing_cells:
         log.info(
             "sessions: %s%d (unit, image set) cells have no trial (dropped by ground truth)",
-            f"model {src.model}: " if src.tagged else "", missing_cells,
+            prefix, missing_cells,
         )
-    return sessions
+    return SourcePlan(sessions, examples)
 
 
 def run_sessions_stage(ctx) -> None:
@@ -364,21 +460,23 @@ def run_sessions_stage(ctx) -> None:
         rows.setdefault(row["trial_id"], row)
         return row["trial_id"]
 
-    practice_ids: dict[str, list[str]] = {}
     sessions = []
+    examples: dict[str, str] = {}
     for src in sources:
-        sessions += _plan_source(src, paths, config, add, practice_ids)
+        planned = _plan_source(src, paths, config, add)
+        sessions += planned.sessions
+        for condition, trial_id in planned.examples.items():
+            examples.setdefault(condition, trial_id)
     conditions = list(config.conditions.names)
+    for condition in conditions:
+        if condition not in examples:
+            log.warning(
+                "sessions: no trial can be the worked example of condition %s (each one's "
+                "images are shown elsewhere): the instructions show none", condition,
+            )  # fmt: skip
 
     table = pd.DataFrame(list(rows.values()), columns=list(SERVED_COLUMNS))
     write_trials_frame(paths.trials, table)
-    examples = {}
-    for condition in conditions:
-        candidates = practice_ids.get(condition) or [
-            t for s in sessions if s.condition == condition for t in s.trials
-        ]
-        if candidates:
-            examples[condition] = candidates[0]
     plan = SessionPlan(
         sessions=tuple(_entry(s) for s in sessions),
         study=config.name,
@@ -387,6 +485,10 @@ def run_sessions_stage(ctx) -> None:
         conditions=tuple(conditions),
         models=tuple(config.models),
         instructions_example=examples,
+        practice_draw={
+            "n_total": config.sessions.n_practice,
+            "n_obvious": config.sessions.n_practice_obvious,
+        },
     )
     write_sessions(paths.sessions, plan)
     write_manifest(paths.manifest, build_manifest(
@@ -415,6 +517,7 @@ def _entry(session: PlannedSession) -> SessionEntry:
         image_set=session.image_set, trials=tuple(session.trials),
         practice=tuple(session.practice), planned_participants=session.planned_participants,
         units=tuple(session.units), model=session.model,
+        practice_obvious=tuple(session.practice_obvious),
     )
 
 
@@ -422,4 +525,4 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["run_sessions_stage"]
+__all__ = ["SourcePlan", "assemble_source", "run_sessions_stage"]

@@ -2,9 +2,17 @@
 
 Rules (configurable in ``[sessions]``, documented in docs/study-builder.md):
 
-* **practice**: the ``n_practice`` easiest trials (largest relative activation difference)
-  of the *practice units* — units sampled for practice only, never used in main trials —
-  one per unit first, then the next easiest.
+* **practice**: two pools from the trials of the *practice units* — units sampled for
+  practice only, never used in main trials: the *obvious* pool, the easiest trials
+  (largest relative activation difference, one per unit first), up to
+  ``n_practice_obvious x practice_pool_factor``, and the *non-obvious* pool, the next ones,
+  up to ``(n_practice - n_practice_obvious) x practice_pool_factor``; each participant is
+  given a draw from both (the server draws).
+* **worked example**: the easiest practice-unit trial in neither pool whose query and
+  option images are in no other base trial and among no trial's references; else such a main-unit trial of an image set
+  no session uses; else the least easy trial the pools would take (they shrink by one,
+  one practice trial always stays); else none. Catch and `none`-partner selection never
+  see it (:func:`without_example`).
 * **catch, reference conditions** (``catch_rule``):
   ``largest_rel_diff`` — the easiest trials that are not part of the session itself: main
   trials of *other* image sets and unused practice-unit trials, ranked by rel_diff, one
@@ -17,7 +25,11 @@ Rules (configurable in ``[sessions]``, documented in docs/study-builder.md):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
+
+_ASSET_COLUMNS = ("query_asset", "option_a_asset", "option_b_asset")
 
 
 def _easiest_spread(pool: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -30,9 +42,72 @@ def _easiest_spread(pool: pd.DataFrame, n: int) -> pd.DataFrame:
     return ranked.head(n).drop(columns="_round")
 
 
-def select_practice(base: pd.DataFrame, practice_units: set[str], n: int) -> pd.DataFrame:
-    pool = base[base["unit"].isin(practice_units)]
-    return _easiest_spread(pool, n)
+@dataclass(frozen=True)
+class PracticeSelection:
+    """The practice pools and the worked example drawn from the practice-unit trials."""
+
+    obvious: pd.DataFrame
+    non_obvious: pd.DataFrame
+    example: pd.Series | None
+    wanted: tuple[int, int]  # the pool sizes asked for (obvious, non-obvious)
+
+    @property
+    def short(self) -> bool:
+        """True if a pool holds fewer trials than asked for."""
+        return len(self.obvious) < self.wanted[0] or len(self.non_obvious) < self.wanted[1]
+
+
+def trial_assets(rows: pd.DataFrame) -> set[str]:
+    """Every query and option image the rows show."""
+    return {a for col in _ASSET_COLUMNS if col in rows for a in rows[col] if a}
+
+
+def _own_assets(base: pd.DataFrame, trial: pd.Series, avoid: set[str]) -> bool:
+    """True if no other base trial, nor ``avoid``, shows one of ``trial``'s images."""
+    others = trial_assets(base[base["trial_id"] != trial["trial_id"]]) | avoid
+    return not ({trial[c] for c in _ASSET_COLUMNS if c in trial.index} - {""}) & others
+
+
+def select_practice_pools(
+    base: pd.DataFrame,
+    practice_units: set[str],
+    *,
+    n_practice: int,
+    n_obvious: int,
+    factor: int,
+    spare_main: pd.DataFrame | None = None,
+    avoid: set[str] = frozenset(),
+) -> PracticeSelection:
+    """The obvious and non-obvious practice pools and the worked example (see the module
+    docstring); ``spare_main`` holds main-unit trials of image sets no session uses (the
+    example's fallback), ``avoid`` the reference images any trial may show (a natural
+    image can be one unit's query and another unit's reference)."""
+    wanted = (n_obvious * factor, (n_practice - n_obvious) * factor)
+    ranked = _easiest_spread(base[base["unit"].isin(practice_units)], len(base))
+    n_pools = sum(wanted)
+    candidates = [r for _, r in ranked.iloc[n_pools:].iterrows()]  # in neither pool
+    if spare_main is not None:
+        candidates += [r for _, r in spare_main.sort_values("trial_id").iterrows()]
+    if n_practice:  # last resort: the least easy trial the pools would take, one kept
+        candidates += [r for _, r in ranked.iloc[1:n_pools].iloc[::-1].iterrows()]
+    example = next((t for t in candidates if _own_assets(base, t, avoid)), None)
+    rest = ranked if example is None else ranked[ranked["trial_id"] != example["trial_id"]]
+    obvious = _easiest_spread(rest, wanted[0])
+    non_obvious = _easiest_spread(rest[~rest["trial_id"].isin(obvious["trial_id"])], wanted[1])
+    return PracticeSelection(obvious, non_obvious, example, wanted)
+
+
+def without_example(base: pd.DataFrame, example: pd.Series | None) -> pd.DataFrame:
+    """``base`` without the worked example and every trial showing one of its images, so
+    no catch trial or `none` partner shows them."""
+    if example is None:
+        return base
+    mine = {example[c] for c in _ASSET_COLUMNS if c in example.index} - {""}
+    hit = base["trial_id"] == example["trial_id"]
+    for col in _ASSET_COLUMNS:
+        if col in base:
+            hit |= base[col].isin(mine)
+    return base[~hit]
 
 
 def catch_pool(

@@ -25,6 +25,7 @@ class PlannedSession:
     practice: list[str] = field(default_factory=list)
     planned_participants: int = 1
     model: str | None = None  # multi-model studies: every session shows one model
+    practice_obvious: list[str] = field(default_factory=list)  # the obvious part of practice
 
     def to_dict(self) -> dict:
         extra = {} if self.model is None else {"model": self.model}
@@ -36,6 +37,7 @@ class PlannedSession:
             "units": self.units,
             "trials": self.trials,
             "practice": self.practice,
+            "practice_obvious": self.practice_obvious,
             "planned_participants": self.planned_participants,
         }
 

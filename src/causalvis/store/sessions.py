@@ -21,7 +21,11 @@ from causalvis.store.layout import StudyPaths, read_json_file, write_json
 
 @dataclass(frozen=True)
 class SessionEntry:
-    """One planned session: one condition x one image set x a group of units."""
+    """One planned session: one condition x one image set x a group of units.
+    ``practice`` is the session's practice pool (obvious and non-obvious trials); each
+    participant is given a draw from it (``SessionPlan.practice_draw``), the trials in
+    ``practice_obvious`` (a subset; empty in plans written before the pools existed)
+    counting as the obvious ones."""
 
     session_id: str
     condition: str
@@ -31,6 +35,7 @@ class SessionEntry:
     planned_participants: int = 1
     units: tuple[str, ...] = ()
     model: str | None = None  # multi-model studies: every session shows one model
+    practice_obvious: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         extra = {} if self.model is None else {"model": self.model}
@@ -42,6 +47,7 @@ class SessionEntry:
             "units": list(self.units),
             "trials": list(self.trials),
             "practice": list(self.practice),
+            "practice_obvious": list(self.practice_obvious),
             "planned_participants": self.planned_participants,
         }
 
@@ -58,11 +64,15 @@ class SessionEntry:
                 planned_participants=int(raw.get("planned_participants", 1)),
                 units=_ids(raw.get("units") or ()),
                 model=None if raw.get("model") is None else str(raw["model"]),
+                practice_obvious=_ids(raw.get("practice_obvious") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CausalvisError(f"{where}: malformed session ({exc})") from exc
         if not entry.trials:
             raise CausalvisError(f"{where}: session has no trials")
+        stray = [t for t in entry.practice_obvious if t not in entry.practice]
+        if stray:
+            raise CausalvisError(f"{where}: practice_obvious trial {stray[0]!r} is not in practice")
         return entry
 
 
@@ -75,7 +85,10 @@ def _ids(value: Any) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class SessionPlan:
     """``bundle/sessions.json``. ``task``, ``study`` and ``conditions`` may be absent in
-    plans written before they existed (None: the reader falls back to the study config)."""
+    plans written before they existed (None: the reader falls back to the study config).
+    ``practice_draw`` says how many practice trials each participant is given
+    (``n_total``) and how many of them from the obvious pool (``n_obvious``); plans
+    written before it existed read as "all of the practice trials, none obvious"."""
 
     sessions: tuple[SessionEntry, ...]
     study: str | None = None
@@ -84,6 +97,7 @@ class SessionPlan:
     conditions: tuple[str, ...] | None = None
     models: tuple[str, ...] = ()
     instructions_example: dict[str, str] = field(default_factory=dict)
+    practice_draw: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_participants_needed(self) -> int:
@@ -98,6 +112,7 @@ class SessionPlan:
             **({"models": list(self.models)} if self.models else {}),
             "sessions": [s.to_dict() for s in self.sessions],
             "instructions_example": dict(self.instructions_example),
+            "practice_draw": dict(self.practice_draw),
             "n_participants_needed": self.n_participants_needed,
         }
 
@@ -127,6 +142,7 @@ def read_sessions(path: str | Path) -> SessionPlan:
     if not isinstance(examples, dict):
         raise CausalvisError(f"{path}: instructions_example must be an object")
     conditions = raw.get("conditions")
+    draw = _practice_draw(raw.get("practice_draw"), sessions, path)
     return SessionPlan(
         sessions=tuple(sessions),
         study=None if raw.get("study") is None else str(raw["study"]),
@@ -135,7 +151,22 @@ def read_sessions(path: str | Path) -> SessionPlan:
         conditions=tuple(map(str, conditions)) if conditions else None,
         models=tuple(map(str, raw.get("models") or ())),
         instructions_example={str(k): str(v) for k, v in examples.items()},
+        practice_draw=draw,
     )
+
+
+def _practice_draw(raw: Any, sessions: list[SessionEntry], path: Path) -> dict[str, int]:
+    """The plan's practice draw, checked; absent (an older plan): every practice trial of
+    a session, none of them obvious."""
+    if raw is None:
+        return {"n_total": max(len(s.practice) for s in sessions), "n_obvious": 0}
+    try:
+        draw = {"n_total": int(raw["n_total"]), "n_obvious": int(raw["n_obvious"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CausalvisError(f"{path}: malformed practice_draw ({exc!r})") from exc
+    if not 0 <= draw["n_obvious"] <= draw["n_total"]:
+        raise CausalvisError(f"{path}: practice_draw needs 0 <= n_obvious <= n_total, not {draw}")
+    return draw
 
 
 # -- manifest ---------------------------------------------------------------------------

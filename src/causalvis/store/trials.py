@@ -20,7 +20,8 @@ import pandas as pd
 from causalvis.errors import CausalvisError
 from causalvis.store.layout import atomic_write
 
-KINDS = ("main", "practice", "catch")
+# "example": the worked example of the instructions, served and scored nowhere else.
+KINDS = ("main", "practice", "catch", "example")
 OPTIONS = ("a", "b")
 
 # Condition-free trials of the causal occlusion task (stage ``trials``).
