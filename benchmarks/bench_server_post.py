@@ -49,8 +49,12 @@ def main() -> None:
                 token = body["participant_token"]
                 client.post(f"/api/v1/participants/{token}/consent", json={"consent": True})
                 for t in body["trials"]:
-                    payload = {"trial_id": t["trial_id"], "choice": rows[t["trial_id"]]["correct"],
-                               "confidence": 3, "rt_ms": 1500, "left_option": "a"}  # fmt: skip
+                    row = rows[t["trial_id"]]  # labels -> the payload's opaque option ids
+                    ids = {o["src"]: o["id"] for o in t["options"]}
+                    payload = {"trial_id": t["trial_id"],
+                               "choice": ids["/" + row[f"option_{row['correct']}_asset"]],
+                               "confidence": 3, "rt_ms": 1500,
+                               "left_option": t["options"][0]["id"]}  # fmt: skip
                     t0, c0 = time.perf_counter(), time.process_time()
                     r = client.post(f"/api/v1/participants/{token}/responses", json=payload)
                     times.append(time.perf_counter() - t0)

@@ -199,11 +199,13 @@ class Participant:
             self.stats.resume_mismatch += 1
 
     async def answer(self, token: str, trial_id: str, attempt: int, correct: bool) -> dict:
-        truth_choice = self.answers[trial_id]
-        choice = truth_choice if correct else ("b" if truth_choice == "a" else "a")
+        row = self.answers[trial_id]  # the correct label and each label's image file
+        label = row["correct"] if correct else ("b" if row["correct"] == "a" else "a")
+        options = self.payloads[trial_id]["options"]  # opaque ids (issue 17), by image
+        choice = next(o["id"] for o in options if o["src"].rsplit("/", 1)[-1] == row[label])
         now_ms = int(time.time() * 1000)
         body = {"trial_id": trial_id, "choice": choice, "confidence": self.rng.randint(1, 3),
-                "rt_ms": self.rng.randint(400, 6000), "left_option": self.rng.choice("ab"),
+                "rt_ms": self.rng.randint(400, 6000), "left_option": self.rng.choice(options)["id"],
                 "attempt": attempt, "shown_at": now_ms - 2000, "answered_at": now_ms}  # fmt: skip
         key = (self.ext, trial_id, attempt)
         self.stats.sent.add(key)
@@ -217,6 +219,7 @@ class Participant:
     async def run(self) -> None:
         welcome = await self.create()
         token = welcome["participant_token"]
+        self.payloads = {t["trial_id"]: t for t in welcome["trials"]}
         base = f"/api/v1/participants/{token}"
         practice = [t["trial_id"] for t in welcome["trials"] if t["kind"] == "practice"]
         self.main = [t["trial_id"] for t in welcome["trials"] if t["kind"] != "practice"]
@@ -301,7 +304,9 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
         work = Path(workdir or tmp)
         n_sessions = 4  # the factory's plan: 2 conditions x 2 image sets
         study = make_study(work / "study", planned=-(-opts.participants // n_sessions))
-        answers = {tid: row["correct"] for tid, row in truth(study).items()}
+        answers = {tid: {"correct": row["correct"], "a": row["option_a_asset"].rsplit("/", 1)[-1],
+                         "b": row["option_b_asset"].rsplit("/", 1)[-1]}
+                   for tid, row in truth(study).items()}  # fmt: skip
         db_url = opts.db_url or f"sqlite:///{study / 'responses.sqlite'}"
         server = Server(study, opts.db_url, free_port(), work / "server.log")
         startup_s = server.start()

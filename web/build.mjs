@@ -27,7 +27,7 @@ copy(join(here, "node_modules/jspsych/css/jspsych.css"), join(vendor, "jspsych.c
 for (const p of PLUGINS) {
   copy(join(here, `node_modules/@jspsych/${p}/dist/index.browser.min.js`), join(vendor, `${p}.js`));
 }
-for (const f of ["index.html", "style.css", "api.js", "trial-response.js", "plugin-causal-occlusion.js", "plugin-two-afc.js", "experiment.js"]) {
+for (const f of ["index.html", "style.css", "api.js", "trial-response.js", "texts.js", "plugin-causal-occlusion.js", "plugin-two-afc.js", "experiment.js"]) {
   copy(join(here, "src", f), join(dist, f));
 }
 const version = JSON.parse(readFileSync(join(here, "node_modules/jspsych/package.json"))).version;

@@ -271,7 +271,8 @@ class ExperimentConfig(_Section):
     )
     gap_ms: int = Field(600, ge=0, le=60_000, description="advance = 'gap': blank time "
                         "between an answer and the next trial")
-    keyboard: bool = Field(False, description="keys 1-3 / 8-0 answer (left / right image)")
+    keyboard: bool = Field(False, description="keys 1-3 / 8-0 answer (first / second image: "
+                           "left / right, or top / bottom in 2-AFC); Enter continues")
     min_width: int = Field(940, ge=320, description="smallest browser window (px)")
     min_height: int = Field(600, ge=240, description="smallest browser window (px)")
     seconds_per_trial: float = Field(

@@ -46,7 +46,7 @@ def _study(tmp_path):
                 )
             specs.append(
                 TrialSpec(
-                    np.full((64, 64, 3), 90, np.uint8),
+                    _ramp(90),
                     (0, 0, 20, 20),
                     (40, 40, 60, 60),
                     "a",
@@ -59,7 +59,7 @@ def _study(tmp_path):
         for k in range(2):
             specs.append(
                 TrialSpec(
-                    np.full((64, 64, 3), 60 + k, np.uint8),
+                    _ramp(60 + k),
                     (0, 0, 20, 20),
                     (40, 40, 60, 60),
                     "ab"[k],
@@ -72,6 +72,14 @@ def _study(tmp_path):
     cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0},
                       server={"overassign_factor": 3.0})  # 8 participants, 4 places
     return write_study(tmp_path / "study", specs, config=cfg)
+
+
+def _ramp(level: int) -> np.ndarray:
+    """A picture whose two occluded corners differ: the browser (and the simulator) tell
+    options apart only by their images, so a trial's two options must not be identical."""
+    img = np.full((64, 64, 3), level, np.uint8)
+    img[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 3
+    return img
 
 
 @contextmanager

@@ -37,7 +37,13 @@ def start(client: TestClient, external_id: str = "P1", consent: bool = True) -> 
 
 
 def answer(client: TestClient, token: str, trial_id: str, choice: str = "a", **extra):  # type: ignore[no-untyped-def]
-    body = {"trial_id": trial_id, "choice": choice, "confidence": 2, "rt_ms": 900} | extra
+    """``choice``/``left_option`` as labels, sent as the participant's option ids (issue 17)."""
+    from test_server_api import option_id
+
+    if "left_option" in extra:
+        extra["left_option"] = option_id(client, token, trial_id, extra["left_option"])
+    body = {"trial_id": trial_id, "choice": option_id(client, token, trial_id, choice),
+            "confidence": 2, "rt_ms": 900} | extra
     return client.post(f"/api/v1/participants/{token}/responses", json=body)
 
 

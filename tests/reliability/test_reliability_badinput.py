@@ -149,7 +149,7 @@ def test_bad_bodies_of_other_endpoints(client):
 )
 def test_unknown_or_malformed_tokens_are_404(client, token):
     start(client)
-    for path, body in [("responses", {"trial_id": "t0001", "choice": "a", "confidence": 1,
+    for path, body in [("responses", {"trial_id": "t0001", "choice": "o" + "0" * 15, "confidence": 1,
                                       "rt_ms": 5}), ("consent", {"consent": True}),
                        ("finish", {})]:  # fmt: skip
         r = client.post(f"/api/v1/participants/{token}/{path}", json=body)

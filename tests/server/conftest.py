@@ -40,7 +40,7 @@ def _reset_postgres(url: str) -> None:
 
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS responses, participants, alembic_version"))
+        conn.execute(text("DROP TABLE IF EXISTS responses, participants, screenings, recruit_actions, alembic_version"))
     engine.dispose()
 
 

@@ -13,6 +13,25 @@ from server_bundle_factory import ADMIN, make_study, truth
 from causalvis.errors import CausalvisError
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
+NO_OPTION = "o" + "0" * 15  # a well-formed option id of no trial
+
+
+def option_id(client, token: str, trial_id: str, label: str | None) -> str | None:
+    """The opaque id the server gave option ``label`` of ``trial_id`` for this participant
+    (the browser never learns labels; the tests read them from trials.csv). Anything but
+    a label passes through; an unknown participant or trial gets a well-formed dummy."""
+    from sqlalchemy import select
+
+    from causalvis.responses.db import Participant
+
+    if label not in ("a", "b"):
+        return label
+    exp = client.app.state.experiment
+    with exp.sessions() as db:
+        p = db.scalar(select(Participant).where(Participant.token == token))
+    if p is None or p.session_id not in exp.bundle.sessions or trial_id not in exp.bundle.trials:
+        return NO_OPTION
+    return exp.option_ids(p.session_id, trial_id)[label]
 
 
 def new(client, external_id: str = "lab-01", platform: str = "local", **extra):
@@ -22,7 +41,12 @@ def new(client, external_id: str = "lab-01", platform: str = "local", **extra):
 
 
 def answer(client, token: str, trial_id: str, choice: str = "a", **extra):
-    body = {"trial_id": trial_id, "choice": choice, "confidence": 2, "rt_ms": 1234, **extra}
+    """Answer with a label (``a``/``b``, mapped to its option id, also for ``left_option``)
+    or with an option id as is."""
+    if "left_option" in extra:
+        extra["left_option"] = option_id(client, token, trial_id, extra["left_option"])
+    body = {"trial_id": trial_id, "choice": option_id(client, token, trial_id, choice),
+            "confidence": 2, "rt_ms": 1234, **extra}  # fmt: skip
     return client.post(f"/api/v1/participants/{token}/responses", json=body)
 
 
@@ -65,16 +89,20 @@ def test_create_assigns_session_and_hides_truth(client, study):
         assert set(t) == {"trial_id", "kind", "query", "options", "references"}
         row = rows[t["trial_id"]]
         assert t["query"] == "/" + row["query_asset"]
-        assert t["options"] == {"a": "/" + row["option_a_asset"], "b": "/" + row["option_b_asset"]}
+        # issue 17: a list of opaque ids in id order, no labels
+        assert [o["id"] for o in t["options"]] == sorted(o["id"] for o in t["options"])
+        assert {o["src"] for o in t["options"]} == {"/" + row["option_a_asset"],
+                                                    "/" + row["option_b_asset"]}  # fmt: skip
         refs = row["reference_assets"].split()
         assert t["references"] == ["/" + x for x in refs]
         assert (len(refs) == 0) == (body["condition"] == "none")
     text = r.text
     assert "correct" not in json.dumps(body["trials"]) and "act_" not in text
     assert body["state"]["next"]["stage"] == "consent"
-    # the worked example is a practice trial here, so its answer may be shown
+    # the worked example is a practice trial here, so its answer may be shown (as an id)
     ex = body["example"]
-    assert ex["correct"] == rows[ex["trial_id"]]["correct"]
+    token = body["participant_token"]
+    assert ex["correct"] == option_id(client, token, ex["trial_id"], rows[ex["trial_id"]]["correct"])
 
 
 def test_balanced_assignment_and_resume_and_409(client, study):
@@ -284,13 +312,15 @@ def test_admin_requires_token(client):
 def test_admin_progress_and_exports(client, study):
     token, body = start(client, study, "done-1")
     rows = truth(study)
-    for t in body["trials"][2:]:
-        answer(client, token, t["trial_id"], rows[t["trial_id"]]["correct"], left_option="a")
+    for t in body["trials"][2:]:  # always the correct option, always shown on the left
+        ok = rows[t["trial_id"]]["correct"]
+        answer(client, token, t["trial_id"], ok, left_option=ok)
     client.post(f"/api/v1/participants/{token}/finish", json={"feedback": "ok"})
     new(client, "still-going")
     prog = client.get("/api/v1/admin/progress", headers=AUTH).json()
     assert prog["participants"] == {"active": 1, "finished": 1, "abandoned": 0, "declined": 0,
-                                    "total": 2}  # fmt: skip
+                                    "screened_out": 0, "total": 2}  # fmt: skip
+    assert prog["screened_out"] == 0
     cond = next(c for c in prog["conditions"] if c["finished"] == 1)
     assert cond["accuracy"] == 1.0 and cond["n_main"] == 2
     assert sum(s["need"] for s in prog["sessions"]) == 2
@@ -310,7 +340,7 @@ def test_admin_progress_and_exports(client, study):
     main = frame[frame.kind != "practice"]
     assert set(main.trial_id) == {t["trial_id"] for t in body["trials"][2:]}
     assert main.correct.all() and (main["catch"] == (main.kind == "catch")).all()
-    assert (main.rt == 1234).all() and (main.left_option == "a").all()
+    assert (main.rt == 1234).all() and (main.left_option == main.choice).all()
     assert (frame.instruction_time_s == 42.5).all() and (frame.status == "finished").all()
     for _, r in main.iterrows():
         assert r.layer == rows[r.trial_id]["layer"] and r.unit == rows[r.trial_id]["unit"]
@@ -350,7 +380,7 @@ def test_alembic_schema_is_at_head(client, db_url):
 
     engine = client.app.state.engine
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         if db_url == "sqlite" or db_url.startswith("sqlite"):
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert {"participants", "responses"} <= set(inspect(engine).get_table_names())

@@ -40,3 +40,16 @@ def test_prefers_the_session_with_most_need(tmp_path):
     assert choose_session(bundle, taken).session_id == ids[3]
     taken[ids[3]] = 2
     assert choose_session(bundle, taken).session_id == ids[2]
+
+
+def test_practice_draw_of_an_older_plan_is_every_practice_trial(tmp_path):
+    from causalvis.server.assignment import draw_practice
+
+    bundle = load_bundle(make_study(tmp_path / "s"))
+    sess = next(iter(bundle.sessions.values()))
+    assert bundle.practice_draw in (None, {"n_total": 2, "n_obvious": 0})
+    for draw in (None, bundle.practice_draw):
+        got = draw_practice(sess, draw, "0:local:P1")
+        assert sorted(got) == sorted(sess.practice)
+    orders = {draw_practice(sess, None, f"0:local:P{i}") for i in range(20)}
+    assert len(orders) == 2  # the same trials, in a per-participant order

@@ -54,3 +54,18 @@ def test_broken_bundle_is_a_clear_error(tmp_path, breakage, message):
         trials.write_text(text.replace("assets/" + first_asset, "../trials.csv", 1))
     with pytest.raises(CausalvisError, match=message):
         load_bundle(study)
+
+
+def test_pooled_plan_loads_and_an_example_is_never_a_session_trial(tmp_path):
+    study = make_study(tmp_path / "s", pools=True)
+    b = load_bundle(study)
+    assert b.practice_draw == {"n_total": 2, "n_obvious": 1}
+    s = next(iter(b.sessions.values()))
+    assert len(s.practice) == 4 and set(s.practice_obvious) < set(s.practice)
+    assert {b.trials[t].kind for t in b.examples.values()} == {"example"}
+    plan_path = study / "bundle" / "sessions.json"
+    plan = json.loads(plan_path.read_text())
+    plan["sessions"][0]["trials"].append(plan["instructions_example"]["none"])
+    plan_path.write_text(json.dumps(plan))
+    with pytest.raises(CausalvisError, match="example trial .* listed among trials"):
+        load_bundle(study)

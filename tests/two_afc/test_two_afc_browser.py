@@ -1,9 +1,11 @@
 """A real participant of the 2-AFC task in a real browser (Debian chromium + Playwright).
 
 Consent, instructions with the worked example, practice with a wrong answer first (feedback,
-repeat), every main and catch trial with the running score, the feedback question and the
-completion page. Checks the layout (minimal references left, maximal right, the queries in
-between; the smallest allowed window still fits) and that the database holds what was
+repeat in a new order), every main and catch trial with the running score, the feedback
+question and the completion page. Checks the layout (minimal references left, maximal right,
+the queries in between; the smallest allowed window still fits), the answer step (a click
+in the locked viewing time stores nothing, a double click one answer), that the worked
+example's images are in no trial of the session, and that the database holds what was
 clicked. Screenshots go to test-artifacts/two_afc/.
 """
 
@@ -16,7 +18,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_bundle_factory import ADMIN, make_study, truth  # noqa: E402
-from test_server_browser import CHROMIUM, FLAGS, _all_images_loaded  # noqa: E402
+from test_server_browser import (  # noqa: E402
+    CHROMIUM,
+    FLAGS,
+    _all_images_loaded,
+    _count_responses,
+    assert_opaque_options,
+    option_labels,
+    set_experiment,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "two_afc"
 
@@ -33,6 +43,7 @@ def live_two_afc(tmp_path):
     if find_web_dist() is None:
         pytest.skip("web/dist is not built (make setup runs npm install + npm run build)")
     study = make_study(tmp_path / "study", task="two_afc", correct_counter=True)
+    set_experiment(study, min_view_ms=1000, continue_after_ms=350)  # long enough to click in
     app = create_app(study, admin_token=ADMIN)
     with serve_in_thread(app) as url:
         yield url, study, app
@@ -64,9 +75,11 @@ def _check_layout(page, row: dict) -> None:
 class Participant:
     """Clicks through the 2-AFC experiment, remembering what it answered."""
 
-    def __init__(self, page, rows: dict[str, dict]):
+    def __init__(self, page, rows: dict[str, dict], app, external_id: str):
         self.page = page
         self.rows = rows
+        self.app = app
+        self.external_id = external_id
         self.clicked: dict[str, dict] = {}
         self.practice: list[tuple[str, bool]] = []
 
@@ -79,25 +92,36 @@ class Participant:
     def button(self, text: str) -> None:
         self.page.get_by_role("button", name=text, exact=True).click()
 
-    def answer(self, *, right: bool, confidence: int, shot: str | None = None) -> str:
+    def answer(
+        self, *, right: bool, confidence: int, shot: str | None = None, cont: bool = True,
+        click: str = "click",
+    ) -> str:
+        """Answer the trial on screen (`click` or `dblclick`); then Continue (main trials)."""
         trial = self.page.locator(".cv-trial").first
         trial.wait_for()
         tid = trial.get_attribute("data-trial-id")
         row = self.rows[tid]
         option = row["correct"] if right else {"a": "b", "b": "a"}[row["correct"]]
-        top = self.page.locator('.cv-btn[data-side="left"]').first.get_attribute("data-option")
+        assert_opaque_options(self.page)
+        labels = option_labels(self.app, self.external_id, tid)
+        ids = {lab: oid for oid, lab in labels.items()}
+        top_id = self.page.locator('.cv-btn[data-side="left"]').first.get_attribute("data-option")
+        top = labels[top_id]
         n_refs = len(row["reference_assets"].split()) + len(row["min_reference_assets"].split())
         assert _all_images_loaded(self.page, ".cv-trial") == 2 + n_refs, tid
         _check_layout(self.page, row)
         if shot:
             self.shot(shot)
-        self.page.locator(
-            f'.cv-btn[data-option="{option}"][data-confidence="{confidence}"]'
-        ).click()
+        btn = self.page.locator(
+            f'.cv-btn[data-option="{ids[option]}"][data-confidence="{confidence}"]'
+        )
+        getattr(btn, click)()
         if row["kind"] == "practice":
             self.practice.append((tid, right))
         else:
             self.clicked[tid] = {"choice": option, "confidence": confidence, "left_option": top}
+            if cont:
+                self.button("Continue")
         return tid
 
 
@@ -116,7 +140,7 @@ def test_two_afc_participant_end_to_end(live_two_afc):
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.set_default_timeout(15000)
-        who = Participant(page, rows)
+        who = Participant(page, rows, app, "lab-afc")
         page.goto(f"{base}/?participant=lab-afc")
 
         page.click("#cv-consent-yes")
@@ -128,6 +152,11 @@ def test_two_afc_participant_end_to_end(live_two_afc):
         _all_images_loaded(page, ".cv-example")
         assert page.locator(".cv-example .cv-refs-min img").count() == 9
         assert page.locator(".cv-example .cv-btn").count() == 0
+        example_srcs = page.eval_on_selector_all(
+            ".cv-example .cv-afc-query img", "els => els.map(e => e.getAttribute('src'))"
+        )
+        assert len(example_srcs) == 2
+        assert_opaque_options(page)
         who.shot("01-worked-example")
         page.click("#jspsych-instructions-next")
         expect(page.get_by_text("A counter above each question")).to_be_visible()
@@ -139,10 +168,9 @@ def test_two_afc_participant_end_to_end(live_two_afc):
         who.answer(right=False, confidence=2)
         expect(page.locator(".cv-fb-bad")).to_contain_text("marked in green")
         expect(page.locator(".cv-afc-query.cv-highlight")).to_have_count(1)
-        assert (
-            page.locator(".cv-afc-query.cv-highlight").get_attribute("data-option")
-            == (rows[who.practice[-1][0]]["correct"])
-        )
+        framed = page.locator(".cv-afc-query.cv-highlight").get_attribute("data-option")
+        labels = option_labels(app, "lab-afc", who.practice[-1][0])
+        assert labels[framed] == rows[who.practice[-1][0]]["correct"]
         who.shot("02-practice-wrong")
         who.button("Continue")
         who.answer(right=True, confidence=3)
@@ -157,13 +185,26 @@ def test_two_afc_participant_end_to_end(live_two_afc):
             who.button("Continue")
         expect(page.get_by_role("heading", name="Well done")).to_be_visible()
         who.button("Continue")
+        round1, round2 = [t for t, _ in who.practice[:2]], [t for t, _ in who.practice[2:]]
+        assert sorted(round1) == sorted(round2) and round1 != round2, (round1, round2)
 
         # main part: first answer wrong, the rest right; the score follows the answers
         who.button("Begin")
+        # a click while the buttons are locked stores nothing
+        locked = page.locator(".cv-btn").first
+        locked.wait_for()
+        assert locked.is_disabled()
+        box = locked.bounding_box()
+        page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(200)
+        assert _count_responses(app, "lab-afc") == 0
         n_main = len(app.state.experiment.bundle.sessions[
             next(iter(app.state.experiment.bundle.sessions))].trials)  # fmt: skip
         expect(page.locator(".cv-counter")).to_have_text(f"Question 1 of {n_main}")
-        first = who.answer(right=False, confidence=1)
+        first = who.answer(right=False, confidence=1, click="dblclick", cont=False)
+        expect(page.get_by_role("button", name="Continue")).to_be_visible()
+        assert _count_responses(app, "lab-afc") == 1  # a double click: one answer
+        who.button("Continue")
         page.locator(f'.cv-trial[data-trial-id="{first}"]').wait_for(state="detached")
         expect(page.locator(".cv-score")).to_have_text("Correct so far: 0 of 1")
         who.answer(right=True, confidence=3, shot="03-main-trial")
@@ -198,5 +239,11 @@ def test_two_afc_participant_end_to_end(live_two_afc):
     assert sum(r.correct for r in main) == n_main - 1
     practice = sorted((r.attempt, r.trial_id, r.correct) for r in responses if r.kind == "practice")
     assert [a for a, _, _ in practice] == [1, 1, 2, 2]
-    assert [c for a, _, c in practice if a == 1] == [False, True]
+    assert sorted(c for a, _, c in practice if a == 1) == [False, True]  # order: random
     assert all(c for a, _, c in practice if a == 2)
+    exp = app.state.experiment
+    shown: set[str] = set()
+    for tid in tuple(exp.practice_for(p)) + tuple(session_trials):
+        t = exp.bundle.trials[tid]
+        shown |= {exp._asset(x) for x in (t.query, t.option_a, t.option_b) if x}
+    assert not set(example_srcs) & shown, set(example_srcs) & shown

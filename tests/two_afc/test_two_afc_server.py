@@ -55,7 +55,13 @@ def _start(client: TestClient, external_id: str = "lab-01") -> tuple[str, dict]:
 
 
 def _answer(client: TestClient, token: str, trial_id: str, choice: str, **extra):
-    body = {"trial_id": trial_id, "choice": choice, "confidence": 3, "rt_ms": 900, **extra}
+    """``choice``/``left_option`` as labels, sent as this participant's option ids."""
+    from test_server_api import option_id
+
+    if "left_option" in extra:
+        extra["left_option"] = option_id(client, token, trial_id, extra["left_option"])
+    body = {"trial_id": trial_id, "choice": option_id(client, token, trial_id, choice),
+            "confidence": 3, "rt_ms": 900, **extra}  # fmt: skip
     return client.post(f"/api/v1/participants/{token}/responses", json=body)
 
 
@@ -75,18 +81,19 @@ def test_payload_shape_and_no_ground_truth(make_client):
         assert set(t) == {"trial_id", "kind", "query", "options", "references", "min_references"}
         row = rows[t["trial_id"]]
         assert t["query"] is None and t["kind"] in ("practice", "main")
-        assert t["options"] == {"a": "/" + row["option_a_asset"], "b": "/" + row["option_b_asset"]}
+        srcs = [o["src"] for o in t["options"]]
+        assert sorted(srcs) == sorted(["/" + row["option_a_asset"], "/" + row["option_b_asset"]])
         assert t["references"] == ["/" + x for x in row["reference_assets"].split()]
         assert t["min_references"] == ["/" + x for x in row["min_reference_assets"].split()]
         assert len(t["references"]) == len(t["min_references"]) == 9
         # served images are opaque: content-hashed names that say nothing about min/max
-        for url in (*t["options"].values(), *t["references"], *t["min_references"]):
+        for url in (*srcs, *t["references"], *t["min_references"]):
             assert url.startswith("/assets/") and len(Path(url).stem) == 20
     # a catch trial looks like a main trial; its queries are among the references
     catch = [t for t in body["trials"] if rows[t["trial_id"]]["kind"] == "catch"]
     assert len(catch) == 1 and catch[0]["kind"] == "main"
     refs = set(catch[0]["references"]) | set(catch[0]["min_references"])
-    assert set(catch[0]["options"].values()) <= refs
+    assert {o["src"] for o in catch[0]["options"]} <= refs
     scored = json.dumps(body["trials"])
     for leak in ("correct", "act_", "rel_diff", "lite0", "model"):
         assert leak not in scored, leak
@@ -95,7 +102,7 @@ def test_payload_shape_and_no_ground_truth(make_client):
     page = client.get("/").text
     assert "assets/" not in page and "correct" not in page
     # the served bytes are the files of the bundle
-    url = body["trials"][0]["options"]["a"]
+    url = body["trials"][0]["options"][0]["src"]
     assert client.get(url).content == (study / "bundle" / url.lstrip("/")).read_bytes()
 
 
@@ -229,7 +236,8 @@ def test_real_built_study_is_served(tiny_two_afc_sessions, tmp_path):
             assert t["references"] == ["/" + x for x in row["reference_assets"].split()]
             assert t["min_references"] == ["/" + x for x in row["min_reference_assets"].split()]
             assert len(t["references"]) == len(t["min_references"]) == 3
-            good = t["options"][row["correct"]]
+            good = "/" + row[f"option_{row['correct']}_asset"]
+            assert good in {o["src"] for o in t["options"]}
             assert client.get(good).content == (root / "bundle" / good.lstrip("/")).read_bytes()
         for t in body["trials"]:
             ack = _answer(client, token, t["trial_id"], rows[t["trial_id"]]["correct"]).json()

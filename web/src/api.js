@@ -7,11 +7,26 @@ const CausalvisApi = (() => {
   const banner = () => document.getElementById("net-banner");
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+  /** The server's `detail` as one readable line: FastAPI's 422 sends a list of
+   *  {loc, msg} objects, which must never reach the page as "[object Object]". */
+  function readable(detail) {
+    if (detail == null) return "";
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) return detail.map(readable).filter(Boolean).join("; ");
+    if (typeof detail === "object") {
+      const field = Array.isArray(detail.loc) ? detail.loc.filter((x) => x !== "body").join(".") : "";
+      const msg = detail.msg || detail.message || detail.detail;
+      if (msg) return field ? `${field}: ${readable(msg)}` : readable(msg);
+      return JSON.stringify(detail);
+    }
+    return String(detail);
+  }
+
   class HttpError extends Error {
     constructor(status, detail, data) {
-      super(`${status}: ${detail}`);
+      super(`${status}: ${readable(detail)}`);
       this.status = status;
-      this.detail = detail;
+      this.detail = readable(detail);
       this.data = data || {}; // the whole JSON answer (e.g. "study_full" and where to go)
     }
   }
@@ -45,6 +60,7 @@ const CausalvisApi = (() => {
 
   return {
     HttpError,
+    readable,
     get: (path) => request("GET", path),
     post: (path, body) => request("POST", path, body === undefined ? {} : body),
   };

@@ -23,8 +23,18 @@ def serve_command(
     public_url: str | None = typer.Option(
         None, "--public-url", help="the https address participants reach (for printed links)"
     ),
+    root_path: str = typer.Option(
+        "", "--root-path", help="path prefix the reverse proxy serves the study under "
+        "(e.g. /study1; docs/platforms.md)"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="server processes (PostgreSQL only; SQLite is "
+        "single-process)"),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1", "--forwarded-allow-ips", help="the reverse proxy's address(es) whose "
+        "X-Forwarded-For / -Proto headers are trusted"),
 ) -> None:
     """Serve the experiment; prints participant links (lab, Prolific, MTurk) and the admin URL."""
     from causalvis.server.run import serve
 
-    serve(study, host=host, port=port, db_url=db, public_url=public_url, echo=typer.echo)
+    serve(study, host=host, port=port, db_url=db, public_url=public_url, root_path=root_path,
+          workers=workers, forwarded_allow_ips=forwarded_allow_ips, echo=typer.echo)

@@ -10,6 +10,8 @@ participant (the truth, subject to lapses); main trials where the observer does 
 
 The simulator knows each choice's correctness from the private ``trials.csv``, so its own
 per-condition accuracy is exactly what the analysis must report for the same responses.
+Like the browser it answers with the opaque option ids of the payload: it finds the id
+of the label it picked by the option's image (``option_a_asset`` / ``option_b_asset``).
 Requests are retried with exponential backoff (the API is idempotent per participant and
 trial). ``pace`` > 0 really waits ``pace`` × the simulated times (load tests, or passing
 the total-time exclusion, which uses the server clock).
@@ -58,13 +60,28 @@ class Strategy:
     """How a simulated participant picks an option.
 
     ``truth``: trial_id -> correct option (from trials.csv); ``kinds``: trial_id -> kind;
-    ``decisions``: trial_id -> the observer's choice (observer strategies only).
+    ``decisions``: trial_id -> the observer's choice (observer strategies only);
+    ``assets``: trial_id -> label -> the option's asset file name (to find its option id).
     """
 
     name: str
     truth: Mapping[str, str]
     kinds: Mapping[str, str]
     decisions: Mapping[str, str] = field(default_factory=dict)
+    assets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def option_id(self, trial: Mapping, label: str) -> str:
+        """The payload's option id of ``label`` (matched by the option's image file)."""
+        name = self.assets.get(str(trial.get("trial_id")), {}).get(label)
+        found = [str(o["id"]) for o in trial.get("options") or ()
+                 if name and str(o.get("src", "")).rsplit("/", 1)[-1] == name]  # fmt: skip
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise CausalvisError(f"trial {trial.get('trial_id')!r}: both options show the same "
+                                 "image; nobody can tell them apart")
+        raise CausalvisError(f"trial {trial.get('trial_id')!r}: no option shows the image of "
+                             f"label {label!r} (is the strategy from this study's trials.csv?)")
 
     def choose(self, trial_id: str, rng: np.random.Generator, lapse: float) -> tuple[str, bool]:
         """(choice, guessed): guessed = chosen by a coin (lapse or no applicable rule)."""
@@ -211,13 +228,18 @@ async def _run_participant(
         value = rng.lognormal(np.log(s.rt_median_ms), s.rt_sigma)
         return int(np.clip(round(value), 200, 600_000))
 
+    payloads: dict[str, dict] = {}
+
     async def answer(trial_id: str, attempt: int = 1) -> dict:
         choice, guessed = strategy.choose(trial_id, rng, s.lapse)
         confidence = 1 if guessed else int(rng.choice([2, 3]))
         rt_ms = rt()
         await _wait(s, rt_ms / 1000.0)
-        body = {"trial_id": trial_id, "choice": choice, "confidence": confidence, "rt_ms": rt_ms,
-                "left_option": "a" if rng.random() < 0.5 else "b", "attempt": attempt}
+        trial = payloads[trial_id]
+        left = trial["options"][int(rng.random() < 0.5)]["id"]  # the page shuffles sides
+        body = {"trial_id": trial_id, "choice": strategy.option_id(trial, choice),
+                "confidence": confidence, "rt_ms": rt_ms, "left_option": left,
+                "attempt": attempt}  # fmt: skip
         resp = await api.request("POST", f"{base}/participants/{part.token}/responses", json=body)
         if strategy.kinds.get(trial_id) == "main":
             part.main.append((trial_id, choice, choice == strategy.truth.get(trial_id)))
@@ -229,6 +251,7 @@ async def _run_participant(
         welcome = resp.json()
         part.token, part.condition = welcome["participant_token"], welcome["condition"]
         trials = welcome["trials"]
+        payloads.update((t["trial_id"], t) for t in trials)
         await api.request("POST", f"{base}/participants/{part.token}/consent",
                           json={"consent": True})
         instr = float(rng.lognormal(np.log(s.instruction_median_s), 0.4))
@@ -299,8 +322,11 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
     frame = read_trials(paths.trials)
     truth = dict(zip(frame["trial_id"], frame["correct"], strict=True))
     kinds = dict(zip(frame["trial_id"], frame["kind"], strict=True))
+    assets = {t: {"a": str(a).rsplit("/", 1)[-1], "b": str(b).rsplit("/", 1)[-1]}
+              for t, a, b in zip(frame["trial_id"], frame["option_a_asset"],
+                                 frame["option_b_asset"], strict=True)}  # fmt: skip
     if name in ("oracle", "random"):
-        return Strategy(name, truth, kinds)
+        return Strategy(name, truth, kinds, assets=assets)
     if name not in ALL_OBSERVERS:
         raise CausalvisError(
             f"unknown strategy {name!r}: oracle, random or an observer ({', '.join(ALL_OBSERVERS)})"
@@ -311,7 +337,7 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
         # use the stored decisions only if they belong to this trials.csv (not stale)
         if len(table) and set(table["trial_id"]) <= set(truth):
             return Strategy(name, truth, kinds, dict(zip(table["trial_id"], table["choice"],
-                                                         strict=True)))
+                                                         strict=True)), assets)
     from causalvis.config import StudyConfig
     from causalvis.observers.observe import decisions_frame
     from causalvis.observers.registry import make_observers
@@ -321,4 +347,5 @@ def build_strategy(study, name: str, *, device: str = "cpu") -> Strategy:
     observers, _ = make_observers([name], studied_model=studied, device=device)
     trials = load_task_trials(get_observer(name).task, paths.trials)
     dec = decisions_frame(trials, AssetReader(paths.bundle), observers)
-    return Strategy(name, truth, kinds, dict(zip(dec["trial_id"], dec["choice"], strict=True)))
+    return Strategy(name, truth, kinds, dict(zip(dec["trial_id"], dec["choice"], strict=True)),
+                    assets)

@@ -55,6 +55,9 @@ class Participant(Base):
     mturk_submit_to: Mapped[str | None] = mapped_column(String(256), nullable=True)
     # SHA-256 of the resume secret handed out at creation (migration 0002).
     resume_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The page load (tab) that last created or resumed this participant (migration 0005):
+    # answers from an older tab are refused.
+    tab_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     session_id: Mapped[str] = mapped_column(String(64), index=True)
     condition: Mapped[str] = mapped_column(String(64))
     image_set: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -95,6 +98,18 @@ class Response(Base):
     shown_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Screening(Base):
+    """A visitor turned away by the device check (migration 0005): a counter with the
+    platform and the reason, nothing that identifies a person."""
+
+    __tablename__ = "screenings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 def default_url(study_dir: str | Path) -> str:

@@ -10,16 +10,25 @@ from fastapi.responses import JSONResponse, Response
 
 from causalvis.responses.export import build_frame, frame_to_csv, frame_to_parquet
 from causalvis.server.admin import AdminToken
-from causalvis.server.schemas import ConsentIn, FinishIn, InstructionsIn, NewParticipant, ResponseIn
+from causalvis.server.schemas import (
+    ConsentIn,
+    FinishIn,
+    InstructionsIn,
+    NewParticipant,
+    ResponseIn,
+    ScreenedOutIn,
+)
 from causalvis.server.service import ApiError, Experiment
 from causalvis.server.storage import Storage
 
 
 def _call(fn, *args):  # type: ignore[no-untyped-def]
+    """The service's answer, or its ApiError as ``{"detail", **extra}`` (e.g. a 409 with
+    ``open_elsewhere: true`` for an older tab)."""
     try:
         return fn(*args)
     except ApiError as exc:
-        raise HTTPException(exc.status, exc.detail) from exc
+        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
 
 
 def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = None) -> APIRouter:
@@ -43,6 +52,17 @@ def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = N
             except ApiError as exc:  # e.g. "study full" carries where to send the participant
                 return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
         return JSONResponse(payload, status_code=status)
+
+    @router.get("/config")
+    def config() -> dict:
+        """Public: the texts and settings of screens shown before a participant exists."""
+        return exp.public_config()
+
+    @router.post("/screened_out")
+    def screened_out(body: ScreenedOutIn) -> dict:
+        """The device check turned this visitor away: count it, free any slot, say where
+        to go (rate-limited per client IP like participant creation)."""
+        return _call(exp.screened_out, body)
 
     @router.get("/participants/{token}")
     def state(token: str) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from causalvis import __version__
@@ -47,6 +48,18 @@ def find_web_dist() -> Path | None:
     return None
 
 
+class AssetResponse(FileResponse):
+    """An asset with the same headers as every other: ``ETag`` = the content hash in its
+    name, no ``Last-Modified`` (file times would tell options apart, e.g. a padded one)."""
+
+    def set_stat_headers(self, stat_result: os.stat_result) -> None:
+        self.headers.setdefault("content-length", str(stat_result.st_size))
+        self.headers.setdefault("etag", f'"{Path(str(self.path)).stem}"')
+
+
+ASSET_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
 def _safe_file(base: Path, rel: str) -> Path:
     """``base/rel`` if it is a file inside ``base``; anything else is a 404."""
     parts = rel.split("/")
@@ -66,8 +79,12 @@ def create_app(
     web_dist: Path | None = None,
     create_rate: Rate | None = None,
     overassign_factor: float | None = None,
+    root_path: str = "",
 ) -> FastAPI:
     """Load the bundle, migrate the database, and wire the routes.
+
+    ``root_path``: the path prefix a reverse proxy serves the study under (``/study1``);
+    asset URLs sent to the browser carry it.
 
     ``create_rate`` limits new participants per client IP (default: $CAUSALVIS_CREATE_RATE
     or 30/60 s); a database that fails (full disk, read-only) answers 503 with the reason.
@@ -81,7 +98,11 @@ def create_app(
     admin: AdminToken = resolve_admin_token(study_dir, admin_token)
     if overassign_factor is not None and overassign_factor < 1.0:
         raise CausalvisError("overassign_factor must be >= 1.0")
+    root_path = root_path.rstrip("/")
+    if root_path and not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", root_path):
+        raise CausalvisError(f"--root-path {root_path!r}: expected a path like /study1")
     exp = Experiment(bundle=bundle, sessions=factory, secret=admin.digest,
+                     asset_prefix=f"{root_path}/assets/",
                      overassign_factor=overassign_factor)  # fmt: skip
     storage = Storage(engine, factory, interval_s=bundle.config.server.checkpoint_interval_s)
     dist = web_dist or find_web_dist()
@@ -96,11 +117,12 @@ def create_app(
 
     app = FastAPI(title=f"causalvis: {bundle.name}", version=__version__, docs_url=None,
                   redoc_url=None, openapi_url="/api/v1/openapi.json",
-                  lifespan=lifespan)  # fmt: skip
+                  lifespan=lifespan, root_path=root_path)  # fmt: skip
     app.state.experiment = exp
     app.state.admin = admin
     app.state.engine = engine
     app.state.db_url = url
+    app.state.root_path = root_path
     app.state.web_dist = dist
     app.state.storage = storage
     app.include_router(build_router(exp, admin, storage))
@@ -134,9 +156,11 @@ def create_app(
     assets = bundle.assets_dir
 
     @app.get("/assets/{name:path}", include_in_schema=False)
-    def asset(name: str) -> FileResponse:
+    def asset(name: str, request: Request) -> Response:
         path = _safe_file(assets, name)
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+        if request.headers.get("if-none-match", "").strip() == f'"{path.stem}"':
+            return Response(status_code=304, headers={**ASSET_HEADERS, "ETag": f'"{path.stem}"'})
+        return AssetResponse(path, headers=ASSET_HEADERS)
 
     @app.get("/", include_in_schema=False, response_model=None)
     def index() -> FileResponse | HTMLResponse:
@@ -158,6 +182,19 @@ def create_app(
     def health() -> dict:
         # Public: no paths or reasons here (those are in /api/v1/admin/health).
         return {"ok": True, "study": bundle.name, "writable": storage.writable}
+
+    @app.get("/readyz", include_in_schema=False)
+    def ready() -> JSONResponse:
+        # Liveness is /healthz; ready = the database answers now and takes writes (a
+        # load balancer sends participants only to ready processes).
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return JSONResponse({"ready": False, "database": False}, status_code=503)
+        ok = storage.writable
+        return JSONResponse({"ready": ok, "database": True, "writable": ok},
+                            status_code=200 if ok else 503)
 
     return app
 

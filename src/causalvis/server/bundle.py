@@ -3,11 +3,13 @@
 The server keeps the ground truth (``trials.csv``) in memory and only ever sends asset
 URLs to the browser; nothing here is served as a file. The files are parsed by their one
 reader each (``store.trials``, ``store.sessions``); this module adds the cross-checks only
-the server needs: every listed trial exists, and every asset it will serve is on disk.
+the server needs: every listed trial exists, and every asset it will serve is on disk,
+and reads the participant texts the study names (``texts.consent_file``) once at start.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,11 @@ class StudyBundle:
     examples: dict[str, str] = field(default_factory=dict)
     task: str = "causal_occlusion"
     table: pd.DataFrame = field(default_factory=pd.DataFrame)  # trials.csv, typed
+    # How many practice trials each participant is given, and how many of them obvious
+    # (``SessionPlan.practice_draw``); None: every practice trial of the session, none obvious.
+    practice_draw: dict[str, int] | None = None
+    # ``texts.consent_file`` split into paragraphs; None: the front end's default text.
+    consent_paragraphs: tuple[str, ...] | None = None
 
     @property
     def assets_dir(self) -> Path:
@@ -108,6 +115,27 @@ def _trials(table: pd.DataFrame, path: Path, assets: Path, task: str) -> dict[st
     return trials
 
 
+def consent_paragraphs(config: StudyConfig, root: Path) -> tuple[str, ...] | None:
+    """The consent body of ``texts.consent_file`` (relative to the study folder), split at
+    blank lines; None when none is configured. A missing or empty file stops the server at
+    start (a participant must never see a half-configured consent page)."""
+    name = config.texts.consent_file.strip()
+    if not name:
+        return None
+    path = (root / name).resolve()
+    if not path.is_file():
+        raise CausalvisError(f"texts.consent_file: {path} does not exist (study.toml names it)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CausalvisError(f"texts.consent_file: cannot read {path} ({exc})") from exc
+    paragraphs = tuple(" ".join(block.split()) for block in re.split(r"\n\s*\n", text)
+                       if block.strip())  # fmt: skip
+    if not paragraphs:
+        raise CausalvisError(f"texts.consent_file: {path} is empty")
+    return paragraphs
+
+
 def load_bundle(study_dir: str | Path) -> StudyBundle:
     """Read and cross-check ``sessions.json`` and ``trials.csv`` of a built study."""
     paths = StudyPaths(Path(study_dir))
@@ -130,12 +158,17 @@ def load_bundle(study_dir: str | Path) -> StudyBundle:
             if trials[tid].kind != "practice":
                 raise CausalvisError(f"{where}: practice trial {tid!r} has kind {trials[tid].kind}")
         for tid in sess.trials:
-            if trials[tid].kind == "practice":
-                raise CausalvisError(f"{where}: practice trial {tid!r} listed among trials")
+            if trials[tid].kind in ("practice", "example"):
+                raise CausalvisError(
+                    f"{where}: {trials[tid].kind} trial {tid!r} listed among trials")
+        for tid in getattr(sess, "practice_obvious", ()):
+            if tid not in sess.practice:
+                raise CausalvisError(f"{where}: practice_obvious trial {tid!r} not in practice")
         sessions[sess.session_id] = sess
     for cond, tid in plan.instructions_example.items():
         if tid not in trials:
             raise CausalvisError(f"{paths.sessions}: instructions_example[{cond}] {tid!r} unknown")
+    draw = getattr(plan, "practice_draw", None) or None
     conditions = list(plan.conditions or sorted({s.condition for s in sessions.values()}))
     return StudyBundle(
         root=paths.root,
@@ -147,4 +180,6 @@ def load_bundle(study_dir: str | Path) -> StudyBundle:
         examples=dict(plan.instructions_example),
         task=task,
         table=table,
+        practice_draw=dict(draw) if draw else None,
+        consent_paragraphs=consent_paragraphs(config, paths.root),
     )

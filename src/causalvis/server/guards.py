@@ -1,5 +1,5 @@
 """Request guards of the experiment server: body size cap (413), participant-creation
-rate limit per client IP (429), and security headers (CSP, nosniff, framing, referrer).
+(and screened-out) rate limit per client IP (429), and security headers (CSP, nosniff, framing, referrer).
 
 Pure ASGI middleware (no ``BaseHTTPMiddleware``) so that the hot path pays one function
 call per request, and a body that is too large is refused before it is read.
@@ -25,6 +25,7 @@ RATE_ENV = "CAUSALVIS_CREATE_RATE"  # "N/SECONDS" new participants per client IP
 DEFAULT_RATE = "30/60"
 MTURK_ORIGINS = "https://www.mturk.com https://workersandbox.mturk.com"
 CREATE_PATH = "/api/v1/participants"
+SCREENED_PATH = "/api/v1/screened_out"  # a counter row each: limited like creation
 
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
@@ -115,6 +116,7 @@ class Guards:
         self.app = app
         self.max_body = max_body
         self.limiter = RateLimiter(rate)
+        self.screen_limiter = RateLimiter(rate)
         self._csp = csp().encode()
         self._csp_mturk = csp(mturk=True).encode()
         self._csp_admin = csp(admin_script_hashes).encode()
@@ -163,12 +165,10 @@ class Guards:
                 await _send_json(send_with_headers, 413,
                                  f"request body larger than {self.max_body} bytes")  # fmt: skip
                 return
-        if (
-            scope["method"] == "POST"
-            and scope["path"].rstrip("/") == CREATE_PATH
-            and not self.limiter.allow(self._client_ip(scope))
-        ):
-            retry = str(max(1, round(self.limiter.rate.seconds / self.limiter.rate.count)))
+        limiter = {CREATE_PATH: self.limiter, SCREENED_PATH: self.screen_limiter}.get(
+            scope["path"].rstrip("/")) if scope["method"] == "POST" else None  # fmt: skip
+        if limiter is not None and not limiter.allow(self._client_ip(scope)):
+            retry = str(max(1, round(limiter.rate.seconds / limiter.rate.count)))
             await _send_json(send_with_headers, 429, "too many new participants from this "
                              "address; try again shortly", [(b"retry-after", retry.encode())])  # fmt: skip
             return

@@ -49,8 +49,13 @@ def completion(
     assignment_id: str | None = None,
     submit_to: str | None = None,
 ) -> dict:
-    """``{"completion_code", "redirect_url", "mturk_submit"}`` for a finished participation."""
-    code = participant_code(secret, token, outcome)
+    """``{"completion_code", "redirect_url", "mturk_submit"}`` for a finished participation.
+
+    Declined consent earns no code (there is nothing to submit) unless Prolific has a
+    no-consent code, which returns the person to Prolific."""
+    code: str | None = participant_code(secret, token, outcome)
+    if outcome == NO_CONSENT:
+        code = None
     redirect: str | None = None
     submit: dict | None = None
     if platform == "prolific":
@@ -77,6 +82,32 @@ def full_completion(platform: str, cfg: ServerConfig) -> dict:
     if not code:
         return {"completion_code": None, "redirect_url": None}
     return {"completion_code": code, "redirect_url": f"{PROLIFIC_COMPLETE}?{urlencode({'cc': code})}"}
+
+
+SCREEN_REASONS = {
+    "small_window": "This study needs a larger browser window than this one",
+    "mobile": "This study needs a desktop or laptop computer",
+    "browser": "This study does not work in this browser",
+}
+
+
+def screened_out_reply(platform: str, reason: str, cfg: ServerConfig) -> dict:
+    """What a visitor turned away by the device check is told, per platform: Prolific's
+    screened-out code (``server.prolific_screened_out_code``, else ``prolific_full_code``)
+    and its redirect, MTurk "return the HIT", the lab a message only."""
+    why = SCREEN_REASONS.get(reason, "This study cannot run on this device")
+    code = (cfg.prolific_screened_out_code or cfg.prolific_full_code) if platform == "prolific" \
+        else ""  # fmt: skip
+    redirect = f"{PROLIFIC_COMPLETE}?{urlencode({'cc': code})}" if code else None
+    if platform == "prolific":
+        then = ("please use the code below to return to Prolific" if code else
+                "please return the study on Prolific (press 'Stop without completing')")
+    elif platform == "mturk":
+        then = "please return the HIT (you will not be paid for it, and nothing is held against you)"
+    else:
+        then = "please ask the experimenter"
+    return {"completion_code": code or None, "redirect_url": redirect,
+            "mturk_return": platform == "mturk", "message": f"{why}; {then}."}  # fmt: skip
 
 
 def participant_urls(base: str) -> dict[str, str]:

@@ -60,20 +60,51 @@ def serve(
     port: int = 8000,
     db_url: str | None = None,
     public_url: str | None = None,
+    root_path: str = "",
+    workers: int = 1,
+    forwarded_allow_ips: str = "127.0.0.1",
     echo: Callable[[str], None] = print,
 ) -> None:
-    """Run ``causalvis serve`` until interrupted."""
+    """Run ``causalvis serve`` until interrupted.
+
+    ``workers`` > 1 runs that many processes (PostgreSQL only: SQLite is one process);
+    session assignment is serialised across them in the database. Behind a reverse proxy,
+    ``root_path`` is the prefix it serves the study under and ``forwarded_allow_ips`` the
+    proxy's address, whose X-Forwarded-For/-Proto headers are trusted."""
+    import os
+
     import uvicorn
 
+    from causalvis.server import asgi
     from causalvis.server.app import create_app
 
+    if workers < 1:
+        raise CausalvisError("--workers must be >= 1")
     if not _port_free(host, port):
         raise CausalvisError(f"--port {port}: already in use on {host}")
-    app = create_app(study_dir, db_url)
+    # Built once here: validates the bundle, migrates the database, resolves the admin
+    # token (so that worker processes find its hash) and gives the banner.
+    app = create_app(study_dir, db_url, root_path=root_path)
+    dialect = app.state.engine.dialect.name
+    if workers > 1 and dialect == "sqlite":
+        app.state.engine.dispose()
+        raise CausalvisError("--workers: SQLite is single-process; run several workers on "
+                             "PostgreSQL (--db postgresql+psycopg://user:pw@host/db)")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    for line in banner(app, public_url or f"http://{shown}:{port}"):
+    base = public_url or f"http://{shown}:{port}{app.state.root_path}"
+    for line in banner(app, base):
         echo(line)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    common = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+              "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+    if workers == 1:
+        uvicorn.run(app, **common)
+        return
+    echo(f"workers    {workers} processes on {dialect}")
+    app.state.engine.dispose()
+    os.environ[asgi.STUDY_ENV] = str(Path(study_dir).resolve())
+    os.environ[asgi.DB_ENV] = app.state.db_url
+    os.environ[asgi.ROOT_ENV] = app.state.root_path
+    uvicorn.run("causalvis.server.asgi:app_from_env", factory=True, workers=workers, **common)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ID = r"^[A-Za-z0-9_.:@-]+$"
+# An opaque option id (``server.service.option_ids``): says nothing about the label.
+OPTION_ID = r"^o[0-9a-f]{15}$"
+_TAB = r"^[A-Za-z0-9_-]{8,64}$"  # made by the page per load (random)
 EPOCH_MS_MIN = 1_577_836_800_000  # 2020-01-01: earlier client clocks are wrong
 EPOCH_MS_MAX = 4_102_444_800_000  # 2100-01-01
 
@@ -37,29 +40,48 @@ class NewParticipant(_Body):
     # Made by the browser (or returned at creation) and kept in localStorage: required to
     # resume a lab id.
     resume_secret: str | None = Field(None, min_length=16, max_length=64, pattern=_ID)
+    # This page load; the newest tab of a participant wins, older ones get 409.
+    tab_id: str | None = Field(None, pattern=_TAB)
 
 
-class ResponseIn(_Body):
+class _TabBody(_Body):
+    tab_id: str | None = Field(None, pattern=_TAB)
+
+
+class ResponseIn(_TabBody):
     trial_id: str = Field(min_length=1, max_length=64, pattern=_ID)
-    choice: Literal["a", "b"]
+    choice: str = Field(pattern=OPTION_ID)  # the chosen option's id
     confidence: int = Field(ge=1, le=3)
     rt_ms: int = Field(ge=1, le=3_600_000)
-    left_option: Literal["a", "b"] | None = None
+    left_option: str | None = Field(None, pattern=OPTION_ID)  # the id shown left / on top
     attempt: int = Field(1, ge=1, le=100)
     shown_at: int | None = Field(None, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)
     answered_at: int | None = Field(None, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)
 
 
-class ConsentIn(_Body):
+class ConsentIn(_TabBody):
     consent: bool
 
 
-class InstructionsIn(_Body):
+class InstructionsIn(_TabBody):
     instruction_time_s: float = Field(ge=0, le=24 * 3600)
     window_width: int | None = Field(None, ge=0, le=100_000)
     window_height: int | None = Field(None, ge=0, le=100_000)
     user_agent: str | None = Field(None, max_length=512)
 
 
-class FinishIn(_Body):
+class FinishIn(_TabBody):
     feedback: str | None = Field(None, max_length=5000)
+
+
+class ScreenedOutIn(_Body):
+    """A visitor turned away by the device check (before or instead of participating)."""
+
+    platform: Literal["local", "prolific", "mturk"]
+    reason: Literal["small_window", "mobile", "browser"]
+    external_id: str | None = Field(None, min_length=1, max_length=128, pattern=_ID)
+    study_id: str | None = Field(None, max_length=128, pattern=_ID)
+    session_id: str | None = Field(None, max_length=128, pattern=_ID)
+    assignment_id: str | None = Field(None, max_length=128, pattern=_ID)
+    resume_secret: str | None = Field(None, min_length=16, max_length=64, pattern=_ID)
+    tab_id: str | None = Field(None, pattern=_TAB)

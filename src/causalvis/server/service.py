@@ -4,12 +4,20 @@ store responses (idempotently, immediately), finish, and report progress.
 Ground truth stays here: main and catch answers are scored and stored; only practice
 answers report ``correct`` (the participant gets feedback), and, with
 ``server.correct_counter``, main and catch answers too, once stored (a running score).
+
+The browser never sees the labels ``a``/``b``: every option has an opaque id
+(:meth:`Experiment.option_ids`), listed in id order; answers name ids and are mapped back
+to labels here, so the database and the analysis keep ``a``/``b``. Within a session the
+correct option is listed first in half of the scored trials (within one), so neither the
+label, the id nor the order says which option is right.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import random
 import re
 import secrets
 import threading
@@ -23,13 +31,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from causalvis.responses.db import Participant, Response, utcnow
+from causalvis.responses.db import Participant, Response, Screening, utcnow
 from causalvis.responses.exclusion import database_metrics, evaluate
 from causalvis.responses.summary import participant_label, total_time_s
 from causalvis.server.assignment import (
     capacity,
     choose_session,
+    draw_practice,
     expire_abandoned,
+    lock_assignment,
     taken_counts,
 )
 from causalvis.server.bundle import StudyBundle, Trial
@@ -41,6 +51,7 @@ from causalvis.server.platforms import (
     completion,
     full_completion,
     mturk_submit_to,
+    screened_out_reply,
 )
 from causalvis.server.schemas import (
     ConsentIn,
@@ -48,9 +59,14 @@ from causalvis.server.schemas import (
     InstructionsIn,
     NewParticipant,
     ResponseIn,
+    ScreenedOutIn,
 )
 
-MIN_WIDTH, MIN_HEIGHT = 940, 600
+# The [experiment] settings the browser gets (the answer step and the smallest window).
+EXPERIMENT_KEYS = ("min_view_ms", "advance", "continue_after_ms", "gap_ms", "keyboard",
+                   "min_width", "min_height")  # fmt: skip
+INSTRUCTIONS_MINUTES = 3  # consent + instruction pages, for the duration estimate
+OPEN_ELSEWHERE = "the study is open in another tab or window; continue there"
 # Participant tokens are secrets.token_urlsafe(24): 192 random bits, 32 URL-safe characters.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
@@ -64,6 +80,7 @@ class ApiError(Exception):
 
 
 REPEAT = "this participant has already taken part"
+SCORED = ("main", "catch")
 STUDY_FULL = "study full: every planned session is taken; thank you for your interest"
 
 
@@ -112,20 +129,83 @@ class Experiment:
         self.refused_full = 0  # new participants refused since start: the study was full
         self._practice_sessions = {s.session_id for s in self.bundle.sessions.values()
                                    if s.practice}  # fmt: skip
+        self._id_key = hmac.new(self.secret.encode(), b"option-ids", hashlib.sha256).digest()
+        self._ids: dict[tuple[str, str], dict[str, str]] = {}
+        self._correct_first = {sid: self._balanced_order(s) for sid, s in
+                               self.bundle.sessions.items()}  # fmt: skip
+        self._n_references: dict[str, int] = {}
+        for t in self.bundle.trials.values():
+            if t.kind in SCORED:
+                n = self._n_references.get(t.condition, 0)
+                self._n_references[t.condition] = max(n, len(t.references))
+
+    # -- option ids --------------------------------------------------------------------
+    def _hex(self, *parts: str) -> str:
+        return hmac.new(self._id_key, ":".join(parts).encode(), hashlib.sha256).hexdigest()
+
+    def _balanced_order(self, sess) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+        """Scored trial -> is the correct option listed first: true for half of them
+        (within one), which ones drawn per session from the secret."""
+        scored = list(sess.trials)
+        rng = random.Random(self._hex("order", sess.session_id))
+        k = len(scored) // 2 + (len(scored) % 2 and rng.random() < 0.5)
+        flags = [True] * k + [False] * (len(scored) - k)
+        rng.shuffle(flags)
+        return dict(zip(scored, flags, strict=True))
+
+    def option_ids(self, session_id: str, trial_id: str) -> dict[str, str]:
+        """label -> opaque option id of one trial as shown in one session (stable across
+        reloads and restarts with the same admin token). The id that sorts first goes to
+        the correct option as :meth:`_balanced_order` says (other trials: a coin from the
+        secret), so the list order is uncorrelated with the answer."""
+        key = (session_id, trial_id)
+        ids = self._ids.get(key)
+        if ids is None:
+            trial = self.bundle.trials[trial_id]
+            first, second = sorted("o" + self._hex("id", session_id, trial_id, side)[:15]
+                                   for side in ("0", "1"))  # fmt: skip
+            correct_first = self._correct_first.get(session_id, {}).get(trial_id)
+            if correct_first is None:
+                correct_first = int(self._hex("first", session_id, trial_id)[0], 16) % 2 == 0
+            other = "b" if trial.correct == "a" else "a"
+            ids = ({trial.correct: first, other: second} if correct_first
+                   else {other: first, trial.correct: second})  # fmt: skip
+            self._ids[key] = ids
+        return ids
+
+    def _label(self, session_id: str, trial_id: str, option_id: str | None,
+               field: str) -> str | None:  # fmt: skip
+        if option_id is None:
+            return None
+        for label, oid in self.option_ids(session_id, trial_id).items():
+            if hmac.compare_digest(oid, option_id):
+                return label
+        raise ApiError(422, f"{field}: {option_id!r} is not an option of trial {trial_id!r}")
+
+    def practice_for(self, p: Participant) -> tuple[str, ...]:
+        """This participant's drawn practice trials in their order (deterministic)."""
+        key = f"{self.bundle.config.seed}:{p.platform}:{p.external_id}"
+        return draw_practice(self.bundle.sessions[p.session_id], self.bundle.practice_draw, key)
 
     # -- helpers -----------------------------------------------------------------------
     def _asset(self, name: str) -> str:
         return self.asset_prefix + name
 
-    def trial_payload(self, trial: Trial) -> dict:
-        """What the browser gets: URLs only. Catch trials are sent as ``main`` so that the
-        page source does not single them out. 2-AFC trials have no single query (the options
-        are the queries) and carry the minimal references besides the maximal ones."""
+    def trial_payload(self, trial: Trial, session_id: str) -> dict:
+        """What the browser gets: URLs and opaque option ids only, the options in id order.
+        Catch trials are sent as ``main`` so that the page source does not single them out.
+        2-AFC trials have no single query (the options are the queries) and carry the
+        minimal references besides the maximal ones."""
+        ids = self.option_ids(session_id, trial.trial_id)
+        src = {"a": trial.option_a, "b": trial.option_b}
+        options = sorted(({"id": ids[label], "src": self._asset(src[label])} for label in src),
+                         key=lambda o: o["id"])  # fmt: skip
+        kind = trial.kind if trial.kind in ("practice", "example") else "main"
         payload = {
             "trial_id": trial.trial_id,
-            "kind": "practice" if trial.kind == "practice" else "main",
+            "kind": kind,
             "query": None if trial.query is None else self._asset(trial.query),
-            "options": {"a": self._asset(trial.option_a), "b": self._asset(trial.option_b)},
+            "options": options,
             "references": [self._asset(r) for r in trial.references],
         }
         if self.bundle.task == "two_afc":
@@ -147,7 +227,8 @@ class Experiment:
         return list(db.scalars(query))
 
     def _practice_state(self, p: Participant, responses: list[Response]) -> tuple[int, bool]:
-        practice = self.bundle.sessions[p.session_id].practice
+        """(attempts, passed): passed = every drawn practice trial right in the last attempt."""
+        practice = self.practice_for(p)
         if not practice:
             return 0, True
         attempts = max((r.attempt for r in responses if r.kind == "practice"), default=0)
@@ -190,16 +271,65 @@ class Experiment:
             out["n_correct"] = sum(1 for r in responses if r.kind != "practice" and r.correct)
         return out
 
+    # -- texts and settings ---------------------------------------------------------------
+    def experiment_settings(self) -> dict:
+        cfg = self.bundle.config.experiment
+        return {k: getattr(cfg, k) for k in EXPERIMENT_KEYS}
+
+    def duration_minutes(self, session_id: str | None = None) -> float:
+        """``texts.duration_minutes``, or estimated: instructions + (practice + trials) x
+        ``experiment.seconds_per_trial``, rounded up (the longest session when None)."""
+        configured = self.bundle.config.texts.duration_minutes
+        if configured > 0:
+            return configured
+        sessions = ([self.bundle.sessions[session_id]] if session_id
+                    else list(self.bundle.sessions.values()))  # fmt: skip
+        draw = self.bundle.practice_draw
+        n = max(len(s.trials) + (len(s.practice) if draw is None
+                                 else min(draw.get("n_total", 0), len(s.practice)))
+                for s in sessions)  # fmt: skip
+        spt = self.bundle.config.experiment.seconds_per_trial
+        return math.ceil(INSTRUCTIONS_MINUTES + n * spt / 60)
+
+    def texts(self, condition: str | None = None, session_id: str | None = None) -> dict:
+        """The participant-facing texts of the study (``[texts]`` + generated counts);
+        ``n_references`` is this condition's count, or every condition's without one."""
+        t = self.bundle.config.texts
+        occ = self.bundle.config.occlusion
+        n_refs: int | dict[str, int] = (
+            self._n_references.get(condition, 0) if condition is not None
+            else {c: self._n_references.get(c, 0) for c in self.bundle.conditions})  # fmt: skip
+        paragraphs = self.bundle.consent_paragraphs
+        return {
+            "title": t.title, "institution": t.institution, "contact": t.contact,
+            "ethics": t.ethics,
+            "consent_paragraphs": None if paragraphs is None else list(paragraphs),
+            "instructions_note": t.instructions_note,
+            "colour_vision_notice": t.colour_vision_notice,
+            "duration_minutes": self.duration_minutes(session_id),
+            "n_references": n_refs,
+            "patch": {"percent": round(occ.patch_fraction * 100), "fill": occ.fill},
+        }  # fmt: skip
+
+    def public_config(self) -> dict:
+        """``GET /api/v1/config``: what screens before a participant exists show."""
+        return {"title": self.bundle.config.texts.title, "task": self.bundle.task,
+                "duration_minutes": self.duration_minutes(),
+                "experiment": self.experiment_settings(), "texts": self.texts()}  # fmt: skip
+
     def _welcome(self, p: Participant, responses: list[Response]) -> dict:
         sess = self.bundle.sessions[p.session_id]
-        trials = [self.trial_payload(self.bundle.trials[t]) for t in sess.practice + sess.trials]
+        trials = [self.trial_payload(self.bundle.trials[t], p.session_id)
+                  for t in self.practice_for(p) + sess.trials]  # fmt: skip
         example = None
         ex_id = self.bundle.examples.get(p.condition)
         if ex_id is not None:
             ex = self.bundle.trials[ex_id]
-            example = self.trial_payload(ex)
+            example = self.trial_payload(ex, p.session_id)
             # Revealing the answer is only safe for a trial this participant is not scored on.
-            example["correct"] = ex.correct if ex_id not in sess.trials else None
+            scored = ex_id in sess.trials
+            example["correct"] = None if scored else self.option_ids(p.session_id, ex_id)[ex.correct]
+        experiment = self.experiment_settings()
         return {
             "participant_token": p.token,
             "task": self.bundle.task,
@@ -209,9 +339,11 @@ class Experiment:
             "settings": {
                 "show_feedback_question": self.bundle.config.server.show_feedback_question,
                 "correct_counter": self.bundle.config.server.correct_counter,
-                "min_width": MIN_WIDTH,
-                "min_height": MIN_HEIGHT,
+                "min_width": experiment["min_width"],
+                "min_height": experiment["min_height"],
                 "platform": p.platform,
+                "experiment": experiment,
+                "texts": self.texts(p.condition, p.session_id),
             },
             "state": self.state(p, responses),
         }
@@ -228,6 +360,7 @@ class Experiment:
         now = utcnow()
         abandon = timedelta(minutes=self.bundle.config.server.abandon_after_minutes)
         with self._assign_lock, self.sessions() as db:
+            lock_assignment(db)
             p = db.scalar(
                 select(Participant).where(
                     Participant.platform == body.platform,
@@ -245,6 +378,7 @@ class Experiment:
                 if refusal:
                     raise ApiError(409, refusal)
                 p.status, p.last_seen_at = "active", now
+                p.tab_id = body.tab_id or p.tab_id  # the newest tab wins
                 db.commit()
                 return 200, self._welcome(p, self._responses(db, p))
             expire_abandoned(db, abandon, now)
@@ -271,6 +405,7 @@ class Experiment:
                 status="active",
                 created_at=now,
                 last_seen_at=now,
+                tab_id=body.tab_id,
             )
             db.add(p)
             try:
@@ -279,6 +414,27 @@ class Experiment:
                 db.rollback()
                 raise ApiError(409, "this participant id is already registered") from exc
             return 201, self._welcome(p, []) | {"resume_secret": resume_secret}
+
+    def screened_out(self, body: ScreenedOutIn) -> dict:
+        """A visitor the device check turned away: counted (platform, reason only), never
+        given a session; a participant who already holds one (same identity rules as a
+        resume) gives it back at once. The answer says what to do on their platform."""
+        with self._assign_lock, self.sessions() as db:
+            lock_assignment(db)
+            db.add(Screening(platform=body.platform, reason=body.reason, created_at=utcnow()))
+            if body.external_id is not None:
+                p = db.scalar(select(Participant).where(
+                    Participant.platform == body.platform,
+                    Participant.external_id == body.external_id))  # fmt: skip
+                known = NewParticipant(platform=body.platform, external_id=body.external_id,
+                                       study_id=body.study_id, session_id=body.session_id,
+                                       assignment_id=body.assignment_id,
+                                       resume_secret=body.resume_secret)  # fmt: skip
+                if (p is not None and p.finished_at is None and p.status in ("active", "abandoned")
+                        and _other_attempt(p, known) is None):  # fmt: skip
+                    p.status, p.last_seen_at = "screened_out", utcnow()
+            db.commit()
+        return screened_out_reply(body.platform, body.reason, self.bundle.config.server)
 
     def get_state(self, token: str) -> dict:
         with self.sessions() as db:
@@ -293,6 +449,7 @@ class Experiment:
     def set_consent(self, token: str, body: ConsentIn) -> dict:
         with self.sessions() as db:
             p = self._participant(db, token)
+            self._check_tab(p, body.tab_id)
             if p.finished_at is not None:
                 raise ApiError(409, "already finished")
             if p.consent is not None and p.consent != body.consent:
@@ -312,6 +469,7 @@ class Experiment:
     def set_instructions(self, token: str, body: InstructionsIn) -> dict:
         with self.sessions() as db:
             p = self._active(db, token)
+            self._check_tab(p, body.tab_id)
             if p.consent is not True:
                 raise ApiError(409, "consent first")
             if p.instruction_time_s is not None:  # a retry or a reload: the first one counts
@@ -322,6 +480,13 @@ class Experiment:
             p.last_seen_at = utcnow()
             db.commit()
             return {"ok": True}
+
+    @staticmethod
+    def _check_tab(p: Participant, tab_id: str | None) -> None:
+        """Answers from a tab older than the newest one that opened this participant are
+        refused (two tabs would otherwise each drop the other's answers)."""
+        if tab_id is not None and p.tab_id is not None and tab_id != p.tab_id:
+            raise ApiError(409, OPEN_ELSEWHERE, {"open_elsewhere": True})
 
     def _active(self, db: DbSession, token: str) -> Participant:
         p = self._participant(db, token)
@@ -342,7 +507,7 @@ class Experiment:
             raise ApiError(409, "consent first")
         if p.instruction_time_s is None:
             raise ApiError(409, "instructions first: POST /instructions before any answer")
-        if kind == "practice" or not self.bundle.sessions[p.session_id].practice:
+        if kind == "practice" or not self.practice_for(p):
             return
         rows = db.scalars(select(Response).where(Response.participant_id == p.id,
                                                  Response.kind == "practice"))  # fmt: skip
@@ -369,6 +534,7 @@ class Experiment:
     def record_response(self, token: str, body: ResponseIn) -> dict:
         with self.sessions() as db:
             p = self._active(db, token)
+            self._check_tab(p, body.tab_id)
             if p.consent is not True:
                 raise ApiError(409, "consent first")
             sess = self.bundle.sessions[p.session_id]
@@ -376,6 +542,11 @@ class Experiment:
             in_session = body.trial_id in sess.trials or body.trial_id in sess.practice
             if trial is None or not in_session:
                 raise ApiError(404, f"trial {body.trial_id!r} is not part of this session")
+            if trial.kind == "practice" and body.trial_id not in self.practice_for(p):
+                raise ApiError(409, f"practice trial {body.trial_id!r} is not one of this "
+                                    "participant's practice trials")  # fmt: skip
+            choice = self._label(p.session_id, trial.trial_id, body.choice, "choice")
+            left = self._label(p.session_id, trial.trial_id, body.left_option, "left_option")
             if trial.kind != "practice" and body.attempt != 1:
                 raise ApiError(422, "attempt must be 1 for main trials")
             self._require_step(db, p, trial.kind)
@@ -391,7 +562,7 @@ class Experiment:
                     )
                 )
             if existing is not None:  # a retried POST: answer as the first time
-                if (existing.choice, existing.confidence) != (body.choice, body.confidence):
+                if (existing.choice, existing.confidence) != (choice, body.confidence):
                     raise ApiError(409, "this trial was already answered differently")
                 return self._ack(db, p, trial, existing)
             if trial.kind == "practice":
@@ -407,11 +578,11 @@ class Experiment:
                 trial_id=trial.trial_id,
                 kind=trial.kind,
                 attempt=body.attempt,
-                choice=body.choice,
+                choice=choice,
                 confidence=body.confidence,
                 rt_ms=body.rt_ms,
-                left_option=body.left_option,
-                correct=body.choice == trial.correct,
+                left_option=left,
+                correct=choice == trial.correct,
                 shown_at=_from_epoch_ms(body.shown_at),
                 answered_at=_from_epoch_ms(body.answered_at),
                 received_at=now,
@@ -431,7 +602,7 @@ class Experiment:
                 )
                 if row is None:
                     raise
-                if (row.choice, row.confidence) != (body.choice, body.confidence):
+                if (row.choice, row.confidence) != (choice, body.confidence):
                     raise ApiError(409, "this trial was already answered differently") from None
             return self._ack(db, p, trial, row)
 
@@ -476,6 +647,7 @@ class Experiment:
             if p.status == "declined":
                 raise ApiError(409, "participation was declined")
             if p.finished_at is None:
+                self._check_tab(p, body.tab_id)
                 responses = self._responses(db, p)
                 missing = self.missing_steps(p, responses)
                 if missing:
@@ -509,11 +681,17 @@ class Experiment:
             expire_abandoned(db, abandon, now)
             db.commit()
             participants = list(db.scalars(select(Participant).order_by(Participant.id)))
+            screened = dict(db.execute(select(Screening.reason, func.count())
+                                       .group_by(Screening.reason)).all())  # fmt: skip
             by_p: dict[int, list[Response]] = defaultdict(list)
             for r in db.scalars(select(Response)):
                 by_p[r.participant_id].append(r)
         metrics = database_metrics(participants, by_p, self._practice_sessions)
-        flags = evaluate(metrics, self.bundle.config.exclusion).flags
+        result = evaluate(metrics, self.bundle.config.exclusion)
+        flags = result.flags
+        warnings: dict[str, list[str]] = getattr(result, "warnings", {}) or {}
+        per = result.per_participant  # the rule set's metrics, ``n_fast`` among them
+        n_fast = per["n_fast"] if "n_fast" in getattr(per, "columns", ()) else pd.Series(dtype=float)
         sess_rows = {
             s.session_id: {"session_id": s.session_id, "condition": s.condition,
                            "image_set": s.image_set, "planned": s.planned_participants,
@@ -559,7 +737,10 @@ class Experiment:
                 else float(m["catch_accuracy"]),
                 "practice_attempts": int(m["practice_attempts"]),
                 "instruction_time_s": p.instruction_time_s, "total_time_s": total_time_s(p, now),
-                "flags": flags[label], "feedback": p.feedback,
+                "flags": flags[label], "warnings": warnings.get(label, []),
+                "n_fast": int(n_fast[label]) if label in n_fast.index
+                and not pd.isna(n_fast[label]) else None,
+                "feedback": p.feedback,
             })  # fmt: skip
         for c in conds.values():
             c["accuracy"] = c["n_main_correct"] / c["n_main"] if c["n_main"] else None
@@ -572,8 +753,11 @@ class Experiment:
             "study": self.bundle.name,
             "generated_at": now.isoformat(timespec="seconds") + "Z",
             "participants": {k: totals.get(k, 0) for k in
-                             ("active", "finished", "abandoned", "declined")} | {
-                "total": len(participants)},
+                             ("active", "finished", "abandoned", "declined",
+                              "screened_out")} | {"total": len(participants)},
+            # visitors turned away by the device check (most before becoming participants)
+            "screened_out": int(sum(screened.values())),
+            "screened_out_reasons": {str(k): int(v) for k, v in screened.items()},
             "conditions": list(conds.values()),
             "sessions": list(sess_rows.values()),
             "capacity": {"planned": planned, "overassign_factor": self._factor,

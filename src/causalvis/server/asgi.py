@@ -1,0 +1,22 @@
+"""The app factory uvicorn's worker processes import (``serve --workers N``).
+
+Each worker builds its own app from the environment the parent set: the study folder,
+the database URL and the root path. The admin token is resolved once by the parent before
+the workers start (its hash is then in the study folder, or the token in the
+environment), so every worker checks the same token.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+STUDY_ENV, DB_ENV, ROOT_ENV = "CAUSALVIS_STUDY", "CAUSALVIS_DB_URL", "CAUSALVIS_ROOT_PATH"
+
+
+def app_from_env() -> FastAPI:
+    from causalvis.server.app import create_app
+
+    return create_app(os.environ[STUDY_ENV], os.environ.get(DB_ENV) or None,
+                      root_path=os.environ.get(ROOT_ENV, ""))
