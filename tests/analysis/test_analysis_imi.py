@@ -122,8 +122,11 @@ def test_cli_analyze_format_imi_computes_the_models_section(tmp_path, capsys):
     assert "models (natural)" in printed
     s = json.loads((out / "summary.json").read_text())
     crit = s["exclusions"]["criteria"]
-    assert crit["instruction_time"]["participants"] == ["P0003"]  # IMI: >= 15 s
-    assert crit["side_variability"]["participants"] == ["P0007"]  # IMI: each row >= 5 times
+    # IMI excludes per HIT response: the participant ids are HITs of the worker.
+    [hit] = crit["instruction_time"]["participants"]  # IMI: >= 15 s
+    assert hit.endswith("/P0003")
+    [hit] = crit["side_variability"]["participants"]  # IMI: each row >= 5 times
+    assert hit.endswith("/P0007")
     assert s["settings"]["exclusion"]["min_catch_accuracy"] == 0.8
     m = s["models"]
     assert m["models"] == ["googlenet", "resnet50", "clip-vit_b32"] and m["order_is_size"]
@@ -143,3 +146,79 @@ def test_cli_format_requires_a_csv(tmp_path, capsys):
             main(argv)
         assert exit_.value.code == 1
         assert "--format" in capsys.readouterr().err
+
+
+def _with_hard_variant(tmp_path):
+    """The IMI layout with a separate hard95 experiment of resnet50 whose HITs were taken
+    by the same workers as the easy ones (workers with several HITs)."""
+    raw = pd.read_csv(imi_csv(tmp_path / "easy.csv"))
+    hard = raw[raw["model"].isin(["resnet50"]) | raw["task_id"].str.startswith("resnet50_")]
+    hard = hard.assign(task_id=hard["task_id"].str.replace("resnet50_", "resnet50_hard95_"),
+                       model=hard["model"].replace("resnet50", "resnet50_hard95"))
+    both = pd.concat([raw, hard], ignore_index=True)
+    # One worker fails the authors' checks in the hard HIT only.
+    failing = both["task_id"].str.startswith("resnet50_hard95_natural") & (
+        both["participant_id"] == "P0011")
+    both.loc[failing, "passed_checks"] = False
+    path = tmp_path / "responses_all.csv"
+    both.to_csv(path, index=False)
+    return path
+
+
+def test_imi_difficulty_is_split_and_one_level_is_analysed(tmp_path):
+    from causalvis.analysis.report import select_difficulty
+
+    df = load_imi_csv(_with_hard_variant(tmp_path))
+    assert set(df["difficulty"]) == {"easy", "hard95"}
+    assert set(df["model"]) == set(MODELS)  # the suffix is not a model
+    assert df.attrs["imi"]["difficulties"] == ["easy", "hard95"]
+    easy = select_difficulty(df, None)
+    assert set(easy["difficulty"]) == {"easy"}
+    assert easy.attrs["difficulty"]["rows_left_out"] == int((df["difficulty"] == "hard95").sum())
+    hard = select_difficulty(df, "hard95")
+    assert set(hard["model"]) == {"resnet50"} and len(hard) == 2 * 5 * 12
+    with pytest.raises(CausalvisError, match="hard99.*levels: easy, hard95"):
+        select_difficulty(df, "hard99")
+
+
+def test_imi_excludes_per_hit_and_honours_passed_checks(tmp_path):
+    from causalvis.analysis.report import analyze_csv
+
+    path = _with_hard_variant(tmp_path)
+    df = load_imi_csv(path)
+    hits = df[df["worker_id"] == "P0011"]["participant_id"].unique()
+    assert len(hits) == 2  # one worker, two HITs: judged separately
+    summary, _ = analyze_csv(path, {}, out=tmp_path / "hard", fmt="imi",
+                             options=_opts(difficulty="hard95"))
+    crit = summary["exclusions"]["criteria"]["passed_checks"]
+    assert crit["available"] and crit["n_excluded"] == 1
+    [hit] = crit["participants"]
+    assert hit.startswith("resnet50_hard95_natural/") and hit.endswith("/P0011")
+    assert summary["data"]["difficulty"]["analysed"] == "hard95"
+    easy, _ = analyze_csv(path, {}, out=tmp_path / "easy", fmt="imi", options=_opts())
+    # The same worker's easy HIT passed its checks and is included.
+    assert easy["exclusions"]["criteria"]["passed_checks"]["n_excluded"] == 0
+    assert any("Difficulty analysed: easy" in line for line in easy["methods"]["design"])
+
+
+def test_models_are_compared_only_where_every_model_ran(tmp_path):
+    from causalvis.analysis.report import analyze_csv
+
+    raw = pd.read_csv(imi_csv(tmp_path / "r.csv"))
+    raw = raw[~raw["task_id"].str.startswith("googlenet_optimized")]
+    raw.to_csv(tmp_path / "partial.csv", index=False)
+    summary, _ = analyze_csv(tmp_path / "partial.csv", {}, out=tmp_path / "rep", fmt="imi",
+                             options=_opts())
+    m = summary["models"]
+    assert m["common_conditions"] == ["natural"]
+    assert m["models_missing"] == {"synthetic": ["googlenet"]}
+    syn = m["by_condition"]["synthetic"]
+    assert syn["comparison"]["all_models"] is False
+    assert "not a comparison of all models" in syn["statement"]
+    assert "all_models" not in m["by_condition"]["natural"]["comparison"]
+
+
+def _opts(**kw):
+    from causalvis.analysis.report import AnalysisOptions
+
+    return AnalysisOptions(n_boot=200, n_perm=200, mixed_model=False, model_boot=200, **kw)

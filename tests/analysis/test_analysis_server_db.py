@@ -33,9 +33,11 @@ def _run_participant(client, study: Path, external_id: str, policy: str,
         choice = wrong if policy == "wrong" and rows[t["trial_id"]]["kind"] == "main" else right
         other = "b" if choice == "a" else "a"
         left = choice if one_sided or i % 2 else other
+        ids = {o["src"]: o["id"] for o in t["options"]}  # opaque option ids (issue 17)
+        oid = {lab: ids["/" + rows[t["trial_id"]][f"option_{lab}_asset"]] for lab in "ab"}
         r = client.post(f"/api/v1/participants/{token}/responses",
-                        json={"trial_id": t["trial_id"], "choice": choice, "confidence": 2,
-                              "rt_ms": 1500, "left_option": left})
+                        json={"trial_id": t["trial_id"], "choice": oid[choice], "confidence": 2,
+                              "rt_ms": 1500, "left_option": oid[left]})
         assert r.is_success, r.text
     assert client.post(f"/api/v1/participants/{token}/finish").is_success
     return body["condition"]

@@ -27,7 +27,8 @@ FAST = AnalysisOptions(n_boot=200, n_perm=200, mixed_model=False)
 # Lets everyone through but the side-variability check the study sets.
 PERMISSIVE = {"min_catch_accuracy": 0.0, "min_total_time_s": 0.0, "max_total_time_s": 1e6,
               "min_instruction_time_s": 0.0, "max_practice_attempts": 100,
-              "max_same_side_fraction": 1.0, "min_choices_per_side": 2}  # fmt: skip
+              "max_same_side_fraction": 1.0, "min_choices_per_side": 2,
+              "min_rt_ms": 200.0, "max_fast_fraction": 0.5}  # fmt: skip
 # Every [exclusion] field, with a value that excludes some participants but not all.
 BITES = {
     "min_catch_accuracy": (0.5, "catch_accuracy"),
@@ -37,6 +38,8 @@ BITES = {
     "max_practice_attempts": (1, "practice_attempts"),
     "max_same_side_fraction": (0.8, "one_sided"),
     "min_choices_per_side": (3, "side_variability"),
+    "min_rt_ms": (800.0, "fast_answers"),  # w0: 5 of 7 answers under 800 ms > 0.5
+    "max_fast_fraction": (0.1, "fast_answers"),  # w0: 2 of 7 answers under 200 ms > 0.1
 }
 
 
@@ -48,10 +51,11 @@ class Profile:
     practice_fails: int = 0  # failed practice attempts before the passing one
     total_s: float = 300.0  # consent to finish, set on the server clock afterwards
     n_answered: int | None = None  # None: every trial, then finish
+    rts: tuple[int, ...] = ()  # rt_ms of the first scored answers (the rest: 900)
 
 
 PROFILES = [
-    Profile(4),
+    Profile(4, rts=(150, 150, 300, 300, 300)),
     Profile(3, catch_wrong=True),
     Profile(4, instruction_s=5.0),
     Profile(4, practice_fails=1),
@@ -77,10 +81,20 @@ def _take_part(client, rows: dict, external_id: str, prof: Profile) -> None:
     practice = [t["trial_id"] for t in body["trials"] if t["kind"] == "practice"]
     scored = [t["trial_id"] for t in body["trials"] if t["kind"] != "practice"]
 
-    def answer(tid: str, choice: str, left: str, attempt: int = 1) -> None:
-        r = client.post(f"{url}/responses", json={"trial_id": tid, "choice": choice,
-                                                  "confidence": 2, "rt_ms": 900,
-                                                  "left_option": left, "attempt": attempt})
+    exp = client.app.state.experiment
+    session = None
+    if hasattr(exp, "option_ids"):  # the browser sends opaque option ids, not labels
+        with exp.sessions() as db:
+            session = db.query(Participant).filter_by(external_id=external_id).one().session_id
+
+    def oid(tid: str, label: str) -> str:
+        return label if session is None else exp.option_ids(session, tid)[label]
+
+    def answer(tid: str, choice: str, left: str, attempt: int = 1, rt: int = 900) -> None:
+        r = client.post(f"{url}/responses", json={"trial_id": tid, "choice": oid(tid, choice),
+                                                  "confidence": 2, "rt_ms": rt,
+                                                  "left_option": oid(tid, left),
+                                                  "attempt": attempt})
         assert r.is_success, r.text
 
     for attempt in range(1, prof.practice_fails + 2):
@@ -92,7 +106,8 @@ def _take_part(client, rows: dict, external_id: str, prof: Profile) -> None:
         right = rows[tid]["correct"]
         wrong = "b" if right == "a" else "a"
         choice = wrong if prof.catch_wrong and rows[tid]["kind"] == "catch" else right
-        answer(tid, choice, choice if i < prof.n_left else ("b" if choice == "a" else "a"))
+        answer(tid, choice, choice if i < prof.n_left else ("b" if choice == "a" else "a"),
+               rt=prof.rts[i] if i < len(prof.rts) else 900)
     if prof.n_answered is None:
         assert client.post(f"{url}/finish").is_success
 
@@ -171,6 +186,20 @@ def test_dashboard_flags_equal_report_exclusions_with_defaults(study, tmp_path):
     crit = _assert_same_rules(study, tmp_path / "report")
     assert crit["side_variability"]["n_excluded"] > 0
     assert crit["unfinished"]["participants"] == ["p00010", "p00011"]
+
+
+def test_fast_answers_flag_without_excluding_by_default(study, tmp_path):
+    """Default max_fast_fraction (1.0): w0's fast answers are a warning, not an exclusion,
+    in the report's counts and in the dashboard's flags alike."""
+    _set_exclusion(study)
+    crit = _assert_same_rules(study, tmp_path / "report")
+    fast = crit["fast_answers"]
+    assert fast["n_excluded"] == 0 and fast["participants"] == []
+    assert fast["flagged_participants"] == ["p00001"] and fast["n_fast_answers"] == 5
+    assert "flagged, never excluded" in fast["rule"]
+    summary, _ = analyze_study(study, out=tmp_path / "r2", options=FAST)
+    assert summary["exclusions"]["n_flagged_only"] == 1
+    assert summary["fast_answers"]["by_condition"]
 
 
 def test_archived_study_without_assets_analyses(study, tmp_path):

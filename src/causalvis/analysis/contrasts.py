@@ -21,7 +21,7 @@ from scipy import stats as sps
 from causalvis.analysis import stats
 from causalvis.analysis.design import BETWEEN, MIXED, WITHIN, pair_design
 from causalvis.analysis.glmm import fit_glmm
-from causalvis.analysis.tables import counts
+from causalvis.analysis.tables import counts, interval_text
 
 REFERENCES = ("none", "natural")
 
@@ -151,8 +151,9 @@ def compute_contrasts(
 def statement(e: dict[str, Any], level: float = 0.95) -> str:
     """One plain sentence; 'not significant' never claims the conditions are equal."""
     d = 100 * e["difference"]
-    ci = f"{100 * e['ci_low']:+.1f} to {100 * e['ci_high']:+.1f}"
-    what = f"{e['condition']} vs {e['reference']}: {d:+.1f} percentage points ({level:.0%} CI {ci})"
+    ci = interval_text(e["ci_low"], e["ci_high"], None, lambda v: f"{100 * v:+.1f}")
+    ci = f"{level:.0%} CI {ci.replace(' – ', ' to ')}" if not ci.startswith("no ") else ci
+    what = f"{e['condition']} vs {e['reference']}: {d:+.1f} percentage points ({ci})"
     p = e["p_permutation_holm"]
     test = "paired sign-flip test" if e.get("design") in (WITHIN, MIXED) else "permutation test"
     if e["significant"]:

@@ -26,6 +26,22 @@ _STYLE = {
 }
 
 
+# Up to this many participants per point, points carry their counts instead of bars.
+SMALL_N = 5
+# Up to this many observer pairs with a κ, the report shows a table instead of a heatmap.
+FEW_KAPPA_PAIRS = 10
+
+
+def mark_simulated(fig: Figure) -> Figure:
+    """Label a figure of simulated data inside the figure itself (a diagonal watermark and
+    a heading), so it cannot be copied out of the report without the label."""
+    fig.text(0.5, 0.5, "SIMULATED", fontsize=44, color="#d62728", alpha=0.18,
+             ha="center", va="center", rotation=30, weight="bold", zorder=1000)
+    fig.suptitle("SIMULATED DATA — not human responses", color="#d62728", fontsize=10,
+                 weight="bold", y=1.04)
+    return fig
+
+
 def ordered(conditions) -> list[str]:
     """Conditions in the paper's order, others after, alphabetically."""
     present = set(conditions)
@@ -90,20 +106,18 @@ def accuracy_by_condition(conditions: dict[str, dict[str, Any]],
 
 def accuracy_by_group(rows: list[dict[str, Any]], by: str, baseline: float | None,
                       title: str) -> Figure:
-    """Accuracy per ``by`` value (layer, confidence, …), one line per condition."""
+    """Accuracy per ``by`` value (layer, confidence, …), one line per condition. Points with
+    at most :data:`SMALL_N` participants carry their ``correct/trials`` count, and an interval
+    of zero width (one participant, or no variation) is not drawn as if it were one."""
     with plt.rc_context(_STYLE):
         values = sorted({r[by] for r in rows}, key=_sort_key)
-        fig, ax = plt.subplots(figsize=(max(3.2, 0.55 * len(values) + 1.5), 3.0))
+        fig, ax = plt.subplots(figsize=(max(3.6, 0.75 * len(values) + 1.8), 3.2))
         conds = ordered(r["condition"] for r in rows)
         n = len(conds)
         for i, cond in enumerate(conds):
             rs = {r[by]: r for r in rows if r["condition"] == cond}
-            xs = [j + (i - (n - 1) / 2) * 0.08 for j, v in enumerate(values) if v in rs]
-            ys = [rs[v]["accuracy"] for v in values if v in rs]
-            lo = [rs[v]["accuracy"] - rs[v]["ci_low"] for v in values if v in rs]
-            hi = [rs[v]["ci_high"] - rs[v]["accuracy"] for v in values if v in rs]
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=3.5, lw=1.0, capsize=2,
-                        color=color(cond, i), label=cond)
+            xs = [j + (i - (n - 1) / 2) * 0.16 for j, v in enumerate(values) if v in rs]
+            _points(ax, xs, [rs[v] for v in values if v in rs], color(cond, i), cond)
         _reference_lines(ax, baseline)
         tilt = len(values) > 5 or max(len(str(v)) for v in values) > 6
         ax.set_xticks(range(len(values)), [str(v) for v in values],
@@ -111,10 +125,43 @@ def accuracy_by_group(rows: list[dict[str, Any]], by: str, baseline: float | Non
                       rotation_mode="anchor")
         ax.set_xlabel(by.replace("_", " "))
         ax.set_ylabel("proportion correct")
-        ax.set_ylim(0.0, 1.02)
+        ax.set_ylim(-0.02, 1.1)
         ax.set_title(title)
-        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _small_n_note(ax, rows)
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return fig
+
+
+def _has_interval(r: dict[str, Any]) -> bool:
+    lo, hi = r.get("ci_low"), r.get("ci_high")
+    return (r.get("n_participants", 2) >= 2 and lo is not None and hi is not None
+            and np.isfinite(lo) and np.isfinite(hi) and hi - lo > 1e-9)
+
+
+def _points(ax, xs: list[float], rs: list[dict[str, Any]], col: Any, label: str) -> None:
+    """One condition's points: a line, intervals where they exist, counts at small n."""
+    ys = [r["accuracy"] for r in rs]
+    if not any(r.get("n_participants", 99) <= SMALL_N for r in rs):  # no lines at small n
+        ax.plot(xs, ys, color=col, lw=0.8, alpha=0.6)
+    first = True
+    for x, r in zip(xs, rs, strict=True):
+        small = r.get("n_participants", 99) <= SMALL_N
+        if _has_interval(r):
+            ax.errorbar([x], [r["accuracy"]], yerr=[[r["accuracy"] - r["ci_low"]],
+                        [r["ci_high"] - r["accuracy"]]], color=col, lw=1.0, capsize=2)
+        ax.plot([x], [r["accuracy"]], marker="o", ms=6 if small else 4, color=col,
+                mfc="white" if not _has_interval(r) else col, ls="none",
+                label=label if first else None)
+        first = False
+        if small and "n_correct" in r:
+            ax.annotate(f"{r['n_correct']}/{r['n_trials']}", (x, r["accuracy"]),
+                        xytext=(4, 4), textcoords="offset points", fontsize=7, color=col)
+
+
+def _small_n_note(ax, rows: list[dict[str, Any]]) -> None:
+    if any(r.get("n_participants", 99) <= SMALL_N for r in rows):
+        ax.text(0.0, -0.3, "labels: correct/trials; hollow: no interval (one participant "
+                "or no variation)", transform=ax.transAxes, fontsize=7, color="0.35")
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
@@ -124,51 +171,68 @@ def _sort_key(v: Any) -> tuple[int, Any]:
         return (1, str(v))
 
 
+def kappa_pairs(kappa: dict[str, Any]) -> list[tuple[str, str, float, int]]:
+    """Every observer pair with a κ: (a, b, κ, shared trials)."""
+    if "kappa" not in kappa:
+        return []
+    mat, labels = np.array(kappa["kappa"], dtype=float), kappa["observers"]
+    common = np.array(kappa.get("n_common") or np.zeros_like(mat), dtype=int)
+    return [(labels[i], labels[j], float(mat[i, j]), int(common[i, j]))
+            for i in range(len(labels)) for j in range(i) if np.isfinite(mat[i, j])]
+
+
 def kappa_heatmap(kappa: dict[str, Any]) -> Figure:
-    """Observer × observer κ (or mean κ per group pair when there are many observers)."""
+    """Observer × observer κ (or mean κ per group pair when there are many observers):
+    the lower triangle only, without observers who share trials with nobody, labels at
+    9 pt or more."""
     full = "kappa" in kappa
     mat = np.array(kappa["kappa"] if full else kappa["group_mean_kappa"], dtype=float)
-    labels = kappa["observers"] if full else kappa["groups"]
-    if full:  # an observer's κ with itself is 1 by definition: leave it blank
+    labels = list(kappa["observers"] if full else kappa["groups"])
+    if full:  # an observer's κ with itself is 1 by definition: leave it out
         np.fill_diagonal(mat, np.nan)
+        keep = np.flatnonzero(np.isfinite(mat).any(axis=1))
+        mat, labels = mat[np.ix_(keep, keep)], [labels[i] for i in keep]
+        mat[np.triu_indices(len(labels))] = np.nan  # symmetric: the lower half says it all
+        mat = mat[1:, :-1]  # row 0 and the last column of a lower triangle are empty
+        rows, cols = labels[1:], labels[:-1]
+    else:
+        mat[np.triu_indices(len(labels), 1)] = np.nan
+        rows = cols = labels
     with plt.rc_context(_STYLE):
-        side = min(7.5, 2.2 + 0.16 * len(labels)) if full else 2.0 + 0.55 * len(labels)
-        fig, ax = plt.subplots(figsize=(side + 1.0, side))
+        side = min(9.0, 2.4 + 0.3 * len(rows))
+        fig, ax = plt.subplots(figsize=(side + 1.4, side))
         im = ax.imshow(np.ma.masked_invalid(mat), cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6 if full else 8)
-        ax.set_yticks(range(len(labels)), labels, fontsize=6 if full else 8)
-        if not full or len(labels) <= 12:
+        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=9)
+        ax.set_yticks(range(len(rows)), rows, fontsize=9)
+        if len(rows) <= 14:
             for (i, j), v in np.ndenumerate(mat):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9,
+                            color="white" if abs(v) > 0.6 else "black")
         fig.colorbar(im, ax=ax, shrink=0.8, label="Cohen's κ (error consistency)")
         ax.set_title("Error consistency" + ("" if full else " (mean over observer pairs)"))
-        ax.spines[:].set_visible(True)
+        ax.spines[:].set_visible(False)
         return fig
 
 
 def difficulty_plot(diff: dict[str, Any], baseline: float | None) -> Figure:
     """Accuracy per rel_diff quantile bin (x = bin median), one line per condition."""
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(3.8, 3.0))
+        fig, ax = plt.subplots(figsize=(4.2, 3.2))
         conds = ordered(b["condition"] for b in diff["bins"])
         for i, cond in enumerate(conds):
             bs = sorted((b for b in diff["bins"] if b["condition"] == cond),
                         key=lambda b: b["rel_diff_median"])
-            x = [b["rel_diff_median"] for b in bs]
-            y = [b["accuracy"] for b in bs]
-            yerr = [[b["accuracy"] - b["ci_low"] for b in bs],
-                    [b["ci_high"] - b["accuracy"] for b in bs]]
             rho = diff["spearman"].get(cond, {}).get("rho")
             label = cond if rho is None or not np.isfinite(rho) else f"{cond} (ρ = {rho:.2f})"
-            ax.errorbar(x, y, yerr=yerr, marker="o", ms=3.5, lw=1.0, capsize=2,
-                        color=color(cond, i), label=label)
+            _points(ax, [b["rel_diff_median"] for b in bs], bs, color(cond, i), label)
         _reference_lines(ax, baseline)
         ax.set_xlabel("relative activation difference (bin median)")
         ax.set_ylabel("proportion correct")
-        ax.set_ylim(0.0, 1.02)
+        ax.set_ylim(-0.02, 1.1)
         ax.set_title("Difficulty")
-        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _small_n_note(ax, diff["bins"])
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return fig
 
 

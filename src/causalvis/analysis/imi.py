@@ -25,12 +25,21 @@ results appended. The columns used here (defaults of :data:`IMI_COLUMNS`, overri
 ``total_response_time_details_extracted`` (s), ``instruction_time_details_extracted`` (s),
 ``demo_trials_details_extracted`` (practice blocks): per-HIT check values
 ``multi_participation`` responses the authors flagged as flawed (dropped here)
+``passed_checks``       per-HIT result of the authors' checks, honoured when present
 ======================  =====================================================================
+
+As IMI analyses it: the unit of exclusion is the **HIT response** (``task_id`` /
+``response_index`` / worker), so ``participant_id`` here is that HIT and the worker is kept
+in ``worker_id`` (a worker with several HITs is judged per HIT). A model name with a
+difficulty suffix (``resnet50_hard95``: a separate, harder experiment) is split into
+``model`` = ``resnet50`` and ``difficulty`` = ``hard95``; unsuffixed models are ``easy``,
+the difficulty of IMI's main figure.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +69,11 @@ IMI_COLUMNS: dict[str, str] = {
     "instruction_time_s": "instruction_time_details_extracted",
     "practice_attempts": "demo_trials_details_extracted",
     "multi_participation": "multi_participation",
+    "passed_checks": "passed_checks",
 }
+# IMI's harder query windows were separate experiments named <model>_hard<percentile>.
+_DIFFICULTY = re.compile(r"^(?P<model>.+?)_(?P<difficulty>hard\d{2})$")
+EASY = "easy"
 REQUIRED_ROLES = ("participant_id", "correct", "condition", "layer", "channel")
 # Raw check columns holding a dict (written as its repr) when the extracted ones are absent.
 _DETAILS = {
@@ -138,13 +151,17 @@ def imi_frame(raw: pd.DataFrame, mapping: dict[str, str] | None = None,
         raise CausalvisError(f"{source}: unknown explanation mode(s) {', '.join(unknown_modes)} "
                              f"in column {cols['condition']!r} (expected natural / optimized)")
     model = col("model").map(lambda v: None if pd.isna(v) else str(v).strip())
+    model, difficulty = split_difficulty(model)
     layer = col("layer").map(lambda v: None if pd.isna(v) else str(v).strip())
     channel = pd.to_numeric(col("channel"), errors="coerce")
     # Practice and catch trials belong to the session of a model and condition; the export
     # leaves them without one (catch rows say "catch/manual"): take the session's.
     session = _session_ids(raw, cols)
     out["session_id"] = session
+    out["worker_id"] = out["participant_id"]
+    out["participant_id"] = session  # IMI excludes per HIT response, not per worker
     out["model"] = _fill_from_session(model.where(main), session)
+    out["difficulty"] = _fill_from_session(difficulty.where(main), session)
     out["condition"] = _fill_from_session(condition.where(main), session)
     if out["condition"].isna().any():
         n = int(out["condition"].isna().sum())
@@ -170,10 +187,29 @@ def imi_frame(raw: pd.DataFrame, mapping: dict[str, str] | None = None,
         values = _check_value(raw, cols[role], *_DETAILS[role])
         if values is not None:
             out[role] = values
+    if col("passed_checks") is not None:
+        passed = col("passed_checks")
+        known = passed.notna().to_numpy()
+        flags = _truthy(passed.where(passed.notna(), False), "passed_checks", source)
+        out["passed_checks"] = np.where(known, flags, None)
     df = canonicalize(out, {}, source=source)
     df.attrs["imi"] = {"dropped_multi_participation": n_flawed,
-                       "n_rows": int(len(df)), "columns": cols}
+                       "n_rows": int(len(df)), "columns": cols,
+                       "difficulties": sorted(df["difficulty"].dropna().unique().tolist()),
+                       "exclusion_unit": "HIT response (task_id/response_index/worker)"}
     return df
+
+
+def split_difficulty(models: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``resnet50_hard95`` -> (``resnet50``, ``hard95``); other names -> (name, ``easy``)."""
+    def one(v: object) -> tuple[object, object]:
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return None, None
+        m = _DIFFICULTY.match(str(v))
+        return (m["model"], m["difficulty"]) if m else (v, EASY)
+    pairs = [one(v) for v in models.to_numpy()]
+    return (pd.Series([p[0] for p in pairs], index=models.index, dtype=object),
+            pd.Series([p[1] for p in pairs], index=models.index, dtype=object))
 
 
 def model_order(models) -> list[str]:

@@ -45,6 +45,9 @@ OPTIONAL = (
     "instruction_time_s",
     "practice_attempts",
     "model",
+    "difficulty",  # one difficulty level per experiment (IMI: easy, hard85, hard95, hard99)
+    "worker_id",  # the person behind a participant_id that is one HIT (IMI)
+    "passed_checks",  # a platform's or the authors' own per-participant check result
 )
 CANONICAL = REQUIRED + OPTIONAL
 # Columns taken from STUDY/trials.csv when the responses lack them (joined on trial_id).
@@ -187,7 +190,7 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
     df["condition"] = df["condition"].map(_text).astype(object)
     df["correct"] = _as_bool(df["correct"], "correct", source)
     for field in ("unit", "trial_id", "base_trial_id", "layer", "session_id", "status",
-                  "model"):
+                  "model", "difficulty", "worker_id"):
         if field in df.columns:
             df[field] = df[field].map(_text).astype(object)
     if "channel" in df.columns:
@@ -225,6 +228,11 @@ def canonicalize(raw: pd.DataFrame, mapping: dict[str, str], source: str = "resp
                         "how": "derived"}
     if "catch" in df.columns:
         df["catch"] = _as_bool(df["catch"].fillna(False), "catch", source)
+    if "passed_checks" in df.columns:
+        known = df["passed_checks"].notna().to_numpy()
+        flags = _as_bool(df["passed_checks"].where(known, False), "passed_checks", source)
+        df["passed_checks"] = pd.Series(np.where(known, flags, None), index=df.index,
+                                        dtype=object)
     if "kind" in df.columns:
         df["kind"] = df["kind"].map(lambda v: "main" if pd.isna(v) else str(v).strip().lower())
     else:

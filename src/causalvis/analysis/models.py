@@ -266,8 +266,16 @@ def models_section(
                      "expanded percentile bootstrap over units", "alpha": ALPHA},
         "by_condition": {},
     }
+    # A model comparison is fair only on conditions every compared model was run in.
+    have = per_unit.groupby("condition", observed=True)["model"].agg(
+        lambda m: {str(x) for x in m})
+    section["common_conditions"] = sorted((str(c) for c, ms in have.items()
+                                           if ms == set(models)), key=str)  # fmt: skip
+    section["models_missing"] = {str(c): sorted(set(models) - ms) for c, ms in have.items()
+                                 if ms != set(models)}  # fmt: skip
     for cond in sorted(per_unit["condition"].unique(), key=str):
         pu = per_unit[per_unit["condition"] == cond]
+        missing = section["models_missing"].get(str(cond), [])
         scores = model_scores(pu, n_boot=n_boot, ci=ci, seed=seed)
         resp = data[data["condition"] == cond].groupby("model", observed=True).agg(
             accuracy=("correct", "mean"), n_responses=("correct", "size"),
@@ -280,9 +288,14 @@ def models_section(
                          "n_responses": int(extra.get("n_responses", 0)),
                          "n_participants": int(extra.get("n_participants", 0))})
         comparison = compare_models(pu)
+        statement = comparison_statement(str(cond), rows, comparison, order_is_size)
+        if missing:  # not a comparison of all models: say so, never rank across it
+            comparison = {**comparison, "all_models": False, "missing_models": missing}
+            statement = (f"{statement} (only {len(models) - len(missing)} of {len(models)} "
+                         f"models were run in condition {cond}: {', '.join(missing)} "
+                         "missing, so this is not a comparison of all models)")
         section["by_condition"][str(cond)] = {
-            "scores": rows, "comparison": comparison,
-            "statement": comparison_statement(str(cond), rows, comparison, order_is_size)}
+            "scores": rows, "comparison": comparison, "statement": statement}
     section["per_unit"] = [
         {**r, "model": str(r["model"])} for r in per_unit.to_dict("records")]
     return section

@@ -23,9 +23,14 @@ from causalvis.analysis import figures, tables
 from causalvis.analysis.contrasts import compute_contrasts, mixed_model
 from causalvis.analysis.kappa import kappa_analysis, machine_observer_rows
 from causalvis.analysis.load import StudyInputs, join_trials, load_study
-from causalvis.config import ExclusionConfig
+from causalvis.analysis.tables import interval_text
+from causalvis.config import ExclusionConfig, StudyConfig
 from causalvis.errors import CausalvisError
-from causalvis.responses.exclusion import apply_exclusions, resolve_exclusion
+from causalvis.responses.exclusion import (
+    apply_exclusions,
+    fast_answers_by_condition,
+    resolve_exclusion,
+)
 from causalvis.store.layout import REPORT_PAGE_FILE
 from causalvis.store.reports import read_observer_trials, read_observers_report, write_summary
 
@@ -52,6 +57,9 @@ class AnalysisOptions:
     reference: str | None = None
     # ``--by COLUMN``: also analyse each level of the column (the canonical ``level``).
     by: str | None = None
+    # One difficulty per analysis (IMI's hard85/95/99 were separate experiments); None:
+    # ``easy`` when present (IMI's main figure), else the only one there is.
+    difficulty: str | None = None
 
 
 def analyze_frame(
@@ -64,15 +72,21 @@ def analyze_frame(
     options: AnalysisOptions | None = None,
     source: str = "",
     task: str | None = None,
+    config: StudyConfig | None = None,
+    simulated: bool = False,
 ) -> dict[str, Any]:
     """Run every analysis on a canonical table (see :mod:`causalvis.analysis.load`).
 
     A ``models`` section (per-unit model scores and tests) is added when the responses
-    name two or more models, or when ``task`` is ``two_afc``."""
+    name two or more models, or when ``task`` is ``two_afc``. ``config`` (the study's)
+    feeds the methods section; ``simulated`` labels every figure and the page."""
     # Small matrices only: one BLAS thread is faster and never oversubscribes shared cores.
     with threadpool_limits(limits=1):
-        return _analyze(df, exclusion, observers, observer_trials, trials,
-                        options or AnalysisOptions(), source, task)
+        summary = _analyze(df, exclusion, observers, observer_trials, trials,
+                           options or AnalysisOptions(), source, task)
+    summary["simulated"] = bool(simulated)
+    summary["methods"] = methods_section(summary, df, config, task)
+    return summary
 
 
 def _analyze(
@@ -89,6 +103,7 @@ def _analyze(
         raise CausalvisError(f"--ci: unknown design {opt.design!r} (auto | participants | crossed)")
     exclusion = exclusion or ExclusionConfig()
     loaded = df.attrs.get("load")
+    difficulty = df.attrs.get("difficulty")
     df, order = designs.relabel(df, opt.conditions)
     ex = apply_exclusions(df, exclusion, min_side_choices=opt.min_side_choices)
     main_all = df[df["is_main"]]
@@ -106,9 +121,12 @@ def _analyze(
             "n_main_trials_included": len(main),
         },
         "exclusions": ex.to_json(),
+        "fast_answers": fast_answers_by_condition(df, exclusion),
     }
     if loaded:
         summary["input"] = loaded
+    if difficulty:
+        summary["data"]["difficulty"] = difficulty
     if main_all.empty:
         raise CausalvisError(f"{source or 'responses'}: no main (non-catch) trials to analyse")
     design = tables.choose_design(main_all) if opt.design == "auto" else opt.design
@@ -230,6 +248,111 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+# -- methods -------------------------------------------------------------------------------
+
+def methods_section(s: dict[str, Any], df: pd.DataFrame, cfg: StudyConfig | None,
+                    task: str | None) -> dict[str, list[str]]:
+    """The methods as sentences per heading (design, stimuli, sample, exclusions,
+    statistics), from the study config where there is one and from the data always, so
+    the report says what was done without the reader opening study.toml."""
+    main = df[df["is_main"]]
+    per_p = main.groupby("participant_id").size()
+    catch_p = df[df["is_catch"]].groupby("participant_id").size()
+    d = s.get("design") or {}
+    task = task or (cfg.task if cfg is not None else None)
+    conds = d.get("conditions") or sorted(map(str, main["condition"].unique()))
+    design = [f"Task: {_TASKS.get(task or '', task or 'not recorded')}.",
+              f"Conditions ({len(conds)}): {', '.join(conds)}; "
+              f"{_DESIGNS.get(d.get('design', ''), d.get('design', 'unknown'))}."]
+    if "unit" in main.columns and main["unit"].notna().any():
+        layers = sorted(map(str, main["layer"].dropna().unique())) if "layer" in main else []
+        design.append(f"Units: {main['unit'].nunique()} units"
+                      + (f" in {len(layers)} layers ({', '.join(layers)})" if layers else "")
+                      + (f"; chosen per layer ({cfg.units.per_layer} per layer)"
+                         if cfg is not None and cfg.units.mode == "per_layer" else "") + ".")
+    if "image_set" in main.columns and main["image_set"].notna().any():
+        design.append(f"Image sets (query images per unit) answered: "
+                      f"{main['image_set'].nunique()}"
+                      + (f" of {cfg.exemplars.n_image_sets} built per unit" if cfg else "") + ".")
+    diff = (s.get("data") or {}).get("difficulty")
+    if diff:
+        others = [lv for lv in diff["levels"] if lv != diff["analysed"]]
+        design.append(f"Difficulty analysed: {diff['analysed']}"
+                      + (f" ({diff['rows_left_out']} rows of {', '.join(others)} left out: "
+                         "each difficulty was its own experiment)" if others else "") + ".")
+    if len(per_p):
+        design.append(f"Trials per session: {_span(per_p)} main"
+                      + (f" and {_span(catch_p)} catch trials" if len(catch_p) else "")
+                      + " per participant.")
+    if cfg is not None:
+        sc = cfg.sessions
+        design.append(f"Catch trials: {sc.n_catch} per session ({_CATCH.get(sc.catch_rule, sc.catch_rule)}); "
+                      "they are scored for the exclusion only, never in the accuracies.")
+        design.append(f"Practice: {sc.n_practice} trials drawn per participant "
+                      f"({sc.n_practice_obvious} from the obvious pool, the rest from the "
+                      "non-obvious pool), repeated until all are correct "
+                      f"(at most {cfg.exclusion.max_practice_attempts} attempts before exclusion).")
+    stimuli = []
+    if cfg is not None:
+        stimuli.append(f"Model: {cfg.model.name}" + (f" (models: {', '.join(cfg.models)})"
+                                                     if cfg.models else "") + ".")
+        if (task or cfg.task) != "two_afc":
+            stimuli.append(f"Occlusion patch: {100 * cfg.occlusion.patch_fraction:.0f} % of the "
+                           f"image side, filled with {_FILLS.get(cfg.occlusion.fill, cfg.occlusion.fill)}; "
+                           f"stride {cfg.occlusion.stride} px.")
+        stimuli.append(f"References: {cfg.conditions.n_references} per trial "
+                       f"(mixed: {cfg.conditions.mixed_natural} natural + "
+                       f"{cfg.conditions.mixed_synthetic} synthetic).")
+    else:
+        stimuli.append("No study config given: stimulus parameters are not recorded here.")
+    ex = s["exclusions"]
+    recruited = ex["n_participants"] + ex.get("n_screened_out", 0)
+    per_crit = "; ".join(f"{n}: {c['n_excluded']}" for n, c in ex["criteria"].items()
+                         if c["available"] and c["n_excluded"])
+    sample = [f"Recruited (with data): {recruited}; screened out by the device check: "
+              f"{ex.get('n_screened_out', 0)}; analysed: {ex['n_participants']}; included: "
+              f"{ex['n_included']}; excluded: {ex['n_excluded']}"
+              + (f" ({per_crit}; a participant can fail several criteria)" if per_crit else "")
+              + "."]
+    fast = s.get("fast_answers") or {}
+    if fast.get("available"):
+        sample.append(f"Answers faster than {fast['min_rt_ms']:g} ms: {fast['n_fast']} of "
+                      f"{fast['n_answers']} main + catch answers.")
+    excl = [f"{n}: {c['rule']}" + ("" if c["available"] else " (not available: "
+                                    + c.get("reason", "") + ")")
+            for n, c in ex["criteria"].items()]
+    stats_ = ["Accuracy per condition: pooled proportion correct on main trials of the "
+              "included participants, with a 95 % expanded-percentile bootstrap interval "
+              f"({d.get('bootstrap', 'participants resampled')}; the plain percentile "
+              "interval is too narrow with few participants); ±2 SEM over participants for "
+              "comparison with the papers.",
+              f"Contrasts: {d.get('test', 'permutation test')}, Holm-corrected over all "
+              "contrasts; a mixed-effects logistic regression (random intercepts for "
+              "participant and unit) as a second test, because the trial-level answers are "
+              "nested in participants and units.",
+              "An interval is only printed when it exists: with one participant, or when "
+              "every participant has the same value, the report says so instead of printing "
+              "a zero-width interval."]
+    return {"design": design, "stimuli": stimuli, "sample": sample, "exclusions": excl,
+            "statistics": stats_}
+
+
+_TASKS = {"causal_occlusion": "causal occlusion (which of two occluded query images "
+          "activates the unit less)", "two_afc": "2-AFC (which of two query images "
+          "activates the unit more)"}
+_DESIGNS = {designs.BETWEEN: "each participant saw one condition (between participants)",
+            designs.WITHIN: "each participant saw every condition (within participants)"}
+_CATCH = {"largest_rel_diff": "the trials with the largest activation difference",
+          "query_in_references": "the query is one of the references"}
+_FILLS = {"mean": "the patch's own mean colour", "grey": "grey",
+          "blur": "a blurred copy of the image", "noise": "noise"}
+
+
+def _span(counts: pd.Series) -> str:
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 # -- report files ---------------------------------------------------------------------------
 
 def make_figures(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
@@ -238,27 +361,38 @@ def make_figures(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
     base = (summary.get("design") or {}).get("baselines") or ["none"]
     baseline = (conds.get(base[0]) or {}).get("accuracy")
     made: dict[str, Path] = {}
-    made["accuracy"] = figures.save(
+    mark = figures.mark_simulated if summary.get("simulated") else (lambda fig: fig)
+    save = figures.save
+
+    def _save(fig: Any, f: Path, name: str) -> dict[str, Path]:
+        return save(mark(fig), f, name)
+
+    made["accuracy"] = _save(
         figures.accuracy_by_condition(conds, summary.get("observers"), base[0]), folder,
         "accuracy")["png"]
     if summary.get("by_layer"):
         fig = figures.accuracy_by_group(summary["by_layer"], "layer", baseline,
                                         "Accuracy per layer")
-        made["layer"] = figures.save(fig, folder, "layer")["png"]
+        made["layer"] = _save(fig, folder, "layer")["png"]
     if summary.get("by_confidence"):
         fig = figures.accuracy_by_group(summary["by_confidence"], "confidence", baseline,
                                         "Accuracy by confidence")
-        made["confidence"] = figures.save(fig, folder, "confidence")["png"]
-    if summary.get("kappa", {}).get("available"):
-        made["kappa"] = figures.save(figures.kappa_heatmap(summary["kappa"]), folder,
+        made["confidence"] = _save(fig, folder, "confidence")["png"]
+    if summary.get("kappa", {}).get("available") and not _kappa_as_table(summary["kappa"]):
+        made["kappa"] = _save(figures.kappa_heatmap(summary["kappa"]), folder,
                                      "kappa")["png"]
     if summary.get("models", {}).get("available"):
-        made["models"] = figures.save(figures.model_scores(summary["models"]), folder,
+        made["models"] = _save(figures.model_scores(summary["models"]), folder,
                                       "models")["png"]
     if summary.get("difficulty", {}).get("available"):
-        made["difficulty"] = figures.save(
+        made["difficulty"] = _save(
             figures.difficulty_plot(summary["difficulty"], baseline), folder, "difficulty")["png"]
     return made
+
+
+def _kappa_as_table(kappa: dict[str, Any]) -> bool:
+    """Few observer pairs: a table reads better than a mostly empty heatmap."""
+    return "kappa" in kappa and len(figures.kappa_pairs(kappa)) <= figures.FEW_KAPPA_PAIRS
 
 
 def write_report(summary: dict[str, Any], out: str | Path) -> Path:
@@ -298,9 +432,11 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 def _conditions_table(conds: dict[str, Any]) -> str:
-    rows = [[n, _pct(c["accuracy"]), f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}",
-             "±" + _pct(c.get("sem2")), c.get("ci_method", ""), c["n_participants"],
-             c["n_trials"]] for n, c in conds.items()]
+    rows = [[n, _pct(c["accuracy"]),
+             interval_text(c["ci_low"], c["ci_high"], c["n_participants"]),
+             "±" + _pct(c.get("sem2")) if c["n_participants"] >= 2 and c.get("sem2") else "–",
+             c.get("ci_method", ""), c["n_participants"], c["n_trials"]]
+            for n, c in conds.items()]
     return _table(["condition", "accuracy %", "95 % CI %", "±2 SEM %", "CI over",
                    "participants", "trials"], rows)
 
@@ -319,6 +455,10 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
     parts = [f"<h1>causalvis analysis</h1><p class=meta>source: {html.escape(s.get('source', ''))}"
              f" · {s['data']['n_participants']} participants, {s['data']['n_rows']} response rows"
              f" · causalvis {html.escape(str(s.get('causalvis_version')))}</p>"]
+    if s.get("simulated"):
+        parts.append("<p class=sim>SIMULATED DATA: these responses come from simulated "
+                     "participants, not people. Every figure is labelled so.</p>")
+    parts.append(_methods_html(s.get("methods")))
     if s.get("note"):
         parts.append(f"<p class=warn>{html.escape(s['note'])}</p>")
     parts.append("<h2>Accuracy per condition</h2><p>Proportion of correct answers on main "
@@ -338,10 +478,16 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
                  "participant can fail several, so the counts need not add up. Criteria whose "
                  "data are missing are marked not available (not passed).</p>")
     rows = [[name, c["rule"], c["n_excluded"] if c["available"] else "not available: "
-             + c.get("reason", "")] for name, c in ex["criteria"].items()]
-    parts.append(_table(["criterion", "rule", "excluded"], rows))
+             + c.get("reason", ""), c.get("n_flagged", 0) - c.get("n_excluded", 0)
+             if c["available"] and "n_flagged" in c else ""]
+            for name, c in ex["criteria"].items()]
+    parts.append(_table(["criterion", "rule", "excluded", "flagged, not excluded"], rows))
+    screened = ex.get("n_screened_out", 0)
     parts.append(f"<p>{ex['n_excluded']} of {ex['n_participants']} participants excluded, "
-                 f"{ex['n_included']} included.</p>")
+                 f"{ex['n_included']} included"
+                 + (f"; {screened} screened out by the device check (not in the sample)"
+                    if screened else "") + ".</p>")
+    parts.append(_fast_html(s.get("fast_answers")))
     parts.append(_design_html(s.get("design"), s.get("input")))
     if s.get("contrasts"):
         refs = [*s["design"]["baselines"], *([s["design"]["reference"]]
@@ -356,7 +502,7 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
                      "Holm-corrected over all contrasts. The verdict uses the Holm-corrected "
                      "permutation test.</p>")
         rows = [[f"{c['condition']} − {c['reference']}", f"{100 * c['difference']:+.1f}",
-                 f"{_pct(c['ci_low'])} – {_pct(c['ci_high'])}", c.get("test", ""),
+                 interval_text(c["ci_low"], c["ci_high"], None), c.get("test", ""),
                  _num(c["p_permutation"]), _num(c["p_permutation_holm"]), _num(c.get("p_glmm")),
                  _num(c.get("p_glmm_holm"))] for c in s["contrasts"]]
         parts.append(_table(["contrast", "diff (pp)", "95 % CI (pp)", "test", "p perm",
@@ -385,7 +531,8 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
                      + _img(b64, "confidence", "by confidence"))
     if s.get("rt"):
         rows = [[c, _num(r["mean_participant_median_ms"], ".0f"),
-                 f"{_num(r['ci_low'], '.0f')} – {_num(r['ci_high'], '.0f')}",
+                 interval_text(r["ci_low"], r["ci_high"], r.get("n_participants"),
+                               lambda v: _num(v, ".0f")),
                  _num(r["median_correct_ms"], ".0f"), _num(r["median_wrong_ms"], ".0f")]
                 for c, r in s["rt"].items()]
         parts.append("<h2>Reaction times</h2><p>Mean over participants of each participant's "
@@ -399,7 +546,8 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
                      f"saw (matched on <code>{html.escape(k['matched_on'])}</code>, at least "
                      f"{k['min_common_trials']} shared trials): 0 = errors no more aligned "
                      f"than the accuracies predict, 1 = identical errors. Machine observers "
-                     f"appear as <code>machine:NAME</code>.</p>" + _img(b64, "kappa", "kappa"))
+                     f"appear as <code>machine:NAME</code>.</p>" + (
+                         _kappa_table(k) if _kappa_as_table(k) else _img(b64, "kappa", "kappa")))
     else:
         parts.append(f"<p>Not available: {html.escape(k.get('reason', ''))}.</p>")
     d = s.get("difficulty", {})
@@ -414,8 +562,8 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
     else:
         parts.append(f"<p>Not available: {html.escape(d.get('reason', ''))}.</p>")
     if s.get("observers"):
-        rows = [[name, c, _pct(v.get("accuracy")), f"{_pct(v.get('ci_low'))} – "
-                 f"{_pct(v.get('ci_high'))}", v.get("n_trials", "")]
+        rows = [[name, c, _pct(v.get("accuracy")),
+                 interval_text(v.get("ci_low"), v.get("ci_high"), None), v.get("n_trials", "")]
                 for name, o in s["observers"].items() for c, v in o["conditions"].items()]
         parts.append("<h2>Machine observers</h2><p>From <code>report/observers.json</code>.</p>"
                      + _table(["observer", "condition", "accuracy %", "95 % CI %", "trials"],
@@ -425,9 +573,42 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
              "font-size:.9rem}td,th{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:"
              "right}td:first-child,th:first-child{text-align:left}figure{margin:.5rem 0}img{"
              "max-width:100%;height:auto}.meta,.small{color:#666;font-size:.85rem}.warn{color:"
-             "#a40}code{background:#f3f3f3;padding:0 .2rem}")
+             "#a40}code{background:#f3f3f3;padding:0 .2rem}.sim{background:#fde8e8;color:#a11;"
+             "font-weight:700;font-size:1.1rem;padding:.6rem .8rem;border:2px solid #d62728;"
+             "border-radius:6px}")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>causalvis analysis"
             f"</title><style>{style}</style></head><body>" + "\n".join(parts) + "</body></html>")
+
+
+def _methods_html(m: dict[str, list[str]] | None) -> str:
+    if not m:
+        return ""
+    out = ["<h2>Methods</h2>"]
+    for head, lines in m.items():
+        out.append(f"<h3>{html.escape(head.capitalize())}</h3><ul>"
+                   + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+    return "\n".join(out)
+
+
+def _fast_html(f: dict[str, Any] | None) -> str:
+    """Fast answers per condition (the ``fast_answers`` criterion's rule)."""
+    if not f:
+        return ""
+    if not f.get("available"):
+        return f"<h3>Fast answers</h3><p>Not available: {html.escape(f.get('reason', ''))}.</p>"
+    rule = ("flagged only, never excluded" if f["max_fast_fraction"] >= 1.0
+            else f"excluded when more than {f['max_fast_fraction']:.3g} of a participant's "
+            "answers are this fast")
+    rows = [[c, v["n_fast"], v["n_answers"], f"{v['n_participants_fast']} of {v['n_participants']}"]
+            for c, v in f["by_condition"].items()]
+    return (f"<h3>Fast answers</h3><p>Main + catch answers faster than {f['min_rt_ms']:g} ms "
+            f"(<code>[exclusion] min_rt_ms</code>; {rule}), all participants.</p>"
+            + _table(["condition", "fast answers", "answers", "participants with any"], rows))
+
+
+def _kappa_table(k: dict[str, Any]) -> str:
+    rows = [[a, b, f"{v:.2f}", n] for a, b, v, n in figures.kappa_pairs(k)]
+    return _table(["observer", "observer", "κ", "shared trials"], rows)
 
 
 def _by_html(by: dict[str, Any] | None) -> str:
@@ -507,14 +688,19 @@ def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> s
 def analyze_study(study: str | Path | StudyInputs, *, db_url: str | None = None,
                   out: str | Path | None = None, exclusion: ExclusionConfig | None = None,
                   options: AnalysisOptions | None = None,
-                  source: str | None = None) -> tuple[dict[str, Any], Path]:
+                  source: str | None = None,
+                  simulated: bool | None = None) -> tuple[dict[str, Any], Path]:
     """Analyse a study's responses (exclusion config: given, else the study's); write
-    STUDY/report/. ``source`` describes the responses in the report (default: the study)."""
+    STUDY/report/. ``source`` describes the responses in the report (default: the study).
+    ``simulated`` labels every figure; None: when ``source`` says ``SIMULATED``."""
     inputs = StudyInputs.read(study)
     df = load_study(inputs, db_url)
     cfg = exclusion if exclusion is not None else resolve_exclusion(inputs.config)
     root = inputs.paths.root
-    return _finish(df, inputs, out or inputs.paths.report, cfg, options, source or str(root))
+    if simulated is None:
+        simulated = "SIMULATED" in (source or "")
+    return _finish(df, inputs, out or inputs.paths.report, cfg, options, source or str(root),
+                   simulated=simulated)
 
 
 def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
@@ -539,6 +725,7 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
         df = load_imi_csv(path, mapping)
         task = "two_afc"
         opt = options or AnalysisOptions()
+        df = select_difficulty(df, opt.difficulty)
         if not opt.model_order and "model" in df.columns:
             opt = replace(opt, model_order=tuple(model_order(df["model"].dropna().unique())),
                           model_order_is_size=True)
@@ -555,9 +742,31 @@ def analyze_csv(path: str | Path, mapping: dict[str, str], *, out: str | Path,
     return _finish(df, inputs, out, exclusion, options, str(path), task=task)
 
 
+def select_difficulty(df: pd.DataFrame, wanted: str | None) -> pd.DataFrame:
+    """The rows of one difficulty level; which one and which were left out go into
+    ``df.attrs["difficulty"]`` (the report says so). No difficulty column: unchanged."""
+    if "difficulty" not in df.columns or df["difficulty"].isna().all():
+        if wanted:
+            raise CausalvisError("--difficulty: the responses have no difficulty levels")
+        return df
+    levels = sorted(df["difficulty"].dropna().unique().tolist())
+    chosen = wanted or ("easy" if "easy" in levels or len(levels) != 1 else levels[0])
+    if chosen not in levels:
+        raise CausalvisError(f"--difficulty: {chosen!r} is not in the data "
+                             f"(levels: {', '.join(levels)})")
+    attrs = dict(df.attrs)
+    out = df[df["difficulty"] == chosen].reset_index(drop=True)
+    out.attrs = {**attrs, "difficulty": {
+        "analysed": chosen, "levels": levels,
+        "rows_left_out": int(len(df) - len(out)),
+        "note": "one difficulty per analysis: harder query windows were separate "
+                "experiments (analyse them with --difficulty NAME)"}}
+    return out
+
+
 def _finish(df: pd.DataFrame, inputs: StudyInputs | None, out: str | Path,
             cfg: ExclusionConfig | None, options: AnalysisOptions | None, source: str,
-            task: str | None = None) -> tuple[dict[str, Any], Path]:
+            task: str | None = None, simulated: bool = False) -> tuple[dict[str, Any], Path]:
     observers = observer_trials = trials = None
     options = options or AnalysisOptions()
     study_cfg = inputs.config if inputs is not None else None
@@ -573,5 +782,5 @@ def _finish(df: pd.DataFrame, inputs: StudyInputs | None, out: str | Path,
         trials = inputs.trials
     summary = analyze_frame(df, exclusion=cfg, observers=observers,
                             observer_trials=observer_trials, trials=trials, options=options,
-                            source=source, task=task)
+                            source=source, task=task, config=study_cfg, simulated=simulated)
     return summary, write_report(summary, out)

@@ -135,6 +135,7 @@ def grouped_accuracy(
         rows.append({
             "condition": str(cond), by: _plain(value), "accuracy": float(k.sum() / n.sum()),
             "ci_low": lo, "ci_high": hi, "n_participants": len(k), "n_trials": int(n.sum()),
+            "n_correct": int(k.sum()),
         })
     return rows
 
@@ -221,3 +222,17 @@ def difficulty(
         r, p = stats.spearman(items["rel"], items["acc"])
         rho[str(cond)] = {"rho": r, "p": p, "n_items": len(items)}
     return {"available": True, "edges": edges.tolist(), "bins": bins, "spearman": rho}
+
+
+def interval_text(lo: Any, hi: Any, n: int | None, fmt: Any = None) -> str:
+    """``lo – hi``, or why there is no interval (never a zero-width one as if it were one).
+
+    ``fmt`` formats one bound (default: a fraction as a percentage with one decimal)."""
+    fmt = fmt or (lambda v: "–" if v is None else f"{100 * v:.1f}")
+    if n is not None and n < 2:
+        return f"no interval: too few participants (n={n})"
+    if lo is None or hi is None:
+        return "no interval"
+    if abs(hi - lo) < 1e-9:
+        return f"no interval: no variation (every value {fmt(lo)})"
+    return f"{fmt(lo)} – {fmt(hi)}"

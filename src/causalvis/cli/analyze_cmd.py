@@ -62,6 +62,9 @@ def analyze_command(
     max_same_side_fraction: float | None = typer.Option(
         None, "--max-same-side-fraction", help="1.0 = exclude only all-one-side responders"
     ),
+    difficulty: str | None = typer.Option(
+        None, "--difficulty", help="--format imi: the difficulty level to analyse (easy, "
+        "hard85, hard95, hard99; default easy, IMI's main figure)"),
     min_side_choices: int | None = typer.Option(
         None, "--min-side-choices", min=0, help="exclude if either answer position was "
         "chosen fewer times (IMI's row variability: 5; default off, 5 with --format imi)"
@@ -89,6 +92,8 @@ def analyze_command(
         fail(f"--format: unknown format {fmt!r} (csv | imi)")
     if fmt != "csv" and responses_csv is None:
         fail("--format applies to --responses-csv only")
+    if difficulty is not None and fmt != "imi":
+        fail("--difficulty applies to --format imi only")
     if rt_unit not in (None, "ms", "s"):
         fail(f"--rt-unit: unknown unit {rt_unit!r} (ms | s)")
     csv_only = {"--where": where, "--by": by, "--rt-unit": rt_unit,
@@ -121,7 +126,7 @@ def analyze_command(
                               conditions=parse_conditions(conditions),
                               baselines=tuple(b.strip() for b in (baseline or "").split(",")
                                               if b.strip()),
-                              reference=reference, by=by)
+                              reference=reference, by=by, difficulty=difficulty)
     if responses_csv is not None:
         if fmt == "imi":
             from causalvis.analysis.imi import IMI_COLUMNS

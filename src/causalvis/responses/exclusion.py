@@ -4,7 +4,10 @@ The dashboard, the export, the Prolific failed-checks completion code and the re
 decide here, from one per-participant table (:func:`participant_metrics` builds it from a
 canonical response table, :func:`database_metrics` from the database rows, both through
 :func:`_answer_counts`), so a participant the report excludes is flagged on the dashboard
-under the same criterion name. Each criterion is evaluated independently so the report can
+under the same criterion name. A criterion can also *warn* without excluding: answers
+faster than ``min_rt_ms`` are always listed in ``ExclusionResult.warnings`` (shown on the
+dashboard, counted in the report), but exclude only beyond ``max_fast_fraction``; warnings
+never enter ``flags``, ``excluded`` or the criteria's ``n_excluded``. Each criterion is evaluated independently so the report can
 say how many participants it removed; a criterion whose data are absent is reported as
 ``available: false``: it is never silently counted as passed.
 """
@@ -33,7 +36,8 @@ from causalvis.store.layout import StudyPaths
 
 # Every criterion, in the order the report lists them and the dashboard shows its flags.
 CRITERIA = ("catch_accuracy", "total_time", "instruction_time", "practice_attempts",
-            "missing_steps", "one_sided", "side_variability", "unfinished")  # fmt: skip
+            "missing_steps", "one_sided", "side_variability", "fast_answers",
+            "passed_checks", "unfinished")  # fmt: skip
 _NO_SIDE = "no side information (needs choice + left_option, or side)"
 
 
@@ -45,6 +49,12 @@ class ExclusionResult:
     per_participant: pd.DataFrame = field(default_factory=pd.DataFrame)
     # participant -> the criteria it fails, in CRITERIA order (the dashboard's flags).
     flags: dict[str, list[str]] = field(default_factory=dict)
+    # participant -> criteria that flag it without excluding it (``fast_answers`` with
+    # n_fast > 0 while fast_fraction <= max_fast_fraction). Never counted as exclusions.
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    # Turned away by the device check (status ``screened_out``): never in the sample, so
+    # neither included nor excluded (the report counts them apart).
+    screened_out: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +62,8 @@ class ExclusionResult:
             "n_included": len(self.included),
             "n_excluded": len(self.excluded),
             "excluded_participants": sorted(self.excluded),
+            "n_screened_out": len(self.screened_out),
+            "n_flagged_only": sum(1 for w in self.warnings.values() if w),
             "criteria": self.criteria,
         }
 
@@ -101,11 +113,18 @@ def participant_metrics(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = groups[col].max().reindex(out.index)
     if "status" in df.columns:
         out["status"] = groups["status"].last().reindex(out.index)
+    if "passed_checks" in df.columns and df["passed_checks"].notna().any():
+        # A source's own per-participant verdict (IMI's per-HIT checks): failed anywhere.
+        known = df.dropna(subset=["passed_checks"])
+        verdict = known.groupby("participant_id")["passed_checks"].agg(lambda v: bool(all(v)))
+        out["passed_checks"] = verdict.reindex(out.index).astype(object)
     if {"session_id", "kind"} <= set(df.columns):
         # The table does not carry the plan: a session has practice if anyone practised in it.
         with_practice = set(df.loc[df["kind"] == "practice", "session_id"])
         out["practice_required"] = groups["session_id"].first().isin(with_practice)
     answers = df[["participant_id", "is_main", "is_catch", "correct"]]
+    if "rt" in df.columns:  # ms (the loader converts)
+        answers = answers.assign(rt_ms=pd.to_numeric(df["rt"], errors="coerce"))
     side = _chose_left(df)
     return _answer_counts(out, answers if side is None else answers.assign(left=side))
 
@@ -140,6 +159,7 @@ def database_metrics(
                 "participant_id": label, "is_main": r.kind == "main",
                 "is_catch": r.kind == "catch", "correct": bool(r.correct),
                 "left": float(r.choice == r.left_option) if known else np.nan,
+                "rt_ms": np.nan if r.rt_ms is None else float(r.rt_ms),
             })  # fmt: skip
     out = pd.DataFrame(people, columns=["participant_id", "total_time_s", "instruction_time_s",
                                         "practice_attempts", "practice_required", "status"])
@@ -147,14 +167,16 @@ def database_metrics(
     for col in ("total_time_s", "instruction_time_s"):
         out[col] = out[col].astype(float)
     frame = pd.DataFrame(answers, columns=["participant_id", "is_main", "is_catch", "correct",
-                                           "left"])
-    frame = frame.astype({"is_main": bool, "is_catch": bool, "correct": bool, "left": float})
+                                           "left", "rt_ms"])
+    frame = frame.astype({"is_main": bool, "is_catch": bool, "correct": bool, "left": float,
+                          "rt_ms": float})
     return _answer_counts(out, frame)
 
 
 def _answer_counts(out: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
     """Add the answer-based columns; ``answers`` has participant_id, is_main, is_catch,
-    correct and, when the side is known at all, ``left`` (1 left / upper, 0 right, NaN)."""
+    correct and, when the side is known at all, ``left`` (1 left / upper, 0 right, NaN),
+    when reaction times are, ``rt_ms``."""
     catch = answers[answers["is_catch"]].groupby("participant_id")["correct"]
     main = answers[answers["is_main"]].groupby("participant_id")["correct"]
     out["n_catch"] = catch.size().reindex(out.index, fill_value=0)
@@ -169,6 +191,11 @@ def _answer_counts(out: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
         # IMI's "row variability": how often the less chosen side was chosen.
         rarer = np.minimum(left["mean"], 1 - left["mean"]) * left["size"]
         out["n_rarer_side"] = rarer.round().reindex(out.index)
+    if "rt_ms" in answers.columns and answers["rt_ms"].notna().any():
+        timed = answers[answers["rt_ms"].notna() & (answers["is_main"] | answers["is_catch"])]
+        # The RTs themselves: the threshold is the config's, applied in :func:`evaluate`.
+        rts = timed.groupby("participant_id")["rt_ms"].agg(lambda v: tuple(sorted(v)))
+        out["rts_ms"] = rts.reindex(out.index).map(lambda v: v if isinstance(v, tuple) else ())
     return out
 
 
@@ -278,18 +305,81 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
             if _present(m, "n_rarer_side") else None,
             _NO_SIDE,
         )
+    fast = _fast_answers(m, cfg.min_rt_ms)
+    f = cfg.max_fast_fraction
+    record(
+        "fast_answers",
+        f"more than {f:.3g} of main + catch answers faster than {cfg.min_rt_ms:g} ms"
+        if f < 1.0 else f"answers faster than {cfg.min_rt_ms:g} ms (flagged, never excluded)",
+        None if fast is None else m["fast_fraction"] > f + 1e-12,
+        "no reaction times (rt) in the data",
+    )
+    warned = pd.Series(False, index=m.index)
+    if fast is not None:
+        warned = fast & ~masks["fast_answers"]
+        criteria["fast_answers"].update(
+            min_rt_ms=cfg.min_rt_ms, max_fast_fraction=f, n_flagged=int(fast.sum()),
+            flagged_participants=sorted(map(str, ids[fast.to_numpy()])),
+            n_fast_answers=int(m["n_fast"].sum()))
+    if "passed_checks" in m.columns:  # only imported data sets carry a verdict of their own
+        verdict = m["passed_checks"]
+        record("passed_checks", "the source's own checks failed (e.g. IMI's passed_checks)",
+               verdict.notna() & (verdict == False))  # noqa: E712 - object column
+    screened = (m["status"] == "screened_out") if "status" in m.columns \
+        else pd.Series(False, index=m.index)
     if _present(m, "status"):
-        record("unfinished", "status is not 'finished'", m["status"] != "finished")
+        record("unfinished", "status is not 'finished'",
+               (m["status"] != "finished") & ~screened)
     failed = pd.Series(False, index=m.index)
     for mask in masks.values():
         failed = failed | mask
+    failed = failed & ~screened
     m["excluded"] = failed
     failing = {name: mask.to_numpy() for name, mask in masks.items()}
     flags = {str(pid): [name for name, fails in failing.items() if fails[i]]
              for i, pid in enumerate(ids)}  # fmt: skip
+    warn = warned.to_numpy()
+    warnings = {str(pid): ["fast_answers"] if warn[i] else [] for i, pid in enumerate(ids)}
     excluded = sorted(map(str, ids[failed.to_numpy()]))
-    included = sorted(map(str, ids[~failed.to_numpy()]))
-    return ExclusionResult(included, excluded, criteria, m, flags)
+    included = sorted(map(str, ids[~(failed | screened).to_numpy()]))
+    return ExclusionResult(included, excluded, criteria, m, flags, warnings,
+                           sorted(map(str, ids[screened.to_numpy()])))
+
+
+def is_fast(rt_ms: Any, min_rt_ms: float) -> Any:
+    """The fast-answer rule (scalar or array): a reaction time below ``min_rt_ms``."""
+    return rt_ms < min_rt_ms
+
+
+def fast_answers_by_condition(df: pd.DataFrame, cfg: ExclusionConfig) -> dict[str, Any]:
+    """Main + catch answers faster than ``min_rt_ms`` per condition of a canonical table
+    (the report's count; the same rule as the ``fast_answers`` criterion)."""
+    if "rt" not in df.columns or df["rt"].notna().sum() == 0:
+        return {"available": False, "reason": "no reaction times (rt) in the data"}
+    d = df[(df["is_main"] | df["is_catch"]) & df["rt"].notna()]
+    d = d.assign(_fast=is_fast(d["rt"].astype(float), cfg.min_rt_ms))
+    by = {}
+    for cond, g in d.groupby("condition", sort=True):
+        fast = g[g["_fast"]]
+        by[str(cond)] = {"n_answers": len(g), "n_fast": len(fast),
+                         "n_participants": int(g["participant_id"].nunique()),
+                         "n_participants_fast": int(fast["participant_id"].nunique())}
+    return {"available": True, "min_rt_ms": cfg.min_rt_ms,
+            "max_fast_fraction": cfg.max_fast_fraction, "by_condition": by,
+            "n_fast": int(d["_fast"].sum()), "n_answers": len(d)}
+
+
+def _fast_answers(m: pd.DataFrame, min_rt_ms: float) -> pd.Series | None:
+    """Adds ``n_fast`` (main + catch answers with rt < ``min_rt_ms``), ``fast_fraction`` and
+    ``fast_flag`` (n_fast > 0) to ``m``; returns the flag, or None without RTs."""
+    if "rts_ms" not in m.columns:
+        return None
+    rts = m["rts_ms"].map(lambda v: v if isinstance(v, tuple) else ())
+    m["n_fast"] = rts.map(lambda v: int(is_fast(np.asarray(v, float), min_rt_ms).sum()))
+    n = rts.map(len)
+    m["fast_fraction"] = (m["n_fast"] / n.where(n > 0)).astype(float)
+    m["fast_flag"] = m["n_fast"] > 0
+    return m["fast_flag"]
 
 
 def _missing_steps(m: pd.DataFrame) -> pd.Series | None:

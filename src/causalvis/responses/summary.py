@@ -8,8 +8,10 @@ from datetime import datetime
 
 from causalvis.responses.db import Participant, Response
 
-# The three states an analysis distinguishes; declining consent counts as abandoned.
-STATUSES = ("active", "finished", "abandoned")
+# The states an analysis distinguishes; declining consent counts as abandoned. A participant
+# turned away by the device check is ``screened_out``: never active, never abandoned, and
+# never part of the sample the exclusions are counted on.
+STATUSES = ("active", "finished", "abandoned", "screened_out")
 
 
 def participant_label(p: Participant) -> str:
@@ -28,5 +30,6 @@ def practice_attempts(responses: Iterable[Response]) -> int:
 
 
 def status_label(p: Participant) -> str:
-    """``active``, ``finished`` or ``abandoned`` (declined never produces response rows)."""
+    """``active``, ``finished``, ``abandoned`` or ``screened_out`` (declined never produces
+    response rows, and counts as abandoned)."""
     return p.status if p.status in STATUSES else "abandoned"
