@@ -19,7 +19,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from causalvis.errors import ConfigError
-from causalvis.presets import MODEL_LAYERS, PRESETS, TASK_VARIANTS
+from causalvis.presets import MODEL_UNITS, PRESETS, TASK_VARIANTS
 from causalvis.store.layout import CONFIG_FILE
 
 TASKS = ("causal_occlusion", "two_afc")
@@ -40,6 +40,23 @@ class ModelConfig(_Section):
 class ImagesConfig(_Section):
     source: str = Field("samples", description="'samples' or a folder path")
     max_images: int | None = Field(None, ge=1, description="use only the first N images")
+    groups: Literal["auto", "none", "subfolder", "csv"] = Field(
+        "auto", description="which images share an origin (exemplars.exclude_query_group): "
+        "auto = the source's own (samples: the photo a crop is cut from; a folder: groups_csv "
+        "if set, else the subfolder), subfolder, csv (groups_csv), none"
+    )
+    groups_csv: str | None = Field(
+        None, description="CSV with header image_id,group (one row per image, empty = none)"
+    )
+
+    @model_validator(mode="after")
+    def _groups_source(self) -> ImagesConfig:
+        if self.groups == "csv" and not self.groups_csv:
+            raise ValueError('images.groups = "csv" needs images.groups_csv = PATH')
+        if self.groups == "subfolder" and self.groups_csv:
+            raise ValueError('images.groups_csv is set but images.groups = "subfolder": use '
+                             '"csv" (or "auto") for the CSV, or remove images.groups_csv')
+        return self
 
 
 class ScanConfig(_Section):
@@ -62,6 +79,11 @@ class UnitsConfig(_Section):
     n_practice_units: int = Field(
         4, ge=0, description="extra units sampled for practice trials only"
     )
+    n_catch_units: int = Field(
+        3, ge=0, description="extra units sampled for catch trials only (the paper: 3 easy "
+        "units disjoint from the main ones); their easiest trials are the catch trials; 0 = "
+        "catch trials from other units' trials (never the session's own units)"
+    )
     seed: int = 0
 
 
@@ -76,6 +98,10 @@ class ExemplarsConfig(_Section):
     difficulty: Literal["easy", "hard99", "hard95", "hard85"] = Field(
         "easy", description="imi query window, one per study: easy = the n_image_sets ranks "
         "just below the references; hard99/95/85 = from the 1st/5th/15th percentile of each end"
+    )
+    exclude_query_group: bool = Field(
+        True, description="no reference from its query's image group (images.groups), in "
+        "both schemes; applies whenever groups are known, e.g. the samples' photos"
     )
     seed: int = 0
 
@@ -201,7 +227,24 @@ class SessionsConfig(_Section):
         1, ge=1, description="planned responses per (unit, image set, condition)"
     )
     max_units_per_session: int = Field(18, ge=1)
+    practice_in_none: bool = Field(
+        False, description="give the `none` condition practice trials too (the paper gave it "
+        "none: its sessions skip practice)"
+    )
     seed: int = 0
+
+
+# The paper's thresholds for `none` (PROTOCOL.md: no practice, instruction < 15 s, total
+# outside 40-900 s).
+_PAPER_NONE_EXCLUSION = {
+    "min_instruction_time_s": 15.0, "min_total_time_s": 40.0, "max_total_time_s": 900.0,
+}
+# ExclusionConfig fields a condition may override (every threshold).
+THRESHOLD_FIELDS = (
+    "min_catch_accuracy", "min_total_time_s", "max_total_time_s", "min_instruction_time_s",
+    "max_practice_attempts", "max_same_side_fraction", "min_choices_per_side", "min_rt_ms",
+    "max_fast_fraction",
+)
 
 
 class ExclusionConfig(_Section):
@@ -228,6 +271,36 @@ class ExclusionConfig(_Section):
         1.0, ge=0, le=1, description="exclude if more than this fraction of main + catch "
         "answers was faster than min_rt_ms (1.0 = flag only, never exclude)"
     )
+    conditions: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {"none": dict(_PAPER_NONE_EXCLUSION)},
+        description="per-condition overrides of the thresholds above, e.g. "
+        "[exclusion.conditions.none] min_total_time_s = 40 (the paper's `none`, which had "
+        "no practice: instruction >= 15 s, total 40-900 s)",
+    )
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> ExclusionConfig:
+        for cond, fields in self.conditions.items():
+            unknown = sorted(set(fields) - set(THRESHOLD_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"conditions.{cond}: {', '.join(unknown)} is not a threshold "
+                    f"(choose from {', '.join(THRESHOLD_FIELDS)})"
+                )
+            try:
+                self.for_condition(cond)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                     for e in exc.errors())  # fmt: skip
+                raise ValueError(f"conditions.{cond}: {problems}") from None
+        return self
+
+    def for_condition(self, condition: str | None) -> ExclusionConfig:
+        """The thresholds in force for a participant of ``condition`` (its overrides over
+        the study-wide values; the result has no overrides of its own)."""
+        base = {k: getattr(self, k) for k in THRESHOLD_FIELDS}
+        extra = self.conditions.get(str(condition), {}) if condition is not None else {}
+        return ExclusionConfig.model_validate({**base, **extra, "conditions": {}})
 
 
 class ServerConfig(_Section):
@@ -339,6 +412,13 @@ class StudyConfig(_Section):
             raise ValueError("models: a model is listed twice")
         if self.sessions.n_practice_obvious > self.sessions.n_practice:
             raise ValueError("sessions.n_practice_obvious must be <= sessions.n_practice")
+        known = ConditionsConfig.model_fields["names"].default_factory()
+        typo = sorted(set(self.exclusion.conditions) - set(known) - set(self.conditions.names))
+        if typo:
+            raise ValueError(
+                f"exclusion.conditions: unknown condition {', '.join(typo)} "
+                f"(conditions: {', '.join(known)})"
+            )
         if self.task != "two_afc":
             return self
         if self.exemplars.scheme != "imi":
@@ -413,7 +493,8 @@ def preset(
     ``model`` / ``images`` override the preset's, ``task`` switches a causal-occlusion
     preset to the 2-AFC task (its variant: IMI exemplar scheme, natural and synthetic
     conditions, query-in-references catch trials), ``models`` makes it a multi-model
-    study. A model with layers in ``presets.MODEL_LAYERS`` gets the preset's layers."""
+    study. A model in ``presets.MODEL_UNITS`` gets the preset's units overrides (layers or
+    the paper's explicit units)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if task is not None and task not in TASKS:
@@ -438,9 +519,9 @@ def preset(
     if images is not None:
         _merge(data, {"images": {"source": images}})
     studied = data.get("model", {}).get("name", ModelConfig().name)
-    layers = MODEL_LAYERS.get(studied, {}).get(name)
-    if layers and not data.get("units", {}).get("layers"):
-        _merge(data, {"units": {"layers": layers}})
+    units = MODEL_UNITS.get(studied, {}).get(name)
+    if units and not data.get("units", {}).get("layers"):
+        _merge(data, {"units": units})
     return StudyConfig.from_dict(data, source=f"preset {name}")
 
 

@@ -4,7 +4,8 @@ A preset is a nested dict of ``StudyConfig`` fields that differ from the default
 ``paper2021`` values of PROTOCOL.md); ``config.preset`` merges it onto the defaults. A
 preset runs the task its overrides name (default causal occlusion); it can be switched to
 another task listed in its ``variants``: ``TASK_VARIANTS[task]`` is applied, then the
-preset's own variant overrides. ``MODEL_LAYERS`` gives a model's unit layers per preset, for configs that name none.
+preset's own variant overrides. ``MODEL_UNITS`` gives a model's ``units`` overrides per
+preset (its unit layers, or the paper's explicit units), for configs that name none.
 Plain data, no imports: adding a preset or a model's layers touches only this file.
 """
 
@@ -33,7 +34,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "overrides": {
             "scan": {"batch_size": 32, "shard_size": 256},
-            "units": {"mode": "per_layer", "per_layer": 1, "n_practice_units": 2},
+            "units": {"mode": "per_layer", "per_layer": 1, "n_practice_units": 2,
+                      "n_catch_units": 1},
             # Five references instead of nine keep the demo within minutes on 2 CPU cores.
             "exemplars": {"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 5},
             "conditions": {"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2},
@@ -86,10 +88,38 @@ _LITE0_PAPER_LAYERS = [
     "blocks.1.1", "blocks.2.1", "blocks.3.0", "blocks.3.2", "blocks.4.1", "blocks.4.2",
     "blocks.5.1", "blocks.5.3", "blocks.6.0",
 ]
-MODEL_LAYERS: dict[str, dict[str, list[str]]] = {
+_INCEPTION_MODULES = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
+# The paper's 18 units (PROTOCOL.md "Units of the paper"): per mixed layer of Lucid's
+# InceptionV1, one channel of the 3x3 branch and one of the pool projection, as channel
+# indices of the pre-ReLU concatenated layer.
+PAPER2021_UNITS = [
+    "mixed3a:189", "mixed3a:227", "mixed3b:178", "mixed3b:430", "mixed4a:257", "mixed4a:486",
+    "mixed4b:339", "mixed4b:491", "mixed4c:247", "mixed4c:496", "mixed4d:342", "mixed4d:483",
+    "mixed4e:524", "mixed4e:816", "mixed5a:278", "mixed5a:743", "mixed5b:684", "mixed5b:1007",
+]
+# torchvision GoogLeNet: the pre-ReLU BN outputs of each Inception module's 3x3 branch and
+# pool-projection branch. One random unit per branch layer = the paper's 2 per module
+# (per_layer = 2 over the module outputs would draw from any branch, post-ReLU).
+_GOOGLENET_PAPER = {
+    "layers": [
+        f"inception{m}.{branch}.bn" for m in _INCEPTION_MODULES
+        for branch in ("branch2.1", "branch4.1")
+    ],
+    "per_layer": 1,
+}
+# A model's `units` overrides per preset, applied when the config names no unit layers:
+# the paper's (pre-nonlinearity) unit layers or units of each supported family.
+MODEL_UNITS: dict[str, dict[str, dict[str, Any]]] = {
     "lite0": {
-        "quick": _LITE0_QUICK_LAYERS,
-        "paper2021": _LITE0_PAPER_LAYERS,
-        "imi2023": _LITE0_QUICK_LAYERS,
+        "quick": {"layers": _LITE0_QUICK_LAYERS},
+        "paper2021": {"layers": _LITE0_PAPER_LAYERS},
+        "imi2023": {"layers": _LITE0_QUICK_LAYERS},
     },
+    "inceptionv1": {
+        "paper2021": {"mode": "explicit", "explicit": PAPER2021_UNITS},
+        "quick": {"layers": ["mixed3b", "mixed4b", "mixed4d", "mixed5a"]},
+        "imi2023": {"layers": [f"mixed{m}" for m in _INCEPTION_MODULES]},
+    },
+    "googlenet": {"paper2021": _GOOGLENET_PAPER},
+    "torchvision:googlenet": {"paper2021": _GOOGLENET_PAPER},
 }

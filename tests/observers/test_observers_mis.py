@@ -433,3 +433,14 @@ def test_any_quantile_that_leaves_enough_images():
     for bad in (0.0, 0.6, -1):
         with pytest.raises(CausalvisError, match=r"must be in \(0, 0\.5\]"):
             MisSettings(quantile=bad)
+
+
+def test_a_small_scan_gets_fewer_imi_tasks_not_an_error(caplog):
+    from causalvis.observers.mis import _imi_task_count
+
+    # IMI: n tasks use n x k references per side plus a window of n: 2 n (k + 1) <= 96
+    assert _imi_task_count(96, 3, 20, "easy", "u:1") == 12
+    assert "allow 12 IMI tasks" in caplog.text
+    assert _imi_task_count(2000, 3, 20, "easy", "u:1") == 20
+    with pytest.raises(CausalvisError, match="too few for one IMI task"):
+        _imi_task_count(6, 3, 20, "easy", "u:1")

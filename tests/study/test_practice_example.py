@@ -207,6 +207,9 @@ def test_paper_plan_practice_pools_and_example(paper_plan):
     want_obvious = sc.n_practice_obvious * sc.practice_pool_factor
     want_all = sc.n_practice * sc.practice_pool_factor
     for s in plan.sessions:
+        if s.condition == "none":  # the paper gave `none` no practice
+            assert s.practice == [] and s.practice_obvious == []
+            continue
         assert len(s.practice) == want_all and len(s.practice_obvious) == want_obvious
         assert set(s.practice_obvious) <= set(s.practice)
         practice = trials.loc[s.practice]

@@ -78,7 +78,10 @@ def test_sessions_are_balanced_and_cover_all_conditions(tiny_study):
         assert kinds["catch"] == cfg.sessions.n_catch
         assert all(by_id.loc[t, "condition"] == session["condition"] for t in session["trials"])
         sc = cfg.sessions
-        assert 1 <= len(session["practice"]) <= sc.n_practice * sc.practice_pool_factor
+        if session["condition"] == "none":  # the paper gave `none` no practice
+            assert session["practice"] == []
+        else:
+            assert 1 <= len(session["practice"]) <= sc.n_practice * sc.practice_pool_factor
         assert set(session["practice_obvious"]) <= set(session["practice"])
         for t in session["trials"]:
             row = by_id.loc[t]
@@ -101,6 +104,28 @@ def test_practice_units_never_appear_in_main_trials(tiny_study):
     assert practice
     assert set(trials.loc[trials["kind"] == "main", "unit"]).isdisjoint(practice)
     assert set(trials.loc[trials["kind"] == "practice", "unit"]) <= practice
+
+
+def test_catch_trials_come_from_the_catch_units(tiny_study):
+    """Issue 18: catch units in units.json, disjoint from the main and practice units;
+    every reference-condition catch trial is one of theirs; reference orders recorded."""
+    root, cfg = tiny_study
+    paths = StudyPaths(root)
+    units = json.loads(paths.units.read_text())["units"]
+    roles = {r: {f"{u['layer']}:{u['channel']}" for u in units if u["role"] == r}
+             for r in ("main", "practice", "catch")}  # fmt: skip
+    assert len(roles["catch"]) == cfg.units.n_catch_units > 0
+    assert not roles["catch"] & (roles["main"] | roles["practice"])
+    trials = pd.read_csv(paths.trials, dtype=str, keep_default_na=False).set_index("trial_id")
+    plan = json.loads(paths.sessions.read_text())
+    for session in plan["sessions"]:
+        catch = trials.loc[[t for t in session["trials"] if trials.loc[t, "kind"] == "catch"]]
+        assert not set(catch["unit"]) & set(session["units"])
+        if session["condition"] != "none":
+            assert set(catch["unit"]) <= roles["catch"]
+        assert "reference_seed" in session
+        for tid, order in session.get("reference_order", {}).items():
+            assert sorted(order) == list(range(len(trials.loc[tid, "reference_assets"].split())))
 
 
 def test_references_per_condition(tiny_study):

@@ -90,12 +90,17 @@ def test_catch_never_comes_from_the_session_itself():
         used_practice=used,
         image_set=1,
     )
-    own = base[(base["image_set"] == 1) & base["unit"].str.startswith("m")]
-    assert not set(own["trial_id"]) & set(pool["trial_id"])
+    # no trial of the session's own units, on any image set (issue 18 item 6; formerly
+    # their trials of other image sets were candidates)
+    assert not set(pool["unit"]) & {"m:0", "m:1", "m:2"}
     assert "b3-0" not in set(pool["trial_id"])
     chosen = select_catch(pool, 3)
-    assert len(chosen) == 3
+    assert len(chosen) == 2  # the spare practice trials are all that is left
     assert chosen["rel_diff"].iloc[0] == pool["rel_diff"].max()
+    # other sessions' main units count, the session's own never
+    pool = catch_pool(base, main_units={"m:0"}, practice_units={"p:0"}, used_practice=used,
+                      image_set=1, other_units={"m:0", "m:1"})
+    assert set(pool["unit"]) == {"m:1", "p:0"}
 
 
 def test_unrelated_partner_is_another_image():

@@ -23,8 +23,9 @@ def test_demo_runs_the_two_afc_task(tiny_two_afc_sessions, tmp_path, capsys):
     shutil.copytree(tiny_two_afc_sessions[0], root)  # a quick-preset two_afc study: reused
     code = _cli(["demo", "--task", "two_afc", "--out", str(root), "--no-serve", "--quiet",
                  "--participants", "6"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err
     assert "observer   mis" in out and "pilot      6 simulated" in out
 
     observers = json.loads((root / "report" / "observers.json").read_text())

@@ -43,7 +43,8 @@ def layers_command(
     weights: str | None = WeightsOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Layers a unit can live in, in forward order, with channels and spatial size."""
+    """Layers a unit can live in, in forward order, with kind, Inception branch (3x3, pool,
+    concat, ...; '-' outside one), channels and spatial size."""
     from causalvis.models import list_layers, load_model
 
     m = load_model(model, weights=weights)
@@ -53,11 +54,12 @@ def layers_command(
         return
     typer.echo(f"{m.name}: input {m.input_size}x{m.input_size}, {len(layers)} layers")
     kind_w = max([22, *(len(info.kind) for info in layers)])
-    typer.echo(f"{'layer':<24} {'kind':<{kind_w}} {'channels':>8}  size")
+    name_w = max([24, *(len(info.name) for info in layers)])
+    typer.echo(f"{'layer':<{name_w}} {'kind':<{kind_w}} {'branch':<10} {'channels':>8}  size")
     for info in layers:
         typer.echo(
-            f"{info.name:<24} {info.kind:<{kind_w}} {info.channels:>8}  "
-            f"{info.height}x{info.width}"
+            f"{info.name:<{name_w}} {info.kind:<{kind_w}} {info.branch or '-':<10} "
+            f"{info.channels:>8}  {info.height}x{info.width}"
         )
     if any(not info.supported for info in layers):
         typer.echo("channels-last layers are listed with their true sizes but cannot hold "

@@ -1,5 +1,6 @@
 """Image sources (folders, embedded samples) and the one preprocessing path."""
 
+from causalvis.images.groups import ImageGroups, source_groups
 from causalvis.images.preprocess import load_image_file, pil_to_tensor, prepare_image, tensor_to_pil
 from causalvis.images.sources import (
     FolderSource,
@@ -11,6 +12,7 @@ from causalvis.images.sources import (
 
 __all__ = [
     "FolderSource",
+    "ImageGroups",
     "ImageSource",
     "SampleSource",
     "SkippedImage",
@@ -18,5 +20,6 @@ __all__ = [
     "open_source",
     "pil_to_tensor",
     "prepare_image",
+    "source_groups",
     "tensor_to_pil",
 ]

@@ -33,6 +33,8 @@ class ImageSource:
     """Base class: ordered ids, ``load(id)``, and robust batched iteration."""
 
     name: str = "source"
+    # where ``images.groups = "auto"`` takes groups from (causalvis.images.groups)
+    natural_grouping: str = "none"
 
     def __init__(self, size: int, crop_pct: float = 0.875) -> None:
         self.size = int(size)
@@ -98,6 +100,10 @@ class ImageSource:
 
 class FolderSource(ImageSource):
     """Every image file under a folder, recursively, in sorted path order."""
+
+    # A folder is often sorted by class: grouping by subfolder would keep a query's class
+    # out of its references, which the papers did not do; ask for it (groups = "subfolder").
+    natural_grouping = "none"
 
     def __init__(self, root: str | Path, size: int, crop_pct: float = 0.875) -> None:
         super().__init__(size, crop_pct)
@@ -197,6 +203,7 @@ class SampleSource(ImageSource):
     """
 
     name = "samples"
+    natural_grouping = "photo"  # crops of one photo are one group
 
     def __init__(self, size: int, crop_pct: float = 0.875) -> None:
         super().__init__(size, crop_pct)

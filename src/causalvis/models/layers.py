@@ -12,6 +12,14 @@ Which tensor a layer name stands for (documented in docs/models.md):
   For EfficientNet blocks this is the linear bottleneck (no nonlinearity); for blocks that
   end in a ReLU it is post-ReLU.
 
+* **concat layers** (modules with a ``unit_layer_kind``, e.g. the mixed layers of
+  ``inceptionv1``): the pre-ReLU concatenation of an Inception module's branches.
+
+Each layer also names the Inception **branch** it belongs to (``1x1``, ``3x3 reduce``,
+``3x3``, ``5x5 reduce``, ``5x5``, ``pool`` = the pool projection, ``concat`` = the
+module's output; empty outside Inception modules), for ``inceptionv1`` and torchvision's
+GoogLeNet.
+
 A unit is ``LAYER:CHANNEL``; its activation is the spatial mean of that channel's map.
 
 Only channels-first ``[N, C, H, W]`` tensors are understood. A 4-D output in
@@ -101,6 +109,7 @@ class LayerInfo:
     height: int
     width: int
     order: int  # position in forward order
+    branch: str = ""  # Inception branch ("3x3", "pool", "concat", ...), "" outside one
 
     @property
     def supported(self) -> bool:
@@ -124,13 +133,44 @@ def tap_module(net: nn.Module, layer: str) -> tuple[nn.Module, str]:
     return module, "out"
 
 
+# torchvision GoogLeNet Inception module: child -> branch (index in the Sequential-like
+# branch: BasicConv2d 0 is the reduce conv, 1 the conv of the branch; branch4.0 is a pool).
+# branch3 is labelled 5x5 by its role although torchvision's conv there is 3x3.
+_TV_BRANCHES = {
+    ("branch1",): "1x1",
+    ("branch2", "0"): "3x3 reduce", ("branch2", "1"): "3x3",
+    ("branch3", "0"): "5x5 reduce", ("branch3", "1"): "5x5",
+    ("branch4", "1"): "pool",
+}
+
+
+def layer_branch(net: nn.Module, layer: str) -> str:
+    """The Inception branch ``layer`` belongs to ("" when it is in none): the net's own
+    ``layer_branch`` (``inceptionv1``), else torchvision GoogLeNet's module layout."""
+    own = getattr(net, "layer_branch", None)
+    if callable(own):
+        return str(own(layer))
+    parts = layer.split(".")
+    for i in range(len(parts)):
+        module = net.get_submodule(".".join(parts[: i + 1]))
+        if type(module).__name__ == "Inception" and hasattr(module, "branch4"):
+            rest = tuple(parts[i + 1:])
+            if not rest:
+                return "concat"
+            return _TV_BRANCHES.get(rest[:1], "") or _TV_BRANCHES.get(rest[:2], "")
+    return ""
+
+
 def _candidates(net: nn.Module) -> dict[str, str]:
     has_norm = any(_is_norm(m) for m in net.modules())
     out: dict[str, str] = {}
     for name, module in net.named_modules():
         if not name:
             continue
-        if _is_norm(module):
+        own_kind = getattr(module, "unit_layer_kind", None)
+        if isinstance(own_kind, str):
+            out[name] = own_kind
+        elif _is_norm(module):
             out[name] = "norm (pre-activation)"
         elif isinstance(module, nn.Conv2d):
             if not has_norm:
@@ -187,7 +227,8 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
         if _channels_last(model.net.get_submodule(name), shape):
             layers.append(LayerInfo(name, UNSUPPORTED_LAYOUT, shape[3], shape[1], shape[2], order))
         else:
-            layers.append(LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order))
+            layers.append(LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order,
+                                    layer_branch(model.net, name)))
     cached[model.input_size] = layers
     return layers
 

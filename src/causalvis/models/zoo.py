@@ -294,6 +294,40 @@ def _load_tv_weights(net: nn.Module, state: dict[str, torch.Tensor], source) -> 
         raise _mismatch(source, exc) from exc
 
 
+# Lucent's download of Lucid's InceptionV1 weights (looked up in the torch hub cache only).
+LUCENT_INCEPTIONV1_FILE = "inception5h.pth"
+
+
+def _inceptionv1_builder(weights: str | None) -> CausalvisModel:
+    """Lucid's InceptionV1 as in Lucent's model zoo (the paper's network)."""
+    from causalvis.models.inceptionv1 import InceptionV1
+
+    net = InceptionV1()
+    if weights == "random":
+        pass
+    else:
+        if weights is None:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / LUCENT_INCEPTIONV1_FILE
+            if not cached.is_file():
+                raise OfflineWeightsError(
+                    f"no cached weights for inceptionv1 (expected Lucent's {cached}) and this "
+                    "machine cannot download them: pass --weights PATH to a state dict in "
+                    "Lucent's layout (torch.save(lucent.modelzoo.inceptionv1(pretrained=True)"
+                    ".state_dict(), PATH))"
+                )
+            weights = str(cached)
+        state = _load_state_dict_file(weights)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise _mismatch(weights, exc) from exc
+    # Lucid's input range: pixels in [0, 255] minus 117 = (x - 117/255) / (1/255).
+    return CausalvisModel(
+        "inceptionv1", net, mean=(117 / 255,) * 3, std=(1 / 255,) * 3, input_size=224,
+        crop_pct=0.875,
+    )
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a :class:`torch.device`, or a clear error when this machine lacks it."""
     try:
@@ -331,6 +365,14 @@ register_model(
         "torchvision GoogLeNet / InceptionV1 (the paper's architecture); weights from the "
         "torch hub cache or --weights",
         _torchvision_builder("googlenet"),
+    )
+)
+register_model(
+    ModelSpec(
+        "inceptionv1",
+        "Lucid's InceptionV1 as in Lucent's model zoo (the paper's network, its 18 units in "
+        "the paper2021 preset); Lucent's weights from the torch hub cache or --weights",
+        _inceptionv1_builder,
     )
 )
 

@@ -137,6 +137,28 @@ def imi_tasks(
     ]
 
 
+def _imi_task_count(n_images: int, k: int, wanted: int, difficulty: str, unit: str) -> int:
+    """As many IMI tasks as the scan allows, up to ``wanted``: IMI's scheme uses n_tasks x k
+    references per side plus the query window, so a small scan gets fewer tasks (logged)
+    rather than failing; none at all is an error."""
+    fits = wanted
+    while fits > 0:
+        try:
+            imi_plan(n_images, n_references=k, n_min_references=k, n_image_sets=fits,
+                     difficulty=difficulty, seed=0)
+            break
+        except CausalvisError:
+            fits -= 1
+    if fits == 0:
+        raise CausalvisError(f"mis: {n_images} scanned images are too few for one IMI task "
+                             f"of k = {k} (difficulty {difficulty}); scan more images or "
+                             "lower k")
+    if fits < wanted:
+        log.warning("mis: %s: %d scanned images allow %d IMI tasks of k = %d (wanted %d)",
+                    unit, n_images, fits, k, wanted)
+    return fits
+
+
 def paper_tasks(
     n_images: int, *, k: int, n_tasks: int, quantile: float, seed: int | Sequence[int]
 ) -> list[MisTask]:
@@ -332,8 +354,9 @@ def study_mis(
         n = len(order)
         seed = [settings.seed, unit.seed]
         if settings.scheme == "imi":
-            tasks = imi_tasks(n, k=k, n_tasks=settings.n_tasks, difficulty=difficulty,
-                              seed=seed)
+            tasks = imi_tasks(n, k=k, n_tasks=_imi_task_count(n, k, settings.n_tasks,
+                                                              difficulty, unit.spec),
+                              difficulty=difficulty, seed=seed)
         else:
             tasks = paper_tasks(n, k=k, n_tasks=settings.n_tasks, quantile=settings.quantile,
                                 seed=seed)

@@ -13,12 +13,14 @@ import io
 import logging
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from causalvis.stimuli.exemplars import exemplar_record, plan_for_unit
+from causalvis.images.groups import ImageGroups, source_groups
+from causalvis.stimuli.exemplars import exemplar_record, groups_apply, plan_for_unit
 from causalvis.store.activations import ActivationTable
 from causalvis.store.exemplars import ExemplarRecord, RankedImage, write_exemplars
 from causalvis.store.layout import (
@@ -126,6 +128,17 @@ def refine_extremes(
     return acts
 
 
+def study_groups(ctx, ids: Sequence[str]) -> ImageGroups | None:
+    """The scanned images' groups (``images.groups``); a relative ``images.groups_csv`` is
+    read as a relative ``images.source`` is (from the working directory if it exists
+    there, else from the study folder)."""
+    images = ctx.config.images
+    csv_path = images.groups_csv
+    if csv_path and not Path(csv_path).is_absolute() and not Path(csv_path).exists():
+        csv_path = str(ctx.paths.root / csv_path)
+    return source_groups(images.source, images.groups, csv_path, ids)
+
+
 def _stack(tensors):
     import torch
 
@@ -139,6 +152,12 @@ def run_exemplars_stage(ctx) -> None:
     units = read_units(paths)
     table = ActivationTable(paths)
     base = f"{ctx.config.digest('exemplars', 'model', 'images')}:{table.digest}"
+    groups = study_groups(ctx, table.ids) if cfg.exclude_query_group else None
+    by_image = None if groups is None else groups.for_ids(table.ids)
+    if groups_apply(cfg, by_image):
+        base += f":groups={groups.digest}"
+        log.info("exemplars: no reference from its query's group (%s, %d groups)",
+                 groups.grouping, len(set(groups.by_id.values())))
     todo = []
     for unit in units:
         digest = hashlib.sha256(f"{base}:{unit.spec}:{unit.seed}".encode()).hexdigest()[:16]
@@ -154,8 +173,14 @@ def run_exemplars_stage(ctx) -> None:
                                         disable=not ctx.progress):
         acts = table.column(unit.layer, unit.channel)
         acts = refine_extremes(ctx, unit, ids, acts, _ranks_needed(cfg, len(acts)))
-        plan = plan_for_unit(acts, cfg, [cfg.seed, unit.seed], unit.spec)
-        record = exemplar_record(unit, acts, ids, plan, cfg)
+        plan = plan_for_unit(acts, cfg, [cfg.seed, unit.seed], unit.spec, by_image)
+        record = exemplar_record(unit, acts, ids, plan, cfg, by_image,
+                                 groups.grouping if groups else "groups")
+        rule = record.exclude_query_group
+        if rule is not None and (rule.reused or rule.same_group):
+            log.warning("exemplars: unit %s: too few images outside the queries' groups: "
+                        "%d references reused within their bin, %d share the query's group",
+                        unit.spec, rule.reused, rule.same_group)
         write_exemplars(paths, record)
         write_natural_references(ctx, unit, record)
         write_stamp(paths, name, digest)

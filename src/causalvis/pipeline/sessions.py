@@ -66,10 +66,11 @@ def _base_trials(paths: StudyPaths) -> pd.DataFrame:
     return base
 
 
-def _units(paths: StudyPaths) -> tuple[list[str], set[str]]:
+def _units(paths: StudyPaths) -> tuple[list[str], set[str], set[str]]:
     main = [u.spec for u in read_units(paths, "main")]
     practice = {u.spec for u in read_units(paths, "practice")}
-    return main, practice
+    catch = {u.spec for u in read_units(paths, "catch")}
+    return main, practice, catch
 
 
 @dataclass
@@ -107,8 +108,10 @@ def _sources(ctx) -> list[_Source]:
 # Bump when the rules that turn base trials into sessions change, so that a study built
 # by an older version is re-planned on its next build (2: correct labels balanced per session;
 # 3: obvious / non-obvious practice pools, a worked example used nowhere else, the two
-# options of every trial padded to the same byte length).
-SESSION_RULES_VERSION = 3
+# options of every trial padded to the same byte length; 4: no practice in `none`, catch
+# trials from catch units disjoint from the session's main units, references shown in a
+# seeded order per session).
+SESSION_RULES_VERSION = 4
 
 
 def _session_inputs_digest(paths: StudyPaths, config, sources: list[_Source]) -> str:
@@ -298,7 +301,7 @@ def _plan_source(src: _Source, bundle: StudyPaths, config, add) -> SourcePlan:
     two_sided = "min" in get_task(config.task).sides  # the 2-AFC task
     base = _base_trials(src.paths)
     _copy_trial_assets(bundle, src, base)
-    main_units, practice_units = _units(src.paths)
+    main_units, practice_units, catch_units = _units(src.paths)
     resolve = _ReferenceResolver(bundle, src)
 
     def refs_of(condition: str, unit: str, image_set: int) -> tuple[list[str], list[str]]:
@@ -311,6 +314,7 @@ def _plan_source(src: _Source, bundle: StudyPaths, config, add) -> SourcePlan:
     return assemble_source(
         src.model, src.tagged, base, main_units, practice_units, config,
         refs_of=refs_of, measure=measure, pad=lambda row: _padded(bundle, row), add=add,
+        catch_units=catch_units,
     )  # fmt: skip
 
 
@@ -326,12 +330,15 @@ def assemble_source(
     measure: Measure,
     pad: Callable[[dict], dict],
     add: Callable[[dict], str],
+    catch_units: set[str] = frozenset(),
 ) -> SourcePlan:
     """The session rules on one source's base trials, free of files (references, the
     activation of a `none` partner and the padding of options come in as functions), so
     a paper-sized plan can be checked without building its images. ``tagged``: a
     multi-model study (the model enters ids and sessions); ``pad`` must leave a padded
-    row as it is (2-AFC catch trials show their padded options among the references)."""
+    row as it is (2-AFC catch trials show their padded options among the references).
+    ``catch_units``: the units whose easiest trials are the catch trials (none: the
+    trials of units outside the session, with a warning)."""
     src = _Source(model, None, config, None, tagged)  # the rows' model tag only
     sc, cc = config.sessions, config.conditions
     two_sided = "min" in get_task(config.task).sides
@@ -344,8 +351,13 @@ def assemble_source(
     conditions = list(cc.names)
     prefix = f"model {src.model}: " if src.tagged else ""
 
+    n_refs: dict[str, tuple[int, int]] = {}  # trial id -> (#references, #minimal ones)
+
     def finish(row: dict, label: str) -> str:
-        return add(_with_id(src, pad(_oriented(row, label))))
+        trial_id = add(_with_id(src, pad(_oriented(row, label))))
+        n_refs[trial_id] = (len(row["reference_assets"].split()),
+                            len(row["min_reference_assets"].split()))  # fmt: skip
+        return trial_id
 
     def balanced_rows(rows: list[dict], *seed_parts: object) -> list[str]:
         """Label the rows' options so that ``a``/``b`` is correct equally often."""
@@ -357,7 +369,8 @@ def assemble_source(
     selection = select_practice_pools(
         base, practice_units, n_practice=sc.n_practice, n_obvious=sc.n_practice_obvious,
         factor=sc.practice_pool_factor, spare_main=spare_main,
-        avoid=_reference_assets(base, [*main_units, *practice_units], conditions, refs_of),
+        avoid=_reference_assets(base, [*main_units, *practice_units, *catch_units], conditions,
+                                refs_of),
     )  # fmt: skip
     if sc.n_practice and selection.short:
         log.warning(
@@ -370,14 +383,18 @@ def assemble_source(
     own_practice: dict[str, tuple[list[str], list[str]]] = {}
     examples: dict[str, str] = {}
     for condition in conditions:
-        pools = []
-        for name, pool in (("obvious", selection.obvious), ("non-obvious", selection.non_obvious)):
-            rows = [
-                _row(src, t, "practice", condition, *refs_of(condition, t["unit"], int(t["image_set"])))
-                for _, t in pool.iterrows()
-            ]
-            pools.append(balanced_rows(rows, "practice", name, src.model, condition))
-        own_practice[condition] = (pools[0], pools[1])
+        own_practice[condition] = ([], [])  # the paper: `none` without practice
+        if condition != "none" or sc.practice_in_none:
+            pools = []
+            for name, pool in (("obvious", selection.obvious),
+                               ("non-obvious", selection.non_obvious)):
+                rows = [
+                    _row(src, t, "practice", condition,
+                         *refs_of(condition, t["unit"], int(t["image_set"])))
+                    for _, t in pool.iterrows()
+                ]
+                pools.append(balanced_rows(rows, "practice", name, src.model, condition))
+            own_practice[condition] = (pools[0], pools[1])
         ex = selection.example
         if ex is not None:
             refs, min_refs = refs_of(condition, ex["unit"], int(ex["image_set"]))
@@ -393,7 +410,15 @@ def assemble_source(
         seed=config.seed + sc.seed,
         model=src.model if src.tagged else None,
     )
+    catch_units = {u for u in catch_units if u in set(base["unit"])} - set(main_units)
+    if sc.n_catch and not catch_units:
+        log.warning(
+            "sessions: %sno catch units (units.n_catch_units = 0, or a study built before "
+            "them): catch trials come from the trials of units outside each session",
+            prefix,
+        )
     missing_cells = 0
+    no_catch = 0
     for session in sessions:
         scored = []  # main and catch rows, labelled together below
         for unit in session.units:
@@ -410,7 +435,10 @@ def assemble_source(
             practice_units=practice_units,
             used_practice=used_practice,
             image_set=session.image_set,
+            catch_units=catch_units,
+            other_units=set(main_units) - set(session.units),
         )
+        no_catch += sc.n_catch > 0 and pool.empty
         for _, trial in select_catch(pool, sc.n_catch).iterrows():
             if session.condition == "none":
                 override = _none_catch(measure, scoring_base, trial)
@@ -432,12 +460,32 @@ def assemble_source(
         obvious, non_obvious = own_practice[session.condition]
         session.practice = [*obvious, *non_obvious]
         session.practice_obvious = list(obvious)
+        _order_references(session, n_refs, config.seed, sc.seed)
+    if no_catch:
+        log.warning("sessions: %s%d session(s) have no catch trial: no trial of a unit outside "
+                    "the session is left", prefix, no_catch)  # fmt: skip
     if missing_cells:
         log.info(
             "sessions: %s%d (unit, image set) cells have no trial (dropped by ground truth)",
             prefix, missing_cells,
         )
     return SourcePlan(sessions, examples)
+
+
+def _order_references(
+    session: PlannedSession, n_refs: dict[str, tuple[int, int]], *seed: int
+) -> None:
+    """The order the session shows each trial's references in (the original shuffled them
+    per task): seeded by the study, the sessions seed and the session, recorded in the
+    plan (indices into the trial's reference lists) for the server and the export."""
+    session.reference_seed = stable_seed("reference-order", *seed, session.session_id)
+    for trial_id in [*session.trials, *session.practice]:
+        rng = random.Random(stable_seed(session.reference_seed, trial_id))
+        n_max, n_min = n_refs[trial_id]
+        if n_max > 1:
+            session.reference_order[trial_id] = rng.sample(range(n_max), n_max)
+        if n_min > 1:
+            session.min_reference_order[trial_id] = rng.sample(range(n_min), n_min)
 
 
 def run_sessions_stage(ctx) -> None:
@@ -518,6 +566,9 @@ def _entry(session: PlannedSession) -> SessionEntry:
         practice=tuple(session.practice), planned_participants=session.planned_participants,
         units=tuple(session.units), model=session.model,
         practice_obvious=tuple(session.practice_obvious),
+        reference_seed=session.reference_seed,
+        reference_order={k: tuple(v) for k, v in session.reference_order.items()},
+        min_reference_order={k: tuple(v) for k, v in session.min_reference_order.items()},
     )
 
 

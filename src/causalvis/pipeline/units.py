@@ -4,7 +4,8 @@ Modes (``units.mode``): ``per_layer`` (the paper: ``per_layer`` random channels 
 layer of ``units.layers``), ``uniform_layer`` (IMI: a layer drawn uniformly, then a
 channel, ``n_units`` times without repetition) and ``explicit`` (``LAYER:CHANNEL`` list).
 ``n_practice_units`` further units, distinct from the main ones, are drawn for practice
-trials (:func:`causalvis.stimuli.units.sample_units`). Dead units (constant activation
+trials, and ``n_catch_units`` more for catch trials only
+(:func:`causalvis.stimuli.units.sample_units`). Dead units (constant activation
 over the scanned images) are never drawn; they are listed in ``units.json`` and logged.
 """
 
@@ -69,10 +70,11 @@ def run_units_stage(ctx) -> None:
         n_units=cfg.n_units,
         explicit=explicit,
         n_practice=cfg.n_practice_units,
+        n_catch=cfg.n_catch_units,
         seed=cfg.seed,
     )
     write_units(paths, units, dead)
     write_stamp(paths, "units", digest, n_units=len(units))
-    log.info("units: %d main + %d practice units -> %s",
+    log.info("units: %d main + %d practice + %d catch units -> %s",
              sum(u.role == "main" for u in units), sum(u.role == "practice" for u in units),
-             paths.units)
+             sum(u.role == "catch" for u in units), paths.units)

@@ -14,7 +14,7 @@ say how many participants it removed; a criterion whose data are absent is repor
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from causalvis.config import ExclusionConfig, StudyConfig, format_validation_error, preset
+from causalvis.config import (
+    THRESHOLD_FIELDS,
+    ExclusionConfig,
+    StudyConfig,
+    format_validation_error,
+    preset,
+)
 from causalvis.errors import CausalvisError
 from causalvis.responses.db import Participant, Response
 from causalvis.responses.summary import (
@@ -55,6 +61,8 @@ class ExclusionResult:
     # Turned away by the device check (status ``screened_out``): never in the sample, so
     # neither included nor excluded (the report counts them apart).
     screened_out: list[str] = field(default_factory=list)
+    # The thresholds in force: "default" and each overridden condition in the data.
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +73,7 @@ class ExclusionResult:
             "n_screened_out": len(self.screened_out),
             "n_flagged_only": sum(1 for w in self.warnings.values() if w),
             "criteria": self.criteria,
+            "thresholds": self.thresholds,
         }
 
 
@@ -113,6 +122,8 @@ def participant_metrics(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = groups[col].max().reindex(out.index)
     if "status" in df.columns:
         out["status"] = groups["status"].last().reindex(out.index)
+    if "condition" in df.columns:  # the condition's thresholds apply ([exclusion.conditions])
+        out["condition"] = groups["condition"].first().reindex(out.index)
     if "passed_checks" in df.columns and df["passed_checks"].notna().any():
         # A source's own per-participant verdict (IMI's per-HIT checks): failed anywhere.
         known = df.dropna(subset=["passed_checks"])
@@ -152,6 +163,7 @@ def database_metrics(
             "practice_attempts": practice_attempts(rows),
             "practice_required": p.session_id in practice_sessions,
             "status": status_label(p),
+            "condition": p.condition,
         })  # fmt: skip
         for r in rows:
             known = r.choice is not None and r.left_option is not None
@@ -162,7 +174,8 @@ def database_metrics(
                 "rt_ms": np.nan if r.rt_ms is None else float(r.rt_ms),
             })  # fmt: skip
     out = pd.DataFrame(people, columns=["participant_id", "total_time_s", "instruction_time_s",
-                                        "practice_attempts", "practice_required", "status"])
+                                        "practice_attempts", "practice_required", "status",
+                                        "condition"])
     out = out.set_index("participant_id").sort_index()
     for col in ("total_time_s", "instruction_time_s"):
         out[col] = out[col].astype(float)
@@ -228,107 +241,144 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
     variability" check: each of the two answer positions must have been chosen at least
     that often on main + catch trials (IMI: 5 of 45)."""
     cfg = cfg or ExclusionConfig()
-    if min_side_choices is None:
-        min_side_choices = cfg.min_choices_per_side
+    side_given = min_side_choices is not None
     m = m.copy()
     ids = m.index.to_numpy()
     criteria: dict[str, dict[str, Any]] = {}
     masks: dict[str, pd.Series] = {}
+    # Each participant's condition's thresholds ([exclusion.conditions]); the overridden
+    # conditions present in the data are reported per criterion.
+    conds = m["condition"] if "condition" in m.columns else pd.Series(None, index=m.index)
+    present = sorted({str(c) for c in conds.dropna()} & set(cfg.conditions))
+    per_cond = {c: cfg.for_condition(c) for c in present}
 
-    def record(name: str, rule: str, mask: pd.Series | None, why_unavailable: str = "") -> None:
+    def th(name: str) -> pd.Series:
+        """Threshold ``name`` per participant (float; its condition's where overridden)."""
+        value = float(getattr(cfg, name))
+        out = pd.Series(value, index=m.index, dtype=float)
+        for c, ccfg in per_cond.items():
+            out[conds.astype(str) == c] = float(getattr(ccfg, name))
+        return out
+
+    def record(name: str, rule: Callable[[ExclusionConfig], str], mask: pd.Series | None,
+               why_unavailable: str = "") -> None:
+        text = rule(cfg)
+        by_condition = {c: rule(ccfg) for c, ccfg in per_cond.items() if rule(ccfg) != text}
+        if by_condition:  # every threshold that applies, in the rule text itself
+            text += "; " + "; ".join(f"{c}: {r}" for c, r in by_condition.items())
         if mask is None:
-            criteria[name] = {"rule": rule, "available": False, "n_excluded": None,
+            criteria[name] = {"rule": text, "available": False, "n_excluded": None,
                               "reason": why_unavailable}
-            return
-        mask = mask.fillna(False).astype(bool)
-        masks[name] = mask
-        criteria[name] = {
-            "rule": rule,
-            "available": True,
-            "n_excluded": int(mask.sum()),
-            "participants": sorted(map(str, ids[mask.to_numpy()])),
-        }
+        else:
+            mask = mask.fillna(False).astype(bool)
+            masks[name] = mask
+            criteria[name] = {
+                "rule": text,
+                "available": True,
+                "n_excluded": int(mask.sum()),
+                "participants": sorted(map(str, ids[mask.to_numpy()])),
+            }
+        if by_condition:
+            criteria[name]["rule_by_condition"] = {"default": rule(cfg), **by_condition}
 
     has_catch = bool((m["n_catch"] > 0).any())
     record(
         "catch_accuracy",
-        f"catch accuracy < {cfg.min_catch_accuracy:.3g}",
-        (m["catch_accuracy"] < cfg.min_catch_accuracy - 1e-9) if has_catch else None,
+        lambda c: f"catch accuracy < {c.min_catch_accuracy:.3g}",
+        (m["catch_accuracy"] < th("min_catch_accuracy") - 1e-9) if has_catch else None,
         "no catch trials in the data",
     )
     if has_catch:
         criteria["catch_accuracy"]["n_without_catch_trials"] = int((m["n_catch"] == 0).sum())
     record(
         "total_time",
-        f"total time outside [{cfg.min_total_time_s:g}, {cfg.max_total_time_s:g}] s",
-        ((m["total_time_s"] < cfg.min_total_time_s) | (m["total_time_s"] > cfg.max_total_time_s))
+        lambda c: f"total time outside [{c.min_total_time_s:g}, {c.max_total_time_s:g}] s",
+        ((m["total_time_s"] < th("min_total_time_s"))
+         | (m["total_time_s"] > th("max_total_time_s")))
         if _present(m, "total_time_s") else None,
         "no total_time_s column",
     )
     record(
         "instruction_time",
-        f"instruction time < {cfg.min_instruction_time_s:g} s",
-        (m["instruction_time_s"] < cfg.min_instruction_time_s)
+        lambda c: f"instruction time < {c.min_instruction_time_s:g} s",
+        (m["instruction_time_s"] < th("min_instruction_time_s"))
         if _present(m, "instruction_time_s") else None,
         "no instruction_time_s column",
     )
     record(
         "practice_attempts",
-        f"practice attempts > {cfg.max_practice_attempts}",
-        (m["practice_attempts"] > cfg.max_practice_attempts)
+        lambda c: f"practice attempts > {c.max_practice_attempts}",
+        (m["practice_attempts"] > th("max_practice_attempts"))
         if _present(m, "practice_attempts") else None,
         "no practice_attempts column",
     )
     record(
         "missing_steps",
-        "answered trials without recorded instructions, or without practice where the "
-        "session has practice",
+        lambda c: "answered trials without recorded instructions, or without practice where "
+        "the session has practice",
         _missing_steps(m),
         "no instruction_time_s column",
     )
-    t = cfg.max_same_side_fraction
     mask = None
     if _present(m, "same_side_fraction"):
-        frac = m["same_side_fraction"]
-        mask = ((frac >= 1.0 - 1e-12) if t >= 1.0 else (frac > t)) & (m["n_sided"] >= 2)
+        frac, t = m["same_side_fraction"], th("max_same_side_fraction")
+        mask = ((frac >= 1.0 - 1e-12) & (t >= 1.0) | (frac > t) & (t < 1.0)) & (m["n_sided"] >= 2)
     record(
         "one_sided",
-        "chose the same side on every trial" if t >= 1.0 else f"same-side share > {t:g}",
+        lambda c: "chose the same side on every trial" if c.max_same_side_fraction >= 1.0
+        else f"same-side share > {c.max_same_side_fraction:g}",
         mask,
         _NO_SIDE,
     )
-    if min_side_choices > 0:
+    sides = (pd.Series(float(min_side_choices), index=m.index) if side_given
+             else th("min_choices_per_side"))  # fmt: skip
+
+    def side_rule(c: ExclusionConfig) -> str:
+        n = min_side_choices if side_given else c.min_choices_per_side
+        return f"either answer position chosen fewer than {n} times" if n > 0 else "off"
+
+    side_limits = ([min_side_choices] if side_given
+                   else [c.min_choices_per_side for c in [cfg, *per_cond.values()]])
+    if max(side_limits) > 0:
         record(
             "side_variability",
-            f"either answer position chosen fewer than {min_side_choices} times",
-            ((m["n_rarer_side"] < min_side_choices) & (m["n_sided"] > 1))
+            side_rule,
+            ((m["n_rarer_side"] < sides) & (m["n_sided"] > 1))
             if _present(m, "n_rarer_side") else None,
             _NO_SIDE,
         )
-    fast = _fast_answers(m, cfg.min_rt_ms)
-    f = cfg.max_fast_fraction
+    fast = _fast_answers(m, th("min_rt_ms"))
+    f = th("max_fast_fraction")
+
+    def fast_rule(c: ExclusionConfig) -> str:
+        if c.max_fast_fraction < 1.0:
+            return (f"more than {c.max_fast_fraction:.3g} of main + catch answers faster than "
+                    f"{c.min_rt_ms:g} ms")
+        return f"answers faster than {c.min_rt_ms:g} ms (flagged, never excluded)"
+
     record(
         "fast_answers",
-        f"more than {f:.3g} of main + catch answers faster than {cfg.min_rt_ms:g} ms"
-        if f < 1.0 else f"answers faster than {cfg.min_rt_ms:g} ms (flagged, never excluded)",
-        None if fast is None else m["fast_fraction"] > f + 1e-12,
+        fast_rule,
+        None if fast is None else (m["fast_fraction"] > f + 1e-12) & (f < 1.0),
         "no reaction times (rt) in the data",
     )
     warned = pd.Series(False, index=m.index)
     if fast is not None:
         warned = fast & ~masks["fast_answers"]
         criteria["fast_answers"].update(
-            min_rt_ms=cfg.min_rt_ms, max_fast_fraction=f, n_flagged=int(fast.sum()),
+            min_rt_ms=cfg.min_rt_ms, max_fast_fraction=cfg.max_fast_fraction,
+            n_flagged=int(fast.sum()),
             flagged_participants=sorted(map(str, ids[fast.to_numpy()])),
             n_fast_answers=int(m["n_fast"].sum()))
     if "passed_checks" in m.columns:  # only imported data sets carry a verdict of their own
         verdict = m["passed_checks"]
-        record("passed_checks", "the source's own checks failed (e.g. IMI's passed_checks)",
+        record("passed_checks", lambda c: "the source's own checks failed (e.g. IMI's "
+               "passed_checks)",
                verdict.notna() & (verdict == False))  # noqa: E712 - object column
     screened = (m["status"] == "screened_out") if "status" in m.columns \
         else pd.Series(False, index=m.index)
     if _present(m, "status"):
-        record("unfinished", "status is not 'finished'",
+        record("unfinished", lambda c: "status is not 'finished'",
                (m["status"] != "finished") & ~screened)
     failed = pd.Series(False, index=m.index)
     for mask in masks.values():
@@ -342,8 +392,10 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
     warnings = {str(pid): ["fast_answers"] if warn[i] else [] for i, pid in enumerate(ids)}
     excluded = sorted(map(str, ids[failed.to_numpy()]))
     included = sorted(map(str, ids[~(failed | screened).to_numpy()]))
+    thresholds = {name: {k: getattr(c, k) for k in THRESHOLD_FIELDS}
+                  for name, c in {"default": cfg, **per_cond}.items()}  # fmt: skip
     return ExclusionResult(included, excluded, criteria, m, flags, warnings,
-                           sorted(map(str, ids[screened.to_numpy()])))
+                           sorted(map(str, ids[screened.to_numpy()])), thresholds)
 
 
 def is_fast(rt_ms: Any, min_rt_ms: float) -> Any:
@@ -357,11 +409,13 @@ def fast_answers_by_condition(df: pd.DataFrame, cfg: ExclusionConfig) -> dict[st
     if "rt" not in df.columns or df["rt"].notna().sum() == 0:
         return {"available": False, "reason": "no reaction times (rt) in the data"}
     d = df[(df["is_main"] | df["is_catch"]) & df["rt"].notna()]
-    d = d.assign(_fast=is_fast(d["rt"].astype(float), cfg.min_rt_ms))
+    limit = d["condition"].map(lambda c: cfg.for_condition(str(c)).min_rt_ms)
+    d = d.assign(_fast=is_fast(d["rt"].astype(float), limit.astype(float)))
     by = {}
     for cond, g in d.groupby("condition", sort=True):
         fast = g[g["_fast"]]
         by[str(cond)] = {"n_answers": len(g), "n_fast": len(fast),
+                         "min_rt_ms": cfg.for_condition(str(cond)).min_rt_ms,
                          "n_participants": int(g["participant_id"].nunique()),
                          "n_participants_fast": int(fast["participant_id"].nunique())}
     return {"available": True, "min_rt_ms": cfg.min_rt_ms,
@@ -369,13 +423,17 @@ def fast_answers_by_condition(df: pd.DataFrame, cfg: ExclusionConfig) -> dict[st
             "n_fast": int(d["_fast"].sum()), "n_answers": len(d)}
 
 
-def _fast_answers(m: pd.DataFrame, min_rt_ms: float) -> pd.Series | None:
-    """Adds ``n_fast`` (main + catch answers with rt < ``min_rt_ms``), ``fast_fraction`` and
-    ``fast_flag`` (n_fast > 0) to ``m``; returns the flag, or None without RTs."""
+def _fast_answers(m: pd.DataFrame, min_rt_ms: pd.Series) -> pd.Series | None:
+    """Adds ``n_fast`` (main + catch answers with rt < the participant's ``min_rt_ms``),
+    ``fast_fraction`` and ``fast_flag`` (n_fast > 0) to ``m``; returns the flag, or None
+    without RTs."""
     if "rts_ms" not in m.columns:
         return None
     rts = m["rts_ms"].map(lambda v: v if isinstance(v, tuple) else ())
-    m["n_fast"] = rts.map(lambda v: int(is_fast(np.asarray(v, float), min_rt_ms).sum()))
+    m["n_fast"] = pd.Series(
+        [int(is_fast(np.asarray(v, float), t).sum()) for v, t in zip(rts, min_rt_ms, strict=True)],
+        index=m.index,
+    )
     n = rts.map(len)
     m["fast_fraction"] = (m["n_fast"] / n.where(n > 0)).astype(float)
     m["fast_flag"] = m["n_fast"] > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ from causalvis.responses.db import Participant, Response, default_url, open_data
 from causalvis.responses.exclusion import database_metrics
 from causalvis.responses.summary import participant_label, status_label
 from causalvis.store.layout import StudyPaths
+from causalvis.store.sessions import SessionEntry, read_sessions
 from causalvis.store.trials import read_trials
 
 COLUMNS = [
     "participant_id", "platform", "external_id", "session_id", "condition", "image_set",
     "trial_id", "base_trial_id", "kind", "catch", "unit", "layer", "channel", "choice",
-    "correct", "confidence", "rt", "left_option", "attempt", "answered_at",
+    "correct", "confidence", "rt", "left_option", "attempt", "reference_order", "answered_at",
     "total_time_s", "instruction_time_s", "practice_attempts", "status",
 ]  # fmt: skip
 _TRIAL_FIELDS = ("base_trial_id", "unit", "layer", "channel", "image_set", "model")
@@ -55,8 +57,25 @@ def _trial_facts(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return facts
 
 
-def build_frame(db: DbSession, trials: pd.DataFrame) -> pd.DataFrame:
-    """Every response of ``db``; ``trials`` is the typed ``trials.csv``."""
+def _shown_orders(sessions: Iterable[SessionEntry]) -> dict[tuple[str, str], str]:
+    """(session, trial) -> the order its references were shown in: indices into the
+    trial's ``reference_assets``, space-separated (2-AFC: ``max | min``)."""
+    out = {}
+    for sess in sessions:
+        for tid in {*sess.reference_order, *sess.min_reference_order}:
+            parts = [" ".join(map(str, sess.reference_order.get(tid, ())))]
+            if sess.min_reference_order:
+                parts.append(" ".join(map(str, sess.min_reference_order.get(tid, ()))))
+            out[(sess.session_id, tid)] = " | ".join(parts)
+    return out
+
+
+def build_frame(
+    db: DbSession, trials: pd.DataFrame, sessions: Iterable[SessionEntry] = ()
+) -> pd.DataFrame:
+    """Every response of ``db``; ``trials`` is the typed ``trials.csv``, ``sessions`` the
+    plan's sessions (the shown reference orders; without them the column is empty)."""
+    orders = _shown_orders(sessions)
     participants = {p.id: p for p in db.scalars(select(Participant))}
     by_participant: dict[int, list[Response]] = defaultdict(list)
     for r in db.scalars(select(Response).order_by(Response.participant_id, Response.id)):
@@ -94,6 +113,7 @@ def build_frame(db: DbSession, trials: pd.DataFrame) -> pd.DataFrame:
                 "rt": r.rt_ms,
                 "left_option": r.left_option,
                 "attempt": r.attempt,
+                "reference_order": orders.get((r.session_id, r.trial_id), ""),
                 "answered_at": answered.isoformat(timespec="milliseconds") + "Z",
                 "total_time_s": total,
                 "instruction_time_s": p.instruction_time_s,
@@ -135,9 +155,10 @@ def responses_frame(
         )
     if trials is None:
         trials = read_trials(paths.trials, required=TRIALS_REQUIRED)
+    sessions = read_sessions(paths.sessions).sessions if paths.sessions.is_file() else ()
     engine, factory = open_database(db_url or default_url(study_dir))
     try:
         with factory() as db:
-            return build_frame(db, trials)
+            return build_frame(db, trials, sessions)
     finally:
         engine.dispose()

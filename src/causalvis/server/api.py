@@ -95,7 +95,7 @@ def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = N
 
     def _frame():  # type: ignore[no-untyped-def]
         with exp.sessions() as db:
-            return build_frame(db, exp.bundle.table)
+            return build_frame(db, exp.bundle.table, exp.bundle.sessions.values())
 
     @router.get("/admin/responses.csv", dependencies=[Depends(require_admin)])
     def responses_csv() -> Response:

@@ -161,6 +161,12 @@ def load_bundle(study_dir: str | Path) -> StudyBundle:
             if trials[tid].kind in ("practice", "example"):
                 raise CausalvisError(
                     f"{where}: {trials[tid].kind} trial {tid!r} listed among trials")
+        for name, attr in (("reference_order", "references"),
+                           ("min_reference_order", "min_references")):
+            for tid, order in getattr(sess, name, {}).items():
+                if len(order) != len(getattr(trials[tid], attr)):
+                    raise CausalvisError(f"{where}: {name}[{tid!r}] orders {len(order)} "
+                                         f"images, the trial has {len(getattr(trials[tid], attr))}")
         for tid in getattr(sess, "practice_obvious", ()):
             if tid not in sess.practice:
                 raise CausalvisError(f"{where}: practice_obvious trial {tid!r} not in practice")

@@ -201,15 +201,24 @@ class Experiment:
         options = sorted(({"id": ids[label], "src": self._asset(src[label])} for label in src),
                          key=lambda o: o["id"])  # fmt: skip
         kind = trial.kind if trial.kind in ("practice", "example") else "main"
+        sess = self.bundle.sessions.get(session_id)
+
+        def shown(refs: tuple[str, ...], side: str) -> list[str]:
+            """The references in the order the session's plan shows them (shuffled per
+            session at build time, recorded in sessions.json)."""
+            order = range(len(refs)) if sess is None else sess.shown_order(
+                trial.trial_id, len(refs), side)
+            return [self._asset(refs[i]) for i in order]
+
         payload = {
             "trial_id": trial.trial_id,
             "kind": kind,
             "query": None if trial.query is None else self._asset(trial.query),
             "options": options,
-            "references": [self._asset(r) for r in trial.references],
+            "references": shown(trial.references, "max"),
         }
         if self.bundle.task == "two_afc":
-            payload["min_references"] = [self._asset(r) for r in trial.min_references]
+            payload["min_references"] = shown(trial.min_references, "min")
         return payload
 
     def _participant(self, db: DbSession, token: str) -> Participant:

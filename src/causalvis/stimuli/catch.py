@@ -14,9 +14,11 @@ Rules (configurable in ``[sessions]``, documented in docs/study-builder.md):
   one practice trial always stays); else none. Catch and `none`-partner selection never
   see it (:func:`without_example`).
 * **catch, reference conditions** (``catch_rule``):
-  ``largest_rel_diff`` — the easiest trials that are not part of the session itself: main
-  trials of *other* image sets and unused practice-unit trials, ranked by rel_diff, one
-  per unit first; ``query_in_references`` — the same trials, and the query image is also
+  ``largest_rel_diff`` — the easiest trials of the *catch units* (``units.n_catch_units``,
+  sampled apart from the main and practice units, as the paper's hand-picked catch units
+  were), ranked by rel_diff, one per unit first; a study without catch units takes the
+  trials of units outside the session (other sessions' main units, unused practice-unit
+  trials) — never one of the session's own units; ``query_in_references`` — the same trials, and the query image is also
   shown among the references (the IMI catch rule), which makes them easier still.
 * **catch, ``none``**: the correct option is the query with its least harmful occlusion,
   the wrong option an occluded *unrelated* image (another unit's query); the participant
@@ -117,14 +119,19 @@ def catch_pool(
     practice_units: set[str],
     used_practice: set[str],
     image_set: int,
+    catch_units: set[str] = frozenset(),
+    other_units: set[str] = frozenset(),
 ) -> pd.DataFrame:
-    """Candidate catch trials for a session on ``image_set``."""
-    other_sets = base[base["unit"].isin(main_units) & (base["image_set"] != image_set)]
+    """Candidate catch trials for a session on ``image_set`` whose main units are
+    ``main_units``: the trials of the catch units; without them, the trials of the other
+    sessions' main units (``other_units``) and the unused practice-unit trials. Never a
+    trial of one of the session's own units (empty if nothing else is left)."""
+    del image_set  # catch units are shown on any image set (the paper: fixed ones)
+    if catch_units:
+        return base[base["unit"].isin(set(catch_units) - set(main_units))]
+    others = base[base["unit"].isin(set(other_units) - set(main_units))]
     spare_practice = base[base["unit"].isin(practice_units) & ~base["trial_id"].isin(used_practice)]
-    pool = pd.concat([other_sets, spare_practice])
-    if pool.empty:  # a single image set and no spare practice trials: reuse the session's own
-        pool = base[base["unit"].isin(main_units) & (base["image_set"] == image_set)]
-    return pool
+    return pd.concat([others, spare_practice])
 
 
 def select_catch(pool: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -17,18 +17,28 @@ Two schemes (``exemplars.scheme``):
 
 Ranks are 1-based; equal activations are ordered by scan order, and a tie that would make
 a query indistinguishable from its references is a clear error.
+
+Source groups (``rank_groups``: the image group of each top rank, None = no group): with
+groups, no reference shares its query's group (:func:`assign_bin`): within each bin, image
+set after image set takes the first unused eligible image in the seeded order (so without
+a conflict the selection is exactly the one without groups); a set left without one gets
+an eligible image by re-assigning earlier sets within the bin (an augmenting path), so
+each bin's images stay used once where the groups allow it. Fallbacks, counted in the
+record: an eligible image used a second time in the bin (``reused``), or, where every
+image of the bin shares the query's group, the seeded pick (the first unused image if that
+one is taken; ``same_group``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from causalvis.errors import CausalvisError
-from causalvis.store.exemplars import ExemplarRecord, ExemplarSet, RankedImage
+from causalvis.store.exemplars import ExemplarRecord, ExemplarSet, QueryGroupRule, RankedImage
 from causalvis.store.units import UnitEntry
 
 
@@ -45,6 +55,82 @@ class ImageSetPlan:
     references: tuple[int, ...]
     min_query: int | None = None
     min_references: tuple[int, ...] = field(default_factory=tuple)
+
+
+def assign_bin(
+    candidates: Sequence[int],
+    query_groups: Sequence[str | None],
+    group_of: Callable[[int], str | None],
+) -> list[int]:
+    """One image of a bin per image set (``candidates`` in the seeded order, image set
+    ``b`` with query group ``query_groups[b]``), none sharing its query's group where the
+    bin allows it (the rule in the module docstring)."""
+
+    def eligible(c: int, g: str | None) -> bool:
+        return g is None or group_of(c) != g
+
+    ok = [[c for c in candidates if eligible(c, g)] for g in query_groups]
+    owner: dict[int, int] = {}
+    pick: list[int | None] = [None] * len(query_groups)
+
+    def augment(b: int, seen: set[int]) -> bool:
+        for c in ok[b]:
+            if c in seen:
+                continue
+            seen.add(c)
+            if c not in owner or augment(owner[c], seen):
+                owner[c], pick[b] = b, c
+                return True
+        return False
+
+    for b in range(len(query_groups)):
+        free = next((c for c in ok[b] if c not in owner), None)
+        if free is not None:
+            owner[free], pick[b] = b, free
+        else:
+            augment(b, set())
+    used = set(owner)
+    for b, chosen in enumerate(pick):
+        if chosen is not None:
+            continue
+        if ok[b]:  # fallback 1: the rule first, an eligible image a second time
+            pick[b] = ok[b][0]
+        else:  # fallback 2: the whole bin shares the query's group: the seeded pick
+            seeded = candidates[b]
+            pick[b] = seeded if seeded not in used else next(
+                (c for c in candidates if c not in used), seeded)
+        used.add(pick[b])
+    return [int(c) for c in pick]
+
+
+def _rank_group(rank_groups: Sequence[str | None] | None) -> Callable[[int], str | None]:
+    """group of top rank r (1-based); of bottom rank r via ``n + 1 - r``."""
+    if rank_groups is None:
+        return lambda r: None
+    return lambda r: rank_groups[r - 1]
+
+
+def group_fallbacks(plan: Sequence[ImageSetPlan], rank_groups: Sequence[str | None]
+                    ) -> tuple[int, int]:
+    """(references used a second time within their bin, references sharing their
+    query's group) of a plan: the fallbacks of :func:`assign_bin`."""
+    n = len(rank_groups)
+    top, bottom = _rank_group(rank_groups), (lambda r: rank_groups[n - r])
+    reused = same = 0
+    for side in ("max", "min"):
+        group = top if side == "max" else bottom
+        columns: dict[int, list[int]] = {}
+        for p in plan:
+            query = p.query if side == "max" else p.min_query
+            refs = p.references if side == "max" else p.min_references
+            if query is None:
+                continue
+            for i, r in enumerate(refs):
+                columns.setdefault(i, []).append(r)
+                g = group(query)
+                same += int(g is not None and group(r) == g)
+        reused += sum(len(col) - len(set(col)) for col in columns.values())
+    return reused, same
 
 
 def rank_order(acts: np.ndarray) -> np.ndarray:
@@ -70,8 +156,10 @@ def rank_bin_plan(
     n_image_sets: int,
     n_references: int,
     seed: int | Sequence[int],
+    rank_groups: Sequence[str | None] | None = None,
 ) -> list[ImageSetPlan]:
-    """The paper2021 scheme in 1-based ranks (see the module docstring)."""
+    """The paper2021 scheme in 1-based ranks (see the module docstring); with
+    ``rank_groups`` no reference shares its query's group (:func:`assign_bin`)."""
     if n_top % n_bins:
         raise ExemplarError("exemplars.n_top must be a multiple of exemplars.n_bins")
     size = n_top // n_bins
@@ -89,6 +177,10 @@ def rank_bin_plan(
     for j in reference_bins(n_bins, n_references):
         perm = np.random.default_rng([*seeds, j]).permutation(size)
         picks[j] = [j * size + int(p) + 1 for p in perm]
+    if rank_groups is not None:
+        group = _rank_group(rank_groups)
+        query_groups = [group(size - b) for b in range(n_image_sets)]
+        picks = {j: assign_bin(order, query_groups, group) for j, order in picks.items()}
     return [
         ImageSetPlan(b, size - b, tuple(picks[j][b] for j in sorted(picks)))
         for b in range(n_image_sets)
@@ -132,6 +224,7 @@ def imi_plan(
     n_image_sets: int,
     difficulty: str = "easy",
     seed: int | Sequence[int],
+    rank_groups: Sequence[str | None] | None = None,
 ) -> list[ImageSetPlan]:
     """IMI's ``extract_exemplars`` in 1-based ranks, per side (max from the top, min from
     the bottom), with ``n = n_image_sets`` batches and ``k`` references:
@@ -140,6 +233,10 @@ def imi_plan(
       image set ``b`` takes one rank of each bin (best bin first);
     * queries: the window of ``n`` ranks after ``query_window_start`` (easy: ``n·k + 1 …
       n·k + n``), shuffled, one per image set.
+
+    With ``rank_groups`` (by top rank) each bin is re-assigned by :func:`assign_bin` so
+    that no max-side reference shares the max query's group, no min-side one the min
+    query's; the draws are the same, so without conflicts nothing moves.
     """
     seeds = list(seed) if isinstance(seed, Sequence) else [seed]
     n = n_image_sets
@@ -157,8 +254,10 @@ def imi_plan(
             )
         rng = np.random.default_rng([*seeds, 0 if side == "max" else 1])
         refs = fair_batches(range(1, pool + 1), n, rng)
-        queries = fair_batches(range(start + 1, start + n + 1), n, rng)
-        sides[side] = (refs, [q[0] for q in queries])
+        queries = [q[0] for q in fair_batches(range(start + 1, start + n + 1), n, rng)]
+        if rank_groups is not None:
+            refs = _exclude_groups(refs, queries, rank_groups, side)
+        sides[side] = (refs, queries)
         deepest[side] = start + n
     if deepest["max"] + deepest["min"] > n_images:
         raise ExemplarError(
@@ -171,6 +270,21 @@ def imi_plan(
         ImageSetPlan(b, max_q[b], tuple(max_refs[b]), min_q[b], tuple(min_refs[b]))
         for b in range(n)
     ]
+
+
+def _exclude_groups(refs: list[list[int]], queries: Sequence[int],
+                    rank_groups: Sequence[str | None], side: str) -> list[list[int]]:
+    """IMI batches (``refs[b][i]``: set ``b``'s image of bin ``i``, side-relative ranks)
+    re-assigned bin by bin so that no reference shares its set's query group."""
+    n_images = len(rank_groups)
+
+    def group(r: int) -> str | None:
+        return rank_groups[r - 1] if side == "max" else rank_groups[n_images - r]
+
+    query_groups = [group(q) for q in queries]
+    columns = [assign_bin([batch[i] for batch in refs], query_groups, group)
+               for i in range(len(refs[0]) if refs else 0)]
+    return [[col[b] for col in columns] for b in range(len(refs))]
 
 
 def check_ties(plan: Sequence[ImageSetPlan], sorted_acts: np.ndarray, unit: str,
@@ -214,30 +328,50 @@ def check_ties(plan: Sequence[ImageSetPlan], sorted_acts: np.ndarray, unit: str,
             )
 
 
-def plan_for_unit(acts: np.ndarray, cfg, seed: Sequence[int], unit: str) -> list[ImageSetPlan]:
-    """The checked plan of ``cfg.scheme`` for one unit's activations."""
-    sorted_acts = np.asarray(acts)[rank_order(acts)]
+def groups_apply(cfg, groups: Sequence[str | None] | None) -> bool:
+    """Whether the query-group rule applies: ``exemplars.exclude_query_group`` is on
+    and at least one image has a group."""
+    return bool(getattr(cfg, "exclude_query_group", False)) and groups is not None and any(
+        g is not None for g in groups
+    )
+
+
+def plan_for_unit(acts: np.ndarray, cfg, seed: Sequence[int], unit: str,
+                  groups: Sequence[str | None] | None = None) -> list[ImageSetPlan]:
+    """The checked plan of ``cfg.scheme`` for one unit's activations; ``groups`` (by
+    image, scan order) keep each query's group out of its references when
+    :func:`groups_apply`."""
+    order = rank_order(acts)
+    sorted_acts = np.asarray(acts)[order]
+    rank_groups = [groups[int(i)] for i in order] if groups_apply(cfg, groups) else None
     if cfg.scheme == "rank_bins":
         plan = rank_bin_plan(
             len(acts), n_top=cfg.n_top, n_bins=cfg.n_bins, n_image_sets=cfg.n_image_sets,
-            n_references=cfg.n_references, seed=seed,
+            n_references=cfg.n_references, seed=seed, rank_groups=rank_groups,
         )
         check_ties(plan, sorted_acts, unit, "rank_bins", cfg.n_top, cfg.n_bins)
     else:
         plan = imi_plan(
             len(acts), n_references=cfg.n_references, n_min_references=cfg.n_min_references,
             n_image_sets=cfg.n_image_sets, difficulty=cfg.difficulty, seed=seed,
+            rank_groups=rank_groups,
         )
         check_ties(plan, sorted_acts, unit, "imi")
     return plan
 
 
 def exemplar_record(
-    unit: UnitEntry, acts: np.ndarray, ids: Sequence[str], plan: Sequence[ImageSetPlan], cfg
+    unit: UnitEntry, acts: np.ndarray, ids: Sequence[str], plan: Sequence[ImageSetPlan], cfg,
+    groups: Sequence[str | None] | None = None, grouping: str = "groups",
 ) -> ExemplarRecord:
-    """The ``exemplars/<unit>.json`` content of a unit's activations and its plan."""
+    """The ``exemplars/<unit>.json`` content of a unit's activations and its plan
+    (``groups``/``grouping`` as given to :func:`plan_for_unit`: recorded when applied)."""
     order = rank_order(acts)
     n = len(order)
+    rule = None
+    if groups_apply(cfg, groups):
+        reused, same = group_fallbacks(plan, [groups[int(i)] for i in order])
+        rule = QueryGroupRule(grouping, reused, same)
 
     def top(r: int) -> RankedImage:
         i = int(order[r - 1])
@@ -268,4 +402,5 @@ def exemplar_record(
         role=unit.role,
         n_images=n,
         difficulty=cfg.difficulty if cfg.scheme == "imi" else None,
+        exclude_query_group=rule,
     )

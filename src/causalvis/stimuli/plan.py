@@ -26,6 +26,10 @@ class PlannedSession:
     planned_participants: int = 1
     model: str | None = None  # multi-model studies: every session shows one model
     practice_obvious: list[str] = field(default_factory=list)  # the obvious part of practice
+    # the order each trial's references are shown in (indices), and the seed it came from
+    reference_seed: int | None = None
+    reference_order: dict[str, list[int]] = field(default_factory=dict)
+    min_reference_order: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         extra = {} if self.model is None else {"model": self.model}

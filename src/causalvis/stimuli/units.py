@@ -3,7 +3,7 @@
 Modes: ``per_layer`` (the paper: ``per_layer`` random channels in every layer),
 ``uniform_layer`` (IMI: a layer drawn uniformly, then a channel, ``n_units`` times without
 repetition) and ``explicit`` (a given list). Practice units are drawn uniformly from the
-live channels the main units left. Every unit carries its own seed, which depends only on
+live channels the main units left, catch units from those both left. Every unit carries its own seed, which depends only on
 the study seed and the unit, so adding a unit never changes another unit's images.
 """
 
@@ -38,11 +38,13 @@ def sample_units(
     n_units: int = 1,
     explicit: Sequence[tuple[str, int]] = (),
     n_practice: int = 0,
+    n_catch: int = 0,
     seed: int = 0,
 ) -> list[UnitEntry]:
-    """Draw main and practice units from the live channels ``alive[layer]``.
+    """Draw main, practice and catch units from the live channels ``alive[layer]``.
 
-    Deterministic for a given ``seed``; practice units never coincide with main units.
+    Deterministic for a given ``seed``; practice units never coincide with main units,
+    catch units with either (drawn last, so they never change the others' draws).
     """
     rng = np.random.default_rng(seed)
     pools = {layer: sorted(int(c) for c in alive.get(layer, ())) for layer in layers}
@@ -66,9 +68,12 @@ def sample_units(
     practice = _draw_uniform_layer(
         rng, pools, n_practice, taken=set(main), field="units.n_practice_units"
     )
+    catch = _draw_uniform_layer(
+        rng, pools, n_catch, taken={*main, *practice}, field="units.n_catch_units"
+    )
     return [
         UnitEntry(Unit(layer, ch), role, unit_seed(seed, layer, ch))
-        for role, drawn in (("main", main), ("practice", practice))
+        for role, drawn in (("main", main), ("practice", practice), ("catch", catch))
         for layer, ch in drawn
     ]
 

@@ -87,6 +87,34 @@ class ExemplarSet:
 
 
 @dataclass(frozen=True)
+class QueryGroupRule:
+    """Present when no reference was to share its query's image group
+    (``exemplars.exclude_query_group`` with groups known): the grouping (``photo``,
+    ``subfolder``, ``csv``) and the fallbacks, references used a second time in their bin
+    (``reused``) and references left in the query's group because the whole bin was
+    (``same_group``)."""
+
+    grouping: str
+    reused: int = 0
+    same_group: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grouping": self.grouping, "reused": self.reused, "same_group": self.same_group}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> QueryGroupRule:
+        if not isinstance(raw, Mapping) or "grouping" not in raw:
+            raise CausalvisError(f"{where}: expected an object with a 'grouping'")
+        try:
+            counts = [int(raw.get(k, 0)) for k in ("reused", "same_group")]
+        except (TypeError, ValueError) as exc:
+            raise CausalvisError(f"{where}: {exc}") from exc
+        if min(counts) < 0:
+            raise CausalvisError(f"{where}: negative count")
+        return cls(str(raw["grouping"]), *counts)
+
+
+@dataclass(frozen=True)
 class ExemplarRecord:
     """The content of ``exemplars/<unit key>.json``."""
 
@@ -98,6 +126,7 @@ class ExemplarRecord:
     role: str = "main"
     n_images: int | None = None  # images ranked (hand-made records may leave it out)
     difficulty: str | None = None  # imi scheme: the one query window of the study
+    exclude_query_group: QueryGroupRule | None = None  # None: the group rule was not applied
 
     @property
     def key(self) -> str:
@@ -110,6 +139,8 @@ class ExemplarRecord:
             out["n_images"] = self.n_images
         if self.difficulty is not None:
             out["difficulty"] = self.difficulty
+        if self.exclude_query_group is not None:
+            out["exclude_query_group"] = self.exclude_query_group.to_dict()
         out.update(top=[r.to_dict() for r in self.top],
                    bottom=[r.to_dict() for r in self.bottom],
                    image_sets=[s.to_dict() for s in self.image_sets])
@@ -143,6 +174,7 @@ class ExemplarRecord:
         if difficulty is not None and difficulty not in DIFFICULTIES:
             raise CausalvisError(f"{where}: difficulty {difficulty!r} is not one of "
                                  f"{', '.join(DIFFICULTIES)}")
+        rule = raw.get("exclude_query_group")
         return cls(
             unit=unit,
             scheme=scheme,
@@ -154,6 +186,8 @@ class ExemplarRecord:
             role=role,
             n_images=None if n_images is None else int(n_images),
             difficulty=difficulty,
+            exclude_query_group=None if rule is None else QueryGroupRule.from_dict(
+                rule, f"{where}: exclude_query_group"),
         )
 
 

@@ -25,7 +25,11 @@ class SessionEntry:
     ``practice`` is the session's practice pool (obvious and non-obvious trials); each
     participant is given a draw from it (``SessionPlan.practice_draw``), the trials in
     ``practice_obvious`` (a subset; empty in plans written before the pools existed)
-    counting as the obvious ones."""
+    counting as the obvious ones. ``reference_order`` maps a trial id to the order the
+    session shows its references in (indices into the trial's ``reference_assets``;
+    ``min_reference_order`` the same for 2-AFC minimal references), drawn from
+    ``reference_seed``; a trial without an entry (plans written before it) is shown in
+    the trial table's order."""
 
     session_id: str
     condition: str
@@ -36,9 +40,26 @@ class SessionEntry:
     units: tuple[str, ...] = ()
     model: str | None = None  # multi-model studies: every session shows one model
     practice_obvious: tuple[str, ...] = ()
+    reference_seed: int | None = None
+    reference_order: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    min_reference_order: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def shown_order(self, trial_id: str, n: int, side: str = "max") -> list[int]:
+        """The indices of a trial's ``n`` references (or minimal ones, ``side="min"``) in
+        the order this session shows them."""
+        order = (self.min_reference_order if side == "min" else self.reference_order).get(
+            trial_id)
+        return list(order) if order is not None and len(order) == n else list(range(n))
 
     def to_dict(self) -> dict[str, Any]:
         extra = {} if self.model is None else {"model": self.model}
+        if self.reference_seed is not None:
+            extra["reference_seed"] = self.reference_seed
+        if self.reference_order:
+            extra["reference_order"] = {k: list(v) for k, v in self.reference_order.items()}
+        if self.min_reference_order:
+            extra["min_reference_order"] = {
+                k: list(v) for k, v in self.min_reference_order.items()}
         return {
             **extra,
             "session_id": self.session_id,
@@ -65,15 +86,35 @@ class SessionEntry:
                 units=_ids(raw.get("units") or ()),
                 model=None if raw.get("model") is None else str(raw["model"]),
                 practice_obvious=_ids(raw.get("practice_obvious") or ()),
+                reference_seed=None if raw.get("reference_seed") is None
+                else int(raw["reference_seed"]),
+                reference_order=_orders(raw.get("reference_order")),
+                min_reference_order=_orders(raw.get("min_reference_order")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CausalvisError(f"{where}: malformed session ({exc})") from exc
         if not entry.trials:
             raise CausalvisError(f"{where}: session has no trials")
+        shown = set(entry.trials) | set(entry.practice)
+        for name in ("reference_order", "min_reference_order"):
+            for tid, order in getattr(entry, name).items():
+                if tid not in shown:
+                    raise CausalvisError(f"{where}: {name} names {tid!r}, not in the session")
+                if sorted(order) != list(range(len(order))):
+                    raise CausalvisError(
+                        f"{where}: {name}[{tid!r}] is not an order of 0..{len(order) - 1}")
         stray = [t for t in entry.practice_obvious if t not in entry.practice]
         if stray:
             raise CausalvisError(f"{where}: practice_obvious trial {stray[0]!r} is not in practice")
         return entry
+
+
+def _orders(value: Any) -> dict[str, tuple[int, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object of trial id -> order, got {type(value).__name__}")
+    return {str(k): tuple(int(i) for i in v) for k, v in value.items()}
 
 
 def _ids(value: Any) -> tuple[str, ...]:
