@@ -147,15 +147,21 @@ def count_macs(model, layer: str | None) -> int:
 SIDES = ("plain", "incremental", "reference")
 
 
-def run_one_side(args: argparse.Namespace) -> None:
-    """One side, once, after a warm-up: JSON with ``seconds`` and a checksum of the maps
-    of the compared channels (equal across sides within float tolerance)."""
+def _setup(args: argparse.Namespace):  # noqa: ANN202 - a tuple of the run's inputs
+    """Threads, device, lite0, the layer, the query image and the occlusion grid."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model = load_model("lite0", device=device)
     info = resolve_layer(model, args.layer)
     image = SampleSource(model.input_size, model.crop_pct).load_array(args.image).copy()
     grid = Grid.for_config(model.input_size, args.patch_fraction, args.stride)
+    return device, model, info, image, grid
+
+
+def run_one_side(args: argparse.Namespace) -> None:
+    """One side, once, after a warm-up: JSON with ``seconds`` and a checksum of the maps
+    of the compared channels (equal across sides within float tolerance)."""
+    device, model, info, image, grid = _setup(args)
     k = max(int(x) for x in args.units.split(","))
     channels = [int(c) for c in
                 np.random.default_rng(0).choice(info.channels, size=k, replace=False)]
@@ -210,12 +216,7 @@ def main() -> None:
     if args.side:
         return run_one_side(args)
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    model = load_model("lite0", device=device)
-    info = resolve_layer(model, args.layer)
-    image = SampleSource(model.input_size, model.crop_pct).load_array(args.image).copy()
-    grid = Grid.for_config(model.input_size, args.patch_fraction, args.stride)
+    device, model, info, image, grid = _setup(args)
     ks = [int(k) for k in args.units.split(",")]
     channels = np.random.default_rng(0).choice(info.channels, size=max(ks), replace=False)
     n_pos = len(grid.positions())

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
+from test_user_models import _cli  # the one CLI runner of these tests
 
-from causalvis.cli import main
 from causalvis.config import StudyConfig, preset
 from causalvis.models import ActivationProbe, list_layers, load_model, parse_unit
 from causalvis.models.inceptionv1 import MIXED, branch_ranges, branch_widths
@@ -35,14 +35,6 @@ def inception():
     return load_model("inceptionv1", weights="random")
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_mixed_layer_shapes(inception):
