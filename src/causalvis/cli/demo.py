@@ -99,7 +99,6 @@ def run_demo(
     from causalvis.analysis.report import analyze_study
     from causalvis.observers.observe import observe
     from causalvis.pipeline.build import build
-    from causalvis.responses.exclusion import resolve_exclusion
 
     out = Path(out).resolve()
     timings: dict[str, float] = {}
@@ -120,9 +119,7 @@ def run_demo(
     db_path = run_pilot(out, participants=participants, strategy=strategy, lapse=lapse, echo=echo)
     timings["pilot"] = time.perf_counter() - t
     t = time.perf_counter()
-    # Simulated participants answer instantly, so the time-window criteria would exclude
-    # all of them: the pilot's analysis switches those two criteria off (and says so).
-    exclusion = resolve_exclusion(cfg, {"min_total_time_s": 0.0, "min_instruction_time_s": 0.0})
+    exclusion = pilot_exclusion(cfg)
     _, report = analyze_study(
         out,
         db_url=f"sqlite:///{db_path}",
@@ -167,3 +164,16 @@ def _observer_lines(study: Path) -> list[str]:
         if parts:
             lines.append(f"observer   {name:<16} " + "  ".join(parts))
     return lines
+
+
+def pilot_exclusion(cfg: StudyConfig):  # noqa: ANN201 - an ExclusionConfig
+    """The study's exclusion rules for a simulated pilot: simulated participants answer
+    instantly, so the time-window criteria would exclude all of them; they are switched off
+    (the report says so) in every condition, the per-condition thresholds of `none` too."""
+    from causalvis.responses.exclusion import resolve_exclusion
+
+    off = {"min_total_time_s": 0.0, "min_instruction_time_s": 0.0}
+    per_condition = {c: {k: v for k, v in fields.items() if k not in off}
+                     for c, fields in cfg.exclusion.conditions.items()}  # fmt: skip
+    return resolve_exclusion(cfg, {**off, "conditions": {
+        c: f for c, f in per_condition.items() if f}})
