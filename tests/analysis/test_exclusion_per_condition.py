@@ -84,3 +84,14 @@ def test_overrides_are_validated():
         StudyConfig.from_dict({"exclusion": {"conditions": {"none": {"min_catch_accuracy": 2}}}})
     with pytest.raises(ConfigError, match="unknown condition nnone"):
         StudyConfig.from_dict({"exclusion": {"conditions": {"nnone": {"min_rt_ms": 1}}}})
+
+
+def test_a_command_line_threshold_applies_to_every_condition():
+    from causalvis.config import preset
+    from causalvis.responses.exclusion import resolve_exclusion
+
+    cfg = preset("paper2021")
+    ex = resolve_exclusion(cfg, {"min_total_time_s": 0.0})
+    assert ex.for_condition("none").min_total_time_s == 0.0  # the override wins everywhere
+    assert ex.for_condition("none").min_instruction_time_s == 15.0  # untouched fields stay
+    assert resolve_exclusion(cfg, {}).for_condition("none").min_total_time_s == 40.0

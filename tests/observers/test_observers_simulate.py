@@ -69,7 +69,8 @@ def _study(tmp_path):
                 )
             )
     # simulated participants answer without waiting: keep them in the analysis
-    cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0},
+    # (in every condition: no per-condition time window for `none` either)
+    cfg = StudyConfig(name="obs-sim", exclusion={"min_total_time_s": 0.0, "conditions": {}},
                       server={"overassign_factor": 3.0})  # 8 participants, 4 places
     return write_study(tmp_path / "study", specs, config=cfg)
 
@@ -114,7 +115,8 @@ def _analysis_accuracy(url: str) -> tuple[dict[str, float], set[str]]:
     resp.raise_for_status()
     raw = pd.read_csv(io.StringIO(resp.text))
     df = canonicalize(raw, {})
-    excl = apply_exclusions(df, StudyConfig(exclusion={"min_total_time_s": 0.0}).exclusion)
+    rules = StudyConfig(exclusion={"min_total_time_s": 0.0, "conditions": {}}).exclusion
+    excl = apply_exclusions(df, rules)
     table, _ = condition_table(
         df[df["is_main"] & df["participant_id"].isin(excl.included)], n_boot=50
     )

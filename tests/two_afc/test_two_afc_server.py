@@ -230,11 +230,23 @@ def test_real_built_study_is_served(tiny_two_afc_sessions, tmp_path):
     with TestClient(app) as client:
         token, body = _start(client)
         assert body["task"] == "two_afc" and body["settings"]["correct_counter"] is True
+        exp = client.app.state.experiment
+        with exp.sessions() as db:
+            from sqlalchemy import select
+
+            from causalvis.responses.db import Participant
+
+            sid = db.scalar(select(Participant.session_id).where(Participant.token == token))
+        session = exp.bundle.sessions[sid]
         for t in body["trials"]:
             row = rows[t["trial_id"]]
             assert t["query"] is None and row["query_asset"] == ""
-            assert t["references"] == ["/" + x for x in row["reference_assets"].split()]
-            assert t["min_references"] == ["/" + x for x in row["min_reference_assets"].split()]
+            # the references of trials.csv, in the order this session shows them
+            for key, col, side in (("references", "reference_assets", "max"),
+                                   ("min_references", "min_reference_assets", "min")):
+                listed = ["/" + x for x in row[col].split()]
+                order = session.shown_order(t["trial_id"], len(listed), side)
+                assert t[key] == [listed[i] for i in order]
             assert len(t["references"]) == len(t["min_references"]) == 3
             good = "/" + row[f"option_{row['correct']}_asset"]
             assert good in {o["src"] for o in t["options"]}

@@ -412,7 +412,9 @@ def assemble_source(
     )
     catch_units = {u for u in catch_units if u in set(base["unit"])} - set(main_units)
     if sc.n_catch and not catch_units:
-        log.warning(
+        # A chosen 0 (the quick preset) is a choice, not a problem; an older study is.
+        chosen = src.config.units.n_catch_units == 0
+        (log.info if chosen else log.warning)(
             "sessions: %sno catch units (units.n_catch_units = 0, or a study built before "
             "them): catch trials come from the trials of units outside each session",
             prefix,

@@ -95,8 +95,15 @@ def resolve_exclusion(
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not given:
         return base
+    merged = {**base.model_dump(), **given}
+    if "conditions" not in given:
+        # A threshold given here (a command-line option) is meant for everyone: it replaces
+        # the same field in the per-condition overrides too (``none``'s own time window).
+        merged["conditions"] = {
+            c: rest for c, fields in base.conditions.items()
+            if (rest := {k: v for k, v in fields.items() if k not in given})}
     try:
-        return ExclusionConfig.model_validate({**base.model_dump(), **given})
+        return ExclusionConfig.model_validate(merged)
     except ValidationError as exc:
         raise CausalvisError(format_validation_error(exc, "exclusion options")) from exc
 
