@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overrides": {
             "scan": {"batch_size": 32, "shard_size": 256},
             "units": {"mode": "per_layer", "per_layer": 1, "n_practice_units": 2,
-                      "n_catch_units": 0},
+                      "n_catch_units": 1},
             # Five references instead of nine keep the demo within minutes on 2 CPU cores.
             "exemplars": {"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 5},
             "conditions": {"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2},

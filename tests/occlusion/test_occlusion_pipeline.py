@@ -32,7 +32,7 @@ def quick_study(tmp_path_factory, lite0):
 
 def test_every_unit_gets_trials(quick_study):
     units = read_json(quick_study.units)["units"]
-    assert {u["role"] for u in units} == {"main", "practice"}
+    assert {u["role"] for u in units} == {"main", "practice", "catch"}
     with open(quick_study.trials) as fh:
         trials = list(csv.DictReader(fh))
     keys = {f"{u['layer']}:{u['channel']}" for u in units}

@@ -18,7 +18,7 @@ def test_exemplar_files(natural_study, lite0):
     paths = natural_study.paths
     table = ActivationTable(paths)
     units = read_units(paths)
-    assert len(units) == 3  # main and practice units both get exemplars
+    assert len(units) == 4  # main, practice and catch units all get exemplars
     for unit in units:
         rec = read_json(paths.exemplars / f"{unit.key}.json")
         acts = table.column(unit.layer, unit.channel)

@@ -60,7 +60,7 @@ def test_dead_channels():
 def test_units_stage(natural_study):
     data = read_json(natural_study.paths.units)
     units = read_units(natural_study.paths)
-    assert [u.role for u in units] == ["main", "main", "practice"]
+    assert [u.role for u in units] == ["main", "main", "practice", "catch"]
     assert [u.layer for u in units[:2]] == LAYERS
     assert data["units"][0]["key"] == units[0].key
     assert data["skipped_dead"] == []
@@ -79,7 +79,7 @@ def _copy_study(ctx, root, **units) -> StageContext:
 def test_dead_units_are_skipped_and_reported(natural_study, tmp_path, caplog):
     ctx = _copy_study(natural_study, tmp_path, mode="explicit",
                       explicit=["blocks.1.1:3", "blocks.1.1:4"], layers=["blocks.1.1"],
-                      n_practice_units=19)
+                      n_practice_units=19, n_catch_units=0)
     channels = ActivationTable(ctx.paths).channels["blocks.1.1"]
     dead = [3, 5, 6, 7]
     for shard in sorted(ctx.paths.activations.glob("shard-*")):
