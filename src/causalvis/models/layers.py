@@ -31,7 +31,9 @@ refused as a unit layer with a clear error: it is never read as if dim 1 were ch
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -110,6 +112,13 @@ class LayerInfo:
     width: int
     order: int  # position in forward order
     branch: str = ""  # Inception branch ("3x3", "pool", "concat", ...), "" outside one
+    layout: str = "nchw"  # how the hooked tensor is laid out: "nchw" (more: see layer_reader)
+    base: str = ""  # a derived layer (dictionary, directions): the catalogue layer it reads
+
+    @property
+    def tap(self) -> str:
+        """The catalogue layer whose module is hooked (itself, or a derived layer's base)."""
+        return self.base or self.name
 
     @property
     def supported(self) -> bool:
@@ -233,10 +242,62 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
     return layers
 
 
+@runtime_checkable
+class DerivedLayer(Protocol):
+    """Units computed from another layer's canonical map (directions, dictionary features).
+
+    Registered on a model as ``model.derived[NAME]`` (an ``nn.Module``); ``NAME:J`` is then a
+    unit like ``LAYER:CHANNEL``. ``forward`` maps the base layer's canonical map
+    ``[N, C, H, W]`` to ``[N, features, H, W]`` position by position.
+    """
+
+    base: str
+    features: int
+    kind: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def _derived_infos(model: nn.Module, layers: list[LayerInfo]) -> list[LayerInfo]:
+    """Catalogue entries of the derived layers registered on ``model`` (not cached: they
+    may be attached after the catalogue was traced)."""
+    derived = getattr(model, "derived", None)
+    if not derived:
+        return []
+    by_name = {i.name: i for i in layers}
+    out = []
+    for name, layer in derived.items():
+        base = by_name.get(layer.base)
+        if base is None or not base.supported or base.base:
+            raise UnknownLayerError(
+                f"{name}: its layer {layer.base!r} is not a unit layer of model "
+                f"{getattr(model, 'name', '?')} (see `causalvis layers`)"
+            )
+        out.append(LayerInfo(name, layer.kind, int(layer.features), base.height, base.width,
+                             base.order, base.branch, base.layout, base.name))
+    return out
+
+
+def layer_reader(model: nn.Module, info: LayerInfo) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How to turn the tensor hooked at ``info.tap`` into the layer's canonical map
+    ``[N, C, H, W]`` (channel = unit index), the one form every stage reads."""
+    if info.base:
+        base = layer_reader(model, resolve_layer(model, info.base))
+        derived = model.derived[info.name]
+        return lambda tensor: derived(base(tensor))
+    if info.layout == "nchw":
+        return _identity
+    raise UnknownLayerError(f"layer {info.name!r}: unknown layout {info.layout!r}")
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 def resolve_layer(model: nn.Module, layer: str) -> LayerInfo:
     """The catalogue entry for ``layer``, or a clear error naming close alternatives."""
     layers = list_layers(model)
-    for info in layers:
+    for info in [*layers, *_derived_infos(model, layers)]:
         if info.name == layer:
             if not info.supported:
                 raise UnknownLayerError(

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from causalvis.models.layers import resolve_layer, tap_module
+from causalvis.models.layers import layer_reader, resolve_layer, tap_module
 from causalvis.models.zoo import CausalvisModel
 
 
@@ -51,7 +51,8 @@ class ActivationProbe:
         self.model = model
         infos = [resolve_layer(model, layer) for layer in dict.fromkeys(layers)]
         self.layers = [i.name for i in infos]
-        self._deepest = max(infos, key=lambda i: i.order).name
+        self._taps = {i.name: i.tap for i in infos}
+        self._readers = {i.name: layer_reader(model, i) for i in infos}
         self.mode = mode
         self.grad = grad
         self.truncate = truncate
@@ -75,7 +76,7 @@ class ActivationProbe:
         if self._handles:
             return
         for name in self.layers:
-            module, how = tap_module(self.model.net, name)
+            module, how = tap_module(self.model.net, self._taps[name])
             if how == "pre":
                 handle = module.register_forward_pre_hook(self._hook(name, pre=True))
             else:
@@ -93,13 +94,11 @@ class ActivationProbe:
         def hook(_module, args, output=None):
             if not self._running:  # another probe's (or a plain) forward pass
                 return None
-            tensor = args[0] if pre else output
             if name in self._store:  # a module reused later in the net: keep the first call
                 return None
-            stops = (
-                self.truncate and name == self._deepest
-                and len(self._store) + 1 == len(self.layers)
-            )
+            tensor = self._readers[name](args[0] if pre else output)
+            # the last requested layer has fired: nothing beyond it is needed
+            stops = self.truncate and len(self._store) + 1 == len(self.layers)
             if self.mode == "mean":
                 tensor = tensor.float().mean(dim=(2, 3))
             elif not stops:

@@ -46,6 +46,8 @@ class CausalvisModel(nn.Module):
         self.net = net.eval()
         self.input_size = int(input_size)
         self.crop_pct = float(crop_pct)
+        # derived unit layers (directions, dictionaries) by name: see models.layers.DerivedLayer
+        self.derived = nn.ModuleDict()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         for p in self.net.parameters():
