@@ -207,6 +207,12 @@ class ConditionsConfig(_Section):
     n_references: int = Field(9, ge=1)
     mixed_natural: int = Field(5, ge=0)
     mixed_synthetic: int = Field(4, ge=0)
+    mixed_synthetic_source: Literal["own", "synthetic"] = Field(
+        "own", description="where the mixed condition's synthetic references come from: "
+        "`own` = a separate optimisation of mixed_synthetic images (the diversity term over "
+        "that batch, as the paper), `synthetic` = the first images of the synthetic "
+        "condition's batch (one render fewer)"
+    )
 
 
 class SessionsConfig(_Section):

@@ -38,7 +38,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "n_catch_units": 1},
             # Five references instead of nine keep the demo within minutes on 2 CPU cores.
             "exemplars": {"n_top": 100, "n_bins": 10, "n_image_sets": 2, "n_references": 5},
-            "conditions": {"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2},
+            # mixed reuses the synthetic batch's first images: one render fewer
+            "conditions": {"n_references": 5, "mixed_natural": 3, "mixed_synthetic": 2,
+                           "mixed_synthetic_source": "synthetic"},
             "occlusion": {"stride": 12, "batch_size": 64},
             "blur": {"stride": 45},
             "featurevis": {

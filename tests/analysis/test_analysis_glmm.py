@@ -95,3 +95,68 @@ def test_pairs_skip_duplicates_and_missing_references():
     assert pairs(["none", "natural", "blur"]) == [("natural", "none"), ("blur", "none"),
                                                   ("blur", "natural")]
     assert pairs(["synthetic", "blur"]) == []
+
+
+# --- random-effects structure that follows the design (issue 19) ---------------------------
+
+def _within(seed: int, sd_slope: float, n_p: int = 30, n_t: int = 40):
+    """Every participant answers n_t trials in both conditions; their own natural-vs-none
+    effect is N(0.5, sd_slope) on the logit scale."""
+    import pandas as pd
+    from scipy.special import expit
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0, 0.5, n_p), rng.normal(0.5, sd_slope, n_p)
+    part = np.repeat([f"p{i}" for i in range(n_p)], 2 * n_t)
+    cond = np.tile(np.repeat(["none", "natural"], n_t), n_p)
+    eta = np.repeat(a, 2 * n_t) + np.where(cond == "natural", np.repeat(b, 2 * n_t), 0.0)
+    y = (rng.random(len(eta)) < expit(eta)).astype(float)
+    return pd.DataFrame({"participant_id": part, "condition": cond, "correct": y})
+
+
+def _two_stage(d) -> tuple[float, float]:
+    """Hand check: per participant the log-odds difference, then mean and its SEM."""
+    from scipy.special import logit
+
+    acc = d.groupby(["participant_id", "condition"])["correct"].mean().unstack()
+    acc = acc.clip(0.5 / 40, 1 - 0.5 / 40)
+    diff = logit(acc["natural"]) - logit(acc["none"])
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def test_within_design_gets_condition_slopes_and_honest_standard_errors():
+    d = _within(seed=1, sd_slope=1.0)
+    glmm = mixed_model(d, ["none", "natural"])
+    assert glmm["random_effects"] == {"participant": "intercept + condition slopes"}
+    assert glmm["model"] == "correct ~ condition + (1 + condition|participant)"
+    assert glmm["converged"] and glmm["fallback"] is None
+    i = glmm["names"].index("natural")
+    se = float(np.sqrt(glmm["cov"][i][i]))
+    mean, sem = _two_stage(d)
+    # The slope model's SE is the between-participant spread of the effect, as the two-stage
+    # hand computation (~0.21); intercepts only would test against trial noise (~0.08).
+    assert se == pytest.approx(sem, rel=0.25)
+    assert glmm["coef"][i] == pytest.approx(mean, abs=0.15)
+    assert 0.6 < glmm["sd_random"]["participant:natural"] < 1.5
+    flat = fit_glmm(d["correct"].to_numpy(float), d["condition"].to_numpy(str),
+                    d["participant_id"].to_numpy(str), None, "none")
+    assert np.sqrt(flat.cov[1, 1]) < 0.5 * se
+
+
+def test_between_design_keeps_intercepts_only():
+    d = _within(seed=2, sd_slope=1.0)
+    keep = d["participant_id"].str[1:].astype(int) % 2 == (d["condition"] == "natural")
+    glmm = mixed_model(d[keep], ["none", "natural"])
+    assert glmm["random_effects"] == {"participant": "intercept"}
+    assert glmm["model"] == "correct ~ condition + (1|participant)"
+    assert "participant:natural" not in glmm["sd_random"]
+
+
+def test_singular_slope_fit_falls_back_to_intercepts_and_says_so():
+    d = _within(seed=1, sd_slope=0.0)  # no slope variance: its SD runs to the bound
+    glmm = mixed_model(d, ["none", "natural"])
+    assert glmm["random_effects_design"] == {"participant": "intercept + condition slopes"}
+    assert glmm["random_effects"] == {"participant": "intercept"}
+    assert glmm["model"] == "correct ~ condition + (1|participant)"
+    assert "fell back to random intercepts" in glmm["fallback"]
+    assert "singular" in glmm["fallback"] and glmm["fallback"] in glmm["message"]

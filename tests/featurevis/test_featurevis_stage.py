@@ -23,11 +23,13 @@ from causalvis.store.units import unit_key
 UNITS = [("blocks.1.1", 2, "main"), ("blocks.1.1", 9, "practice"), ("blocks.2.1", 4, "main")]
 
 
-def _study(tmp_path, lite0, samples, units=UNITS, **featurevis) -> StageContext:
+def _study(tmp_path, lite0, samples, units=UNITS, mixed_source="own",
+           **featurevis) -> StageContext:
     cfg = StudyConfig(
         name="t",
         conditions={"names": ["none", "natural", "synthetic", "mixed"], "n_references": 2,
-                    "mixed_natural": 1, "mixed_synthetic": 1},
+                    "mixed_natural": 1, "mixed_synthetic": 1,
+                    "mixed_synthetic_source": mixed_source},
         exemplars={"n_top": 20, "n_bins": 10, "n_image_sets": 2, "n_references": 2},
         featurevis={"size": 32, "crop": 2, "jitter": 2, "jitter_after": 1, "steps": 3,
                     "n_images": 2, "maco_steps": 2, "maco_canvas": 64,
@@ -53,7 +55,23 @@ def test_builtin_registry_and_errors():
     with pytest.raises(CausalvisError, match="cannot import"):
         methods.get_method("no_such_module_xyz:factory")
     cfg = StudyConfig(conditions={"names": ["none", "natural", "mixed", "blur"]})
+    # the mixed condition's synthetic part is its own optimisation (the paper's recipe)
+    assert methods.generated_methods(cfg) == ["synthetic-mixed"]
+    cfg.conditions.mixed_synthetic_source = "synthetic"
     assert methods.generated_methods(cfg) == ["synthetic"]
+    cfg.conditions.mixed_synthetic = 0  # nothing synthetic to show: nothing rendered
+    assert methods.generated_methods(cfg) == []
+
+
+def test_paper_preset_renders_the_mixed_condition_separately(tmp_path):
+    from causalvis.config import preset
+
+    cfg = preset("paper2021")
+    assert cfg.conditions.mixed_synthetic_source == "own"
+    assert methods.generated_methods(cfg) == ["synthetic", "synthetic-mixed"]
+    mixed = methods.reference_files(StudyPaths(tmp_path), cfg, "mixed", "k", 0)
+    assert [p.parent.parent.name for p in mixed[5:]] == ["synthetic-mixed"] * 4
+    assert [p.name for p in mixed[5:]] == [f"{i}.png" for i in range(4)]
 
 
 def test_reference_paths_for_every_builtin_condition(tmp_path):
@@ -67,7 +85,12 @@ def test_reference_paths_for_every_builtin_condition(tmp_path):
         f"{i}.png" for i in range(9)
     ]
     mixed = methods.reference_files(paths, cfg, "mixed", key, 1)
+    assert [p.parent.parent.name for p in mixed] == ["natural"] * 5 + ["synthetic-mixed"] * 4
+    reuse = cfg.model_copy(update={"conditions": cfg.conditions.model_copy(
+        update={"mixed_synthetic_source": "synthetic"})})
+    mixed = methods.reference_files(paths, reuse, "mixed", key, 1)
     assert [p.parent.parent.name for p in mixed] == ["natural"] * 5 + ["synthetic"] * 4
+    assert [p.name for p in mixed[5:]] == [f"{i}.png" for i in range(4)]
     assert methods.reference_files(paths, cfg, "none", key, 0) == []
     blur = methods.reference_files(paths, cfg, "blur", key, 0)
     assert blur[0].parent.parent.name == "blur"
@@ -95,6 +118,21 @@ def test_references_stage_renders_probes_and_resumes(tmp_path, lite0, samples, m
             np.testing.assert_allclose(acts.numpy(), [e["activation"] for e in meta["images"]],
                                        rtol=1e-5, atol=1e-5)
             assert all(np.isfinite(e["objective"]) for e in meta["images"])
+    # the mixed condition's synthetic reference: its own render (mixed_synthetic = 1
+    # image, own seed), not the synthetic batch's first image
+    for layer, channel, _ in UNITS:
+        key = unit_key(layer, channel)
+        own = ctx.paths.reference_dir("synthetic-mixed", key)
+        meta = read_json(own / "meta.json")
+        assert [e["file"] for e in meta["images"]] == ["0.png"]
+        assert meta["method"] == "synthetic-mixed" and meta["featurevis"]["steps"] == 3
+        first = read_json(ctx.paths.reference_dir("synthetic", key) / "meta.json")["images"][0]
+        assert meta["images"][0]["seed"] != first["seed"]
+        a = np.asarray(Image.open(own / "0.png"), dtype=int)
+        b = np.asarray(Image.open(ctx.paths.reference_dir("synthetic", key) / "0.png"), dtype=int)
+        assert np.abs(a - b).mean() > 1
+        mixed = methods.reference_files(ctx.paths, ctx.config, "mixed", key, 0)
+        assert mixed[-1] == own / "0.png"
     # the lead's lookup for a condition: mixed = natural (other stage) + synthetic
     key = unit_key("blocks.1.1", 2)
     files = methods.reference_paths(ctx.paths, ctx.config, "synthetic", key, 0)
@@ -111,8 +149,9 @@ def test_references_stage_renders_probes_and_resumes(tmp_path, lite0, samples, m
 
 def test_seeded_stage_output_is_independent_of_batching(tmp_path, lite0, samples):
     units = UNITS[:2]
-    a = _study(tmp_path / "a", lite0, samples, units, batch_units=8, also_render=[])
-    b = _study(tmp_path / "b", lite0, samples, units, batch_units=1, also_render=[])
+    kw = {"mixed_source": "synthetic", "also_render": []}
+    a = _study(tmp_path / "a", lite0, samples, units, batch_units=8, **kw)
+    b = _study(tmp_path / "b", lite0, samples, units, batch_units=1, **kw)
     for ctx in (a, b):
         run_references_stage(ctx)
     for layer, channel, _ in units:

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from causalvis.analysis import stats
-from causalvis.analysis.design import BETWEEN, MIXED, WITHIN, pair_design
+from causalvis.analysis.design import BETWEEN, MIXED, WITHIN, pair_design, varies_within
 from causalvis.analysis.glmm import fit_glmm
 from causalvis.analysis.tables import counts, interval_text
 
@@ -42,31 +42,56 @@ def pairs(conditions: list[str], references: tuple[str, ...] = REFERENCES) -> li
     return out
 
 
+SLOPES, INTERCEPT = "intercept + condition slopes", "intercept"
+
+
+def _formula(effects: dict[str, str]) -> str:
+    terms = [f"(1 + condition|{name})" if kind == SLOPES else f"(1|{name})"
+             for name, kind in effects.items()]
+    return " + ".join(["correct ~ condition", *terms])
+
+
 def mixed_model(df: pd.DataFrame, conditions: list[str],
                 reference: str | None = None) -> dict[str, Any]:
     """Fit the GLMM once (reference level: ``reference``, else ``none`` if present);
-    contrasts come from its covariance. Never raises: failures are reported in the
-    result."""
+    contrasts come from its covariance. Random effects follow the design: condition slopes
+    for participants (units) when conditions vary within them, intercepts when between; a
+    fit with slopes that does not converge or is singular falls back to intercepts and says
+    so. Never raises: failures are reported in the result."""
     ref = reference if reference in conditions else next(
         (r for r in REFERENCES if r in conditions), conditions[0])
     unit = df["unit"].to_numpy() if "unit" in df.columns and df["unit"].nunique() > 1 else None
+    factors = {"participant": "participant_id", **({"unit": "unit"} if unit is not None else {})}
+    wanted = {name: SLOPES if varies_within(df, col) else INTERCEPT
+              for name, col in factors.items()}
     info: dict[str, Any] = {
-        "model": "correct ~ condition + (1|participant)" + (" + (1|unit)" if unit is not None
-                                                             else ""),
+        "model": _formula(wanted),
         "method": "Laplace approximation, joint penalised fit (lme4 glmer nAGQ=0 equivalent)",
-        "reference": ref,
+        "reference": ref, "random_effects": wanted, "random_effects_design": dict(wanted),
+        "fallback": None,
     }
     if len(conditions) < 2:
         return {**info, "fitted": False, "converged": False, "message": "only one condition"}
+    args = (df["correct"].to_numpy(float), df["condition"].to_numpy(str),
+            df["participant_id"].to_numpy(str), unit, ref)
+    slopes = [name for name, kind in wanted.items() if kind == SLOPES]
     try:
-        res = fit_glmm(df["correct"].to_numpy(float), df["condition"].to_numpy(str),
-                       df["participant_id"].to_numpy(str), unit, ref)
+        res = fit_glmm(*args, slopes=slopes)
+        if slopes and (not res.converged or res.singular):
+            why = res.message or "did not converge"
+            res = fit_glmm(*args)
+            info["random_effects"] = dict.fromkeys(wanted, INTERCEPT)
+            info["model"] = _formula(info["random_effects"])
+            info["fallback"] = (f"the fit with condition slopes ({', '.join(slopes)}) was "
+                                f"not usable ({why}); fell back to random intercepts only")
     except (ValueError, np.linalg.LinAlgError) as exc:
         return {**info, "fitted": False, "converged": False, "message": str(exc)}
+    message = "; ".join(m for m in (info["fallback"], res.message) if m)
     return {
-        **info, "fitted": True, "converged": res.converged, "message": res.message,
+        **info, "fitted": True, "converged": res.converged, "message": message,
         "sd_random": res.sd_random, "names": res.names, "coef": res.coef.tolist(),
         "cov": res.cov.tolist(), "log_likelihood": res.log_likelihood,
+        "singular": res.singular,
     }
 
 

@@ -48,6 +48,15 @@ def study_design(df: pd.DataFrame) -> dict[str, Any]:
             "conditions_per_participant": {"min": int(per.min()), "max": int(per.max())}}
 
 
+def varies_within(df: pd.DataFrame, column: str) -> bool:
+    """Whether some level of ``column`` (``participant_id``, ``unit``) has trials in more
+    than one condition: then condition effects can vary between its levels, and the mixed
+    model gives it random condition slopes (intercepts only when between)."""
+    if column not in df.columns or df["condition"].nunique() < 2:
+        return False
+    return bool((df.groupby(column)["condition"].nunique() > 1).any())
+
+
 def parse_conditions(spec: str | None) -> tuple[tuple[str, str], ...]:
     """``"natural=natural,optimized=synthetic"`` -> ``(("natural", "natural"), ...)``;
     a bare ``NAME`` keeps its name (``NAME=NAME``)."""

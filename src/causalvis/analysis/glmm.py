@@ -1,4 +1,4 @@
-"""Mixed-effects logistic regression with crossed random intercepts (participant, unit).
+"""Mixed-effects logistic regression with crossed random effects (participant, unit).
 
 Why not statsmodels: its ``BinomialBayesMixedGLM`` mean-field VB fit understates the
 standard errors of between-participant effects about twofold (it ignores the posterior
@@ -8,10 +8,17 @@ estimator instead: for given variance components, fixed effects and random effec
 found jointly by penalised Newton steps; the variance components maximise the Laplace
 approximation of the marginal likelihood; fixed-effect covariances come from the joint
 Hessian (the Schur complement), so they include the random-effect uncertainty.
+
+Each grouping factor gets a random intercept, or — when conditions vary within its levels
+(``slopes``) — a random intercept plus condition slopes with an unstructured covariance
+(``(1 + condition | factor)``, parameterised by its Cholesky factor as lme4 does). Without
+slopes, a condition effect that varies between participants of a within-subject design is
+tested against trial noise only and its standard error is too small.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +34,13 @@ class GlmmResult:
     names: list[str]  # fixed-effect names: "(intercept)", then one per non-reference level
     coef: np.ndarray
     cov: np.ndarray
-    sd_random: dict[str, float]
+    sd_random: dict[str, float]  # "participant", "unit" (intercepts); "unit:natural" (slopes)
     converged: bool
     message: str = ""
     log_likelihood: float = float("nan")
     extra: dict[str, float] = field(default_factory=dict)
+    slopes: list[str] = field(default_factory=list)  # factors fitted with condition slopes
+    singular: bool = False
 
 
 def _indicator(codes: np.ndarray, n_levels: int) -> sparse.csr_matrix:
@@ -46,17 +55,31 @@ def fit_glmm(
     unit: np.ndarray | None,
     reference: str,
     *,
+    slopes: Sequence[str] = (),
     max_newton: int = 50,
 ) -> GlmmResult:
-    """Fit ``y ~ condition + (1|participant) + (1|unit)`` (treatment coding vs ``reference``).
+    """Fit ``y ~ condition + (1|participant) + (1|unit)`` (treatment coding vs ``reference``);
+    a factor named in ``slopes`` gets ``(1 + condition | factor)`` instead.
 
-    ``unit=None`` drops the unit intercept. Raises ValueError on unusable input.
+    ``unit=None`` drops the unit effects. Raises ValueError on unusable input.
     """
     with threadpool_limits(limits=1):  # small dense solves: threads only add contention
-        return _fit(y, condition, participant, unit, reference, max_newton)
+        return _fit(y, condition, participant, unit, reference, tuple(slopes), max_newton)
 
 
-def _fit(y, condition, participant, unit, reference: str, max_newton: int) -> GlmmResult:
+def _n_theta(k: int) -> int:
+    return k * (k + 1) // 2
+
+
+def _cholesky(theta: np.ndarray, k: int) -> np.ndarray:
+    """Lower-triangular factor: log of the diagonal first, then the off-diagonal entries."""
+    L = np.diag(np.exp(theta[:k]))
+    L[np.tril_indices(k, -1)] = theta[k:]
+    return L
+
+
+def _fit(y, condition, participant, unit, reference: str, slopes: tuple[str, ...],
+         max_newton: int) -> GlmmResult:
     y = np.asarray(y, dtype=float)
     levels = [reference] + sorted(set(map(str, condition)) - {reference})
     if reference not in set(map(str, condition)):
@@ -68,7 +91,7 @@ def _fit(y, condition, participant, unit, reference: str, max_newton: int) -> Gl
     X[:, 0] = 1.0
     X[~is_ref, 1 + cond_codes[~is_ref]] = 1.0
     blocks = []
-    groups = []
+    groups: list[tuple[str, int, int]] = []  # name, levels, effects per level
     for name, values in (("participant", participant), ("unit", unit)):
         if values is None:
             continue
@@ -76,27 +99,46 @@ def _fit(y, condition, participant, unit, reference: str, max_newton: int) -> Gl
         n_levels = int(codes.max()) + 1
         if n_levels < 2:
             continue
-        blocks.append(_indicator(codes, n_levels))
-        groups.append((name, n_levels))
+        k = q if name in slopes and q > 1 else 1
+        ind = _indicator(codes, n_levels)
+        # columns level-major: (level 0: intercept, slopes...), (level 1: ...), ...
+        cols = [ind.multiply(X[:, [j]]).tocsc() for j in range(k)]
+        order = np.arange(n_levels * k).reshape(k, n_levels).T.ravel()
+        blocks.append(sparse.hstack(cols, format="csc")[:, order].tocsr())
+        groups.append((name, n_levels, k))
     Z = sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((len(y), 0))
     m = Z.shape[1]
     if q + m > MAX_PARAMETERS:
         raise ValueError(f"too many levels for the dense mixed model ({q + m} > {MAX_PARAMETERS})")
     A = sparse.hstack([sparse.csr_matrix(X), Z], format="csr")
-    group_of = np.concatenate([np.full(n, i) for i, (_, n) in enumerate(groups)]) if groups else \
-        np.zeros(0, dtype=int)
-    state = {"v": np.zeros(q + m), "ok": True}
+    splits = np.cumsum([_n_theta(k) for _, _, k in groups])[:-1] if groups else []
+    state = {"v": np.zeros(q + m)}
 
-    def inner(log_sd: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
-        prec = np.concatenate([np.full(q, 1e-8), np.exp(-2 * log_sd[group_of])])
+    def precision(theta: np.ndarray) -> tuple[np.ndarray, float]:
+        """Block-diagonal prior precision of (fixed, random) and log|D| of the random part."""
+        P = np.zeros((q + m, q + m))
+        P[np.arange(q), np.arange(q)] = 1e-8
+        logdet_d, at = 0.0, q
+        for (_, n_levels, k), th in zip(groups, np.split(theta, splits), strict=True):
+            L = _cholesky(th, k)
+            Linv = np.linalg.inv(L)
+            block = Linv.T @ Linv
+            for _ in range(n_levels):
+                P[at:at + k, at:at + k] = block
+                at += k
+            logdet_d += n_levels * float(2 * np.sum(th[:k]))
+        return P, logdet_d
+
+    def inner(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+        P, logdet_d = precision(theta)
         v = state["v"].copy()
         ok = False
         for _ in range(max_newton):
             eta = A @ v
             mu = expit(eta)
             w = np.clip(mu * (1 - mu), 1e-10, None)
-            grad = A.T @ (y - mu) - prec * v
-            H = (A.T @ sparse.diags(w) @ A).toarray() + np.diag(prec)
+            grad = A.T @ (y - mu) - P @ v
+            H = (A.T @ sparse.diags(w) @ A).toarray() + P
             step = np.linalg.solve(H, grad)
             v = v + step
             if np.max(np.abs(step)) < 1e-8:
@@ -105,52 +147,61 @@ def _fit(y, condition, participant, unit, reference: str, max_newton: int) -> Gl
         eta = A @ v
         mu = expit(eta)
         w = np.clip(mu * (1 - mu), 1e-10, None)
-        H = (A.T @ sparse.diags(w) @ A).toarray() + np.diag(prec)
+        H = (A.T @ sparse.diags(w) @ A).toarray() + P
         loglik = float(np.sum(y * eta - np.logaddexp(0, eta)))
         b = v[q:]
         # Laplace: log L = loglik - b'D^-1 b / 2 - log|D| / 2 - log|Z'WZ + D^-1| / 2
-        Hb = H[q:, q:]
-        sign, logdet_h = np.linalg.slogdet(Hb) if m else (1.0, 0.0)
-        logdet_d = float(np.sum(2 * log_sd[group_of]))
-        lap = loglik - 0.5 * float(np.sum(prec[q:] * b * b)) - 0.5 * logdet_d - 0.5 * logdet_h
+        sign, logdet_h = np.linalg.slogdet(H[q:, q:]) if m else (1.0, 0.0)
+        lap = loglik - 0.5 * float(b @ P[q:, q:] @ b) - 0.5 * logdet_d - 0.5 * logdet_h
         if sign <= 0:
             lap = -np.inf
         return v, H, lap, ok
 
-    def objective(log_sd: np.ndarray) -> float:
-        v, _, lap, ok = inner(log_sd)
+    def objective(theta: np.ndarray) -> float:
+        v, _, lap, ok = inner(theta)
         if np.all(np.isfinite(v)):
             state["v"] = v
         return -lap if np.isfinite(lap) else 1e12
 
-    n_vc = len(groups)
-    if n_vc:
-        res = optimize.minimize(
-            objective, np.full(n_vc, np.log(0.5)), method="L-BFGS-B",
-            bounds=[(-6.0, 3.0)] * n_vc,
-        )
-        log_sd = res.x
+    theta0, bounds = [], []
+    for _, _, k in groups:
+        theta0 += [np.log(0.5)] * k + [0.0] * (_n_theta(k) - k)
+        bounds += [(-6.0, 3.0)] * k + [(-20.0, 20.0)] * (_n_theta(k) - k)
+    if groups:
+        res = optimize.minimize(objective, np.array(theta0), method="L-BFGS-B", bounds=bounds)
+        theta = res.x
         opt_ok = bool(res.success)
         msg = "" if opt_ok else f"variance-component optimiser: {res.message}"
     else:
-        log_sd, opt_ok, msg = np.zeros(0), True, "no random effects"
-    v, H, lap, newton_ok = inner(log_sd)
+        theta, opt_ok, msg = np.zeros(0), True, "no random effects"
+    v, H, lap, newton_ok = inner(theta)
     cov = np.linalg.inv(H)[:q, :q]
-    at_bound = [name for (name, _), s in zip(groups, log_sd, strict=True) if s <= -5.99 or s >= 2.99]
+    sd_random: dict[str, float] = {}
+    at_bound: list[str] = []
+    for (name, _, k), th in zip(groups, np.split(theta, splits), strict=True):
+        L = _cholesky(th, k)
+        sds = np.sqrt(np.diag(L @ L.T))
+        labels = [name] + [f"{name}:{lv}" for lv in levels[1:k]]
+        sd_random.update({lab: float(s) for lab, s in zip(labels, sds, strict=True)})
+        # singular: a diagonal of the Cholesky factor at its lower bound (lme4's isSingular)
+        # or an upper-bound SD
+        if np.any(th[:k] <= -5.99) or np.any(th[:k] >= 2.99) or (
+                k > 1 and np.min(np.diag(L)) < 1e-3 * max(float(np.max(sds)), 1e-12)):
+            at_bound.append(name)
     converged = opt_ok and newton_ok and bool(np.all(np.isfinite(v)))
     notes = [msg] if msg else []
     if not newton_ok:
         notes.append("penalised Newton iterations did not converge")
     if at_bound:
         notes.append(f"variance of {', '.join(at_bound)} at its bound (singular fit)")
-    msg = "; ".join(notes)
-    names = ["(intercept)"] + levels[1:]
     return GlmmResult(
-        names=names,
+        names=["(intercept)"] + levels[1:],
         coef=v[:q],
         cov=cov,
-        sd_random={name: float(np.exp(s)) for (name, _), s in zip(groups, log_sd, strict=True)},
+        sd_random=sd_random,
         converged=converged,
-        message=msg,
+        message="; ".join(notes),
         log_likelihood=float(lap),
+        slopes=[name for name, _, k in groups if k > 1],
+        singular=bool(at_bound),
     )

@@ -184,6 +184,8 @@ def _analyze(
             name: {"conditions": o.get("conditions", {})}
             for name, o in observers.get("observers", {}).items()
         }
+        if observers.get("perceptual"):
+            summary["observers_perceptual"] = observers["perceptual"]
     return jsonable(summary)
 
 
@@ -302,7 +304,9 @@ def methods_section(s: dict[str, Any], df: pd.DataFrame, cfg: StudyConfig | None
                            f"stride {cfg.occlusion.stride} px.")
         stimuli.append(f"References: {cfg.conditions.n_references} per trial "
                        f"(mixed: {cfg.conditions.mixed_natural} natural + "
-                       f"{cfg.conditions.mixed_synthetic} synthetic).")
+                       f"{cfg.conditions.mixed_synthetic} synthetic, "
+                       + ("from their own optimisation" if cfg.conditions.mixed_synthetic_source
+                          == "own" else "the first images of the synthetic batch") + ").")
     else:
         stimuli.append("No study config given: stimulus parameters are not recorded here.")
     ex = s["exclusions"]
@@ -498,7 +502,8 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
                      "that matches the design (a paired sign-flip test over participants when "
                      "the same participants saw both conditions; condition labels shuffled "
                      "between participants when each saw one) and from a mixed-effects "
-                     "logistic regression (random intercepts for participant and unit), each "
+                     "logistic regression (random effects for participant and unit as the design "
+                     "needs: condition slopes where conditions vary within them), each "
                      "Holm-corrected over all contrasts. The verdict uses the Holm-corrected "
                      "permutation test.</p>")
         rows = [[f"{c['condition']} − {c['reference']}", f"{100 * c['difference']:+.1f}",
@@ -514,9 +519,12 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
             if mm.get("fitted"):
                 sd = ", ".join(f"{k} {v:.2f}" for k, v in mm["sd_random"].items())
                 state = "converged" if mm["converged"] else "DID NOT CONVERGE"
+                structure = "; ".join(f"{k}: {v}" for k, v in
+                                      (mm.get("random_effects") or {}).items())
                 parts.append(f"<p class=small>Mixed model <code>{html.escape(mm['model'])}"
-                             f"</code> ({html.escape(mm['method'])}): {state}; random-intercept "
-                             f"SDs (logit): {sd}. {html.escape(mm.get('message', ''))}</p>")
+                             f"</code> ({html.escape(mm['method'])}): {state}; random effects "
+                             f"used: {html.escape(structure)}; random-effect SDs (logit): "
+                             f"{sd}. {html.escape(mm.get('message', ''))}</p>")
             else:
                 parts.append(f"<p class=warn>Mixed model not fitted: "
                              f"{html.escape(mm.get('message', ''))}</p>")
@@ -565,7 +573,13 @@ def render_html(s: dict[str, Any], b64: dict[str, tuple[str, int]]) -> str:
         rows = [[name, c, _pct(v.get("accuracy")),
                  interval_text(v.get("ci_low"), v.get("ci_high"), None), v.get("n_trials", "")]
                 for name, o in s["observers"].items() for c, v in o["conditions"].items()]
-        parts.append("<h2>Machine observers</h2><p>From <code>report/observers.json</code>.</p>"
+        p = s.get("observers_perceptual") or {}
+        sim = (f" Perceptual similarity of the reference observers and MIS: "
+               f"<b>{html.escape(str(p.get('similarity', 'model features')))}</b> "
+               f"(<code>{html.escape(str(p.get('model')))}</code>; "
+               f"{html.escape(str(p.get('features', '')))}).") if p else ""
+        parts.append("<h2>Machine observers</h2><p>From <code>report/observers.json</code>."
+                     f"{sim}</p>"
                      + _table(["observer", "condition", "accuracy %", "95 % CI %", "trials"],
                               rows))
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 "

@@ -183,6 +183,10 @@ def analyze_command(
     for cond, c in (summary.get("models") or {}).get("by_condition", {}).items():
         typer.echo(f"models ({cond}): {c['statement']}")
     mm = summary.get("mixed_model")
+    if mm and mm.get("fitted"):
+        typer.echo(f"mixed model: {mm['model']}")
+    if mm and mm.get("fallback"):
+        typer.echo(f"note: {mm['fallback']}")
     if mm and not mm.get("converged"):
         typer.echo(f"warning: mixed model did not converge: {mm.get('message', '')}")
     typer.echo(f"report: {page}")

@@ -18,12 +18,13 @@ def observe_command(
         "for causal occlusion, mis for two_afc)"
     ),
     perceptual: str | None = typer.Option(
-        None, "--perceptual", help="perceptual model for reference observers (default: lite1 "
-        "when studying lite0, else lite0)"
+        None, "--perceptual", help="perceptual similarity for reference observers and MIS: a "
+        "model (default: lite1 when studying lite0, else lite0), dreamsim[:TYPE] or "
+        "lpips[:alex|vgg|squeeze] (optional packages: causalvis[perceptual])"
     ),
     perceptual_weights: str | None = typer.Option(
         None, "--perceptual-weights", help="state dict for --perceptual (timm:/torchvision: "
-        "models whose weights are not cached)"
+        "models whose weights are not cached); for dreamsim its weights folder"
     ),
     responses_csv: Path | None = typer.Option(
         None, "--responses-csv", help="human responses to compare with / calibrate on"
@@ -45,6 +46,10 @@ def observe_command(
                      responses_csv=responses_csv, mapping=parse_map(map_spec), device=device,
                      seed=seed, mis_tasks=mis_tasks)  # fmt: skip
     summary = result.summary
+    if summary.get("perceptual"):
+        p = summary["perceptual"]
+        typer.echo(f"perceptual similarity: {p.get('similarity', 'model features')} "
+                   f"({p.get('model')}; {p.get('features')})")
     for name, entry in summary["observers"].items():
         tag = f"alpha={entry['alpha']:.3g}" if entry["calibrated"] else "uncalibrated"
         for cond, row in entry["conditions"].items():

@@ -3,9 +3,10 @@
 Zimmermann, Klindt & Brendel (NeurIPS 2024) simulate a 2-AFC participant with a
 perceptual similarity: s(q, E) = mean similarity of query q to the explanation images E,
 Δ = [s(q⁺, E⁺) − s(q⁺, E⁻)] − [s(q⁻, E⁺) − s(q⁻, E⁻)] and P(correct) = σ(αΔ); a unit's
-MIS is P(correct) averaged over simulated tasks. Here the similarity is the observers'
-perceptual network (``reference.PerceptualEmbedder``: cosine of pooled features of a net
-that is not the studied one), not DreamSim, so the paper's α does not transfer: without
+MIS is P(correct) averaged over simulated tasks. Here the similarity is by default the
+observers' perceptual network (``reference.PerceptualEmbedder``: cosine of pooled features
+of a net that is not the studied one); DreamSim (the paper's) or LPIPS can be plugged in
+(``observers.similarity``). With the offline default the paper's α does not transfer: without
 human responses (``alpha=None``) P(correct) is the hard decision (1 if Δ > 0, ½ on a tie,
 0 otherwise), i.e. MIS = the share of simulated tasks solved; with human responses α is
 fitted on them (``observe``). Deviations from the paper are listed in docs/observers.md.
@@ -43,8 +44,8 @@ log = logging.getLogger("causalvis.mis")
 SCHEMES = ("imi", "mis")
 MIS_NOTE = (
     "MIS per unit = mean over simulated tasks of P(correct) = sigma(alpha * delta), "
-    "delta = [s(q+,E+) - s(q+,E-)] - [s(q-,E+) - s(q-,E-)], s = mean cosine similarity in "
-    "the perceptual network; alpha null = hard decisions (share of tasks solved)"
+    "delta = [s(q+,E+) - s(q+,E-)] - [s(q-,E+) - s(q-,E-)], s = mean similarity under "
+    "the perceptual similarity named in 'perceptual'; alpha null = hard decisions (share of tasks solved)"
 )
 
 
@@ -64,9 +65,15 @@ def unit_norm(x: np.ndarray, what: str = "embeddings") -> np.ndarray:
     return x / norms
 
 
-def set_similarity(queries: np.ndarray, explanations: np.ndarray) -> np.ndarray:
+def set_similarity(queries: np.ndarray, explanations: np.ndarray,
+                   metric: str = "cosine") -> np.ndarray:
     """s(q, E) per task: mean cosine similarity of ``queries`` [T, D] to ``explanations``
-    [T, K, D] (or one shared set [K, D]); both are normalised here (:func:`unit_norm`)."""
+    [T, K, D] (or one shared set [K, D]); both are normalised here (:func:`unit_norm`).
+    ``metric="neg_sq_euclidean"`` (LPIPS): minus the mean squared distance, unnormalised."""
+    if metric == "neg_sq_euclidean":
+        q, e = np.asarray(queries, dtype=float), np.asarray(explanations, dtype=float)
+        e = e[None] if e.ndim == 2 else e
+        return -((e - q[:, None, :]) ** 2).sum(axis=2).mean(axis=1)
     q = unit_norm(queries, "query embeddings")
     e = unit_norm(explanations, "explanation embeddings")
     if e.ndim == 2:
@@ -95,14 +102,15 @@ def p_correct(delta: np.ndarray, alpha: float | None = None) -> np.ndarray:
 
 
 def task_deltas(
-    q_plus: np.ndarray, q_minus: np.ndarray, e_plus: np.ndarray, e_minus: np.ndarray
+    q_plus: np.ndarray, q_minus: np.ndarray, e_plus: np.ndarray, e_minus: np.ndarray,
+    metric: str = "cosine",
 ) -> np.ndarray:
     """Δ per task from embeddings: queries [T, D], explanations [T, K, D] or [K, D]."""
     return mis_delta(
-        set_similarity(q_plus, e_plus),
-        set_similarity(q_plus, e_minus),
-        set_similarity(q_minus, e_plus),
-        set_similarity(q_minus, e_minus),
+        set_similarity(q_plus, e_plus, metric),
+        set_similarity(q_plus, e_minus, metric),
+        set_similarity(q_minus, e_plus, metric),
+        set_similarity(q_minus, e_minus, metric),
     )
 
 
@@ -235,16 +243,23 @@ def _check_quantile(quantile: float) -> None:
 
 
 def make_embedder(perceptual_model: str, *, weights: str | None = None, device: str = "cpu"):
-    """The observers' perceptual embedder for ``perceptual_model``."""
-    from causalvis.models import load_model
-    from causalvis.observers.reference import PerceptualEmbedder
+    """The observers' perceptual similarity for ``perceptual_model``: a model's features,
+    ``dreamsim[:TYPE]`` or ``lpips[:NET]`` (``observers.similarity``)."""
+    from causalvis.observers.similarity import make_similarity
 
-    return PerceptualEmbedder(load_model(perceptual_model, weights=weights, device=device))
+    return make_similarity(perceptual_model, weights=weights, device=device)
 
 
 def embedder_info(embedder) -> dict:
-    return {"model": embedder.model.name, "layers": list(embedder.layers),
-            "features": "spatial mean per layer, L2-normalized per layer, cosine"}
+    """What the outputs say of the similarity used (``similarity`` names its kind)."""
+    if hasattr(embedder, "describe"):
+        return embedder.describe()
+    return {"similarity": "custom", "model": type(embedder).__name__,
+            "features": "user-supplied embedder, cosine"}
+
+
+def _metric(embedder) -> str:
+    return getattr(embedder, "metric", "cosine")
 
 
 def synthetic_explanations(paths: StudyPaths, method_dir: str, key: str) -> tuple[list[Path], list[Path]]:
@@ -375,7 +390,7 @@ def study_mis(
                 if not (plus and minus):
                     continue
                 ep, em = _embed_files(embedder, plus), _embed_files(embedder, minus)
-            delta = task_deltas(qp, qm, ep, em)
+            delta = task_deltas(qp, qm, ep, em, _metric(embedder))
             rows.append({
                 "model": label, "condition": cond, "unit": unit.spec, "layer": unit.layer,
                 "channel": unit.channel, "mis": float(p_correct(delta, settings.alpha).mean()),
@@ -556,7 +571,7 @@ class MisObserver:
             q = np.stack([emb[f"img:{t.option_a}"], emb[f"img:{t.option_b}"]])
             e_plus = np.stack([emb[f"img:{r}"] for r in t.references])
             e_minus = np.stack([emb[f"img:{r}"] for r in t.min_references])
-            out[i] = task_deltas(q[:1], q[1:], e_plus, e_minus)[0]
+            out[i] = task_deltas(q[:1], q[1:], e_plus, e_minus, _metric(self.embedder))[0]
         return out
 
 

@@ -12,7 +12,8 @@ lite0, lite0 otherwise), so the observer cannot read the studied unit's weights.
 * ``reference_image``: embed each occluded option image: the one that still resembles
   the references *more* keeps more activation. Δ = s(option_a, R) − s(option_b, R).
 
-s(x, R) is the mean cosine similarity of x to the reference embeddings (as in MIS).
+s(x, R) is the mean similarity of x to the reference embeddings (as in MIS): cosine for
+model features and DreamSim, −distance for LPIPS (``observers.similarity``).
 Trials without references (condition ``none``) get Δ = NaN: not applicable.
 """
 
@@ -54,42 +55,29 @@ def default_layers(model, depths: Sequence[float] = DEFAULT_DEPTHS) -> list[str]
     return list(dict.fromkeys(picks))
 
 
-class PerceptualEmbedder:
-    """Spatially pooled activations at a few layers, each L2-normalized, concatenated.
+def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 HWC RGB -> float CHW in [0, 1] at ``size`` × ``size`` (bilinear, antialiased)."""
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    if x.shape[1:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)[0]
+    return x
 
-    Per-layer normalization gives every layer the same weight in the cosine similarity.
-    Inputs of any size are resized (bilinear, antialiased) to the network's input size.
-    """
 
-    def __init__(self, model, layers: Sequence[str] | None = None, batch_size: int = 32) -> None:
-        self.model = model
-        self.layers = list(layers) if layers else default_layers(model)
-        self.batch_size = batch_size
+class CachingEmbedder:
+    """What every perceptual similarity offers: ``embed`` (``[N, D]``), caching by key, the
+    ``metric`` its embeddings are compared with and ``describe()`` for the outputs."""
+
+    metric = "cosine"  # or "neg_sq_euclidean"
+
+    def __init__(self) -> None:
         self._cache: dict[str, np.ndarray] = {}
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
-        size = self.model.input_size
-        if x.shape[1:] != (size, size):
-            x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)[0]
-        return x
-
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """``[N, D]`` unit-norm embeddings."""
-        from causalvis.models import ActivationProbe
+        raise NotImplementedError
 
-        if not images:
-            return np.zeros((0, 0))
-        parts = []
-        with ActivationProbe(self.model, self.layers) as probe:
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                batch = torch.stack([self._to_tensor(im) for im in chunk])
-                acts = probe.run(batch)
-                feats = [F.normalize(acts[name].float().cpu(), dim=1) for name in self.layers]
-                parts.append(F.normalize(torch.cat(feats, dim=1), dim=1).numpy())
-        return np.concatenate(parts)
+    def describe(self) -> dict:
+        raise NotImplementedError
 
     def embed_keyed(self, items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embed images by key, caching across calls (queries/references repeat a lot)."""
@@ -108,20 +96,65 @@ class PerceptualEmbedder:
         return np.stack([self._cache[k] for k in keys])
 
 
+class PerceptualEmbedder(CachingEmbedder):
+    """Spatially pooled activations at a few layers, each L2-normalized, concatenated.
+
+    Per-layer normalization gives every layer the same weight in the cosine similarity.
+    Inputs of any size are resized (bilinear, antialiased) to the network's input size.
+    """
+
+    def __init__(self, model, layers: Sequence[str] | None = None, batch_size: int = 32) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = list(layers) if layers else default_layers(model)
+        self.batch_size = batch_size
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        return to_tensor(image, self.model.input_size)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``[N, D]`` unit-norm embeddings."""
+        from causalvis.models import ActivationProbe
+
+        if not images:
+            return np.zeros((0, 0))
+        parts = []
+        with ActivationProbe(self.model, self.layers) as probe:
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                batch = torch.stack([self._to_tensor(im) for im in chunk])
+                acts = probe.run(batch)
+                feats = [F.normalize(acts[name].float().cpu(), dim=1) for name in self.layers]
+                parts.append(F.normalize(torch.cat(feats, dim=1), dim=1).numpy())
+        return np.concatenate(parts)
+
+    def describe(self) -> dict:
+        return {"similarity": "model features", "model": self.model.name,
+                "layers": list(self.layers),
+                "features": "spatial mean per layer, L2-normalized per layer, cosine"}
+
+
+def metric_of(embedder) -> str:
+    return getattr(embedder, "metric", "cosine")
+
+
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     rows, cols = box.slices()
     return image[rows, cols]
 
 
-def similarity(x: np.ndarray, refs: np.ndarray) -> float:
-    """Mean cosine similarity of one embedding to a set (embeddings are unit-norm)."""
+def similarity(x: np.ndarray, refs: np.ndarray, metric: str = "cosine") -> float:
+    """Mean similarity of one embedding to a set: cosine (embeddings are unit-norm), or
+    minus the squared distance (LPIPS)."""
+    if metric == "neg_sq_euclidean":
+        return float(-((refs - x) ** 2).sum(axis=1).mean())
     return float((refs @ x).mean())
 
 
 class _ReferenceObserver:
     uses_references = True
 
-    def __init__(self, embedder: PerceptualEmbedder) -> None:
+    def __init__(self, embedder: CachingEmbedder) -> None:
         self.embedder = embedder
 
     def _ref_embeddings(
@@ -133,7 +166,8 @@ class _ReferenceObserver:
     def _items(self, trial: Trial, reader: AssetReader) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray) -> float:
+    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray,
+               metric: str) -> float:
         raise NotImplementedError
 
     def deltas(self, trials: Sequence[Trial], reader: AssetReader) -> np.ndarray:
@@ -147,7 +181,7 @@ class _ReferenceObserver:
         for i, t in enumerate(trials):
             if t.references:
                 refs = np.stack([ref_emb[f"img:{r}"] for r in t.references])
-                out[i] = self._delta(t, emb, refs)
+                out[i] = self._delta(t, emb, refs, metric_of(self.embedder))
         return out
 
 
@@ -164,9 +198,10 @@ class ReferencePatchObserver(_ReferenceObserver):
         query = reader(trial.query)
         return {self._key(trial.query, b): crop(query, b) for b in (trial.box_a, trial.box_b)}
 
-    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray) -> float:
-        sa = similarity(emb[self._key(trial.query, trial.box_a)], refs)
-        sb = similarity(emb[self._key(trial.query, trial.box_b)], refs)
+    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray,
+               metric: str) -> float:
+        sa = similarity(emb[self._key(trial.query, trial.box_a)], refs, metric)
+        sb = similarity(emb[self._key(trial.query, trial.box_b)], refs, metric)
         return sb - sa
 
 
@@ -178,7 +213,8 @@ class ReferenceImageObserver(_ReferenceObserver):
     def _items(self, trial: Trial, reader: AssetReader) -> dict[str, np.ndarray]:
         return {f"img:{a}": reader(a) for a in (trial.option_a, trial.option_b)}
 
-    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray) -> float:
-        return similarity(emb[f"img:{trial.option_a}"], refs) - similarity(
-            emb[f"img:{trial.option_b}"], refs
+    def _delta(self, trial: Trial, emb: dict[str, np.ndarray], refs: np.ndarray,
+               metric: str) -> float:
+        return similarity(emb[f"img:{trial.option_a}"], refs, metric) - similarity(
+            emb[f"img:{trial.option_b}"], refs, metric
         )

@@ -34,7 +34,8 @@ TASK_TRIALS: dict[str, Callable[[str | Path], list]] = {
 @dataclass
 class BuildContext:
     """What a factory may need: the studied model (to pick a perceptual net that is not
-    it), the perceptual net asked for, the device; caches the shared embedder."""
+    it), the perceptual similarity asked for (a model, ``dreamsim``, ``lpips``), the
+    device; caches the shared embedder."""
 
     studied_model: str = "lite0"
     perceptual_model: str | None = None
@@ -46,17 +47,17 @@ class BuildContext:
     def embedder(self):
         """The perceptual embedder, loaded on first use."""
         if self._embedder is None:
-            from causalvis.models import load_model
-            from causalvis.observers.reference import PerceptualEmbedder, perceptual_model_for
+            from causalvis.observers.reference import perceptual_model_for
+            from causalvis.observers.similarity import make_similarity
 
             name = self.perceptual_model or perceptual_model_for(self.studied_model)
             if name == self.studied_model:
                 log.warning("perceptual model %s is the studied model itself", name)
-            net = load_model(name, weights=self.perceptual_weights, device=self.device)
-            self._embedder = PerceptualEmbedder(net)
-            self.info = {"model": name, "weights": self.perceptual_weights,
-                         "layers": self._embedder.layers,
-                         "features": "spatial mean per layer, L2-normalized per layer, cosine"}
+            self._embedder = make_similarity(name, weights=self.perceptual_weights,
+                                             device=self.device)
+            self.info = {"weights": self.perceptual_weights, **self._embedder.describe()}
+            if self.info.get("similarity") == "model features":
+                self.info["model"] = name  # as asked for (e.g. "lite1")
         return self._embedder
 
 

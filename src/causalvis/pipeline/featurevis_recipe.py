@@ -60,16 +60,20 @@ def render_units(
     first: int = 0,
     progress: bool = False,
     amp: bool = False,
+    seed_method: str | None = None,
 ) -> list[UnitImages]:
     """Render ``cfg.n_images`` images for each ``(channel, unit_seed)`` of ``layer`` in one
     batch. ``method`` is ``synthetic`` (Lucid recipe) or ``synthetic-maco`` (needs the
     natural ``magnitude`` spectrum at ``cfg.maco_canvas``). ``sign=-1`` minimizes the
     unit (the 2-AFC minimal references, own seeds); ``first`` is the index of the first
-    image (its seed), so a side can be rendered in parts (:func:`render_side`)."""
+    image (its seed), so a side can be rendered in parts (:func:`render_side`).
+    ``seed_method`` names the seeds' method when it differs from the recipe (the mixed
+    condition's own optimisation draws its own seeds with the Lucid recipe)."""
     n = cfg.n_images
     channels = [c for c, _ in units]
     side = "max" if sign > 0 else "min"
-    seeds = [s for _, us in units for s in unit_seeds(cfg, us, n, method, first, side)]
+    seeds = [s for _, us in units
+             for s in unit_seeds(cfg, us, n, seed_method or method, first, side)]
     objective = unit_objective(layer, channels, n, diversity=cfg.diversity, sign=sign)
     desc = f"{method} {layer} ({len(units)} units)"
     if method == "synthetic":
@@ -113,6 +117,7 @@ def render_side(
     side: str = "max",
     progress: bool = False,
     amp: bool = False,
+    seed_method: str | None = None,
 ) -> list[UnitImages]:
     """One side (``max`` or ``min``) of every unit: the first ``cfg.n_non_diverse`` images
     without the diversity term (IMI shows such an image first), the rest as one diverse
@@ -122,7 +127,7 @@ def render_side(
     sign = 1.0 if side == "max" else -1.0
     n, k = cfg.n_images, min(cfg.n_non_diverse, cfg.n_images)
     kw = {"method": method, "magnitude": magnitude, "sign": sign, "progress": progress,
-          "amp": amp}
+          "amp": amp, "seed_method": seed_method}
     parts: list[list[UnitImages]] = []
     if k:
         plain = cfg.model_copy(update={"n_images": k, "diversity": 0.0})

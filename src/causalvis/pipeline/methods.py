@@ -8,8 +8,12 @@ A *method* names a way to explain a unit with images. Built in:
   per image set;
 * ``synthetic`` – feature visualizations, Lucid recipe (stage ``references``), per unit;
 * ``synthetic-maco`` – feature visualizations by MACO (stage ``references``), per unit;
+* ``synthetic-mixed`` – the mixed condition's own feature visualizations: a separate
+  optimisation of ``conditions.mixed_synthetic`` images (Lucid recipe, the diversity term
+  over that batch, own seeds), as the paper ran it;
 * ``mixed``    – ``conditions.mixed_natural`` natural + ``conditions.mixed_synthetic``
-  synthetic references;
+  synthetic references: ``synthetic-mixed``, or with ``conditions.mixed_synthetic_source =
+  "synthetic"`` the first images of the ``synthetic`` batch;
 * ``none``     – no references.
 
 Anything else is a *user-defined* method: a :class:`ReferenceMethod` (or a factory
@@ -110,23 +114,30 @@ class ReferenceMethod:
             raise CausalvisError(f"reference method {self.name!r}: a generated method needs generate")
 
 
+MIXED_OWN = "synthetic-mixed"  # the mixed condition's own optimisation
+FEATUREVIS_METHODS = ("synthetic", "synthetic-maco", MIXED_OWN)
+
+
 def _featurevis(method: str) -> GenerateFn:
+    recipe = "synthetic" if method == MIXED_OWN else method
+
     def generate(batch: GenerateBatch) -> list[Generated]:
         from causalvis.pipeline.featurevis_recipe import render_side
 
         cfg = batch.config.featurevis.model_copy(update={"n_images": batch.n_images})
         magnitude = None
-        if method == "synthetic-maco":
+        if recipe == "synthetic-maco":
             magnitude = maco_magnitude(batch)
         rendered = render_side(
             batch.model,
             batch.layer,
             [(u.channel, u.seed) for u in batch.units],
             cfg,
-            method=method,
+            method=recipe,
             magnitude=magnitude,
             side=batch.side,
             progress=batch.progress,
+            seed_method=method,
         )
         k = min(cfg.n_non_diverse, cfg.n_images)
 
@@ -193,11 +204,17 @@ BUILTIN: dict[str, ReferenceMethod] = {
             generate=_featurevis("synthetic-maco"),
         ),
         ReferenceMethod(
+            MIXED_OWN,
+            "the mixed condition's feature visualizations: their own optimisation of "
+            "conditions.mixed_synthetic images (diversity over that batch)",
+            generate=_featurevis(MIXED_OWN),
+        ),
+        ReferenceMethod(
             "mixed",
             "natural and synthetic references together",
             kind="composite",
             per_image_set=True,
-            parts=(("natural", "mixed_natural"), ("synthetic", "mixed_synthetic")),
+            parts=(("natural", "mixed_natural"), (MIXED_OWN, "mixed_synthetic")),
         ),
     ]
 }
@@ -260,16 +277,29 @@ def method_dir_name(name: str) -> str:
     return name.replace(":", "__").replace("/", "_")
 
 
+def composite_parts(method: ReferenceMethod, config: StudyConfig) -> list[tuple[str, int]]:
+    """A composite's (method, count) parts under ``config``: the mixed condition's synthetic
+    part is its own render, or the synthetic batch's first images
+    (``conditions.mixed_synthetic_source``)."""
+    out = []
+    for part, field_name in method.parts:
+        if part == MIXED_OWN and config.conditions.mixed_synthetic_source == "synthetic":
+            part = "synthetic"
+        out.append((part, _count(config, field_name)))
+    return out
+
+
 def generated_methods(config: StudyConfig) -> list[str]:
     """Generated methods stage ``references`` must produce: those the conditions use
-    (composites expanded) plus ``featurevis.also_render``."""
+    (composites expanded, parts with no image left out) plus ``featurevis.also_render``."""
     out: list[str] = []
 
     def add(name: str) -> None:
         method = get_method(name)
         if method.kind == "composite":
-            for part, _ in method.parts:
-                add(part)
+            for part, count in composite_parts(method, config):
+                if count:
+                    add(part)
         elif method.kind == "generated" and name not in out:
             out.append(name)
 
@@ -309,8 +339,8 @@ def reference_files(
         return []
     if method.kind == "composite":
         files: list[Path] = []
-        for part, field_name in method.parts:
-            files += _files(paths, get_method(part), key, image_set, _count(config, field_name))
+        for part, count in composite_parts(method, config):
+            files += _files(paths, get_method(part), key, image_set, count)
         return files
     return _files(paths, method, key, image_set, n, side)
 

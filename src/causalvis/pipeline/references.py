@@ -32,6 +32,8 @@ from causalvis.images.preprocess import pil_to_tensor, tensor_to_pil
 from causalvis.models import ActivationProbe
 from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
 from causalvis.pipeline.methods import (
+    FEATUREVIS_METHODS,
+    MIXED_OWN,
     GenerateBatch,
     Generated,
     ImageLike,
@@ -120,7 +122,7 @@ def _unit_meta(cfg, method: ReferenceMethod, unit: UnitRequest, entries: list[di
         "activation_measured_on": "decoded PNG at the model input size",
         "images": sorted(entries, key=lambda e: (e.get("image_set", -1), e["file"])),
     }
-    if method.name in ("synthetic", "synthetic-maco"):
+    if method.name in FEATUREVIS_METHODS:
         meta["featurevis"] = cfg.featurevis.model_dump(mode="json")
     return meta
 
@@ -142,6 +144,8 @@ ITEM_FUNC = "causalvis.pipeline.references:references_chunk_item"
 
 
 def _n_images(cfg, name: str) -> int:
+    if name == MIXED_OWN:  # its own batch: the diversity term over these images only
+        return max(1, cfg.conditions.mixed_synthetic)
     n = cfg.conditions.n_references
     if name in ("synthetic", "synthetic-maco"):
         n = cfg.featurevis.n_images
