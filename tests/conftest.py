@@ -7,8 +7,21 @@ import os
 import pytest
 import torch
 
-# Tests run on 2 cores; keep torch from oversubscribing them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tests run on 2 cores; keep torch from oversubscribing them. Under pytest-xdist (`make
+# test` runs one worker per core) every worker and the processes it starts get one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """PostgreSQL tests share the one DATABASE_URL database (they reset its tables): under
+    xdist's ``--dist loadgroup`` they all run on one worker, one after another."""
+    for item in items:
+        if "postgres" in item.keywords or "postgres" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
 @pytest.fixture(scope="session")

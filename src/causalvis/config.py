@@ -35,6 +35,11 @@ class ModelConfig(_Section):
     name: str = "lite0"
     weights: str | None = Field(None, description="state-dict path, 'random', or None")
     device: str = "cpu"
+    tokens: Literal["patch", "cls", "all"] = Field(
+        "patch", description="token layers of vision transformers: which tokens a unit's "
+        "activation averages (patch = patch tokens only, class / register tokens dropped; "
+        "cls = the class token; all = every token)"
+    )
 
 
 class ImagesConfig(_Section):

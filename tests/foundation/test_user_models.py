@@ -131,7 +131,7 @@ def test_map_probe_keeps_pre_relu_bn_map_with_inplace_relu():
         assert (got["bn1"] < 0).any(), "the BN map must be pre-ReLU"
 
 
-# -- #9: channels-last tensors are refused, never misread ----------------------------
+# -- #9 / issue 20: channels-last tensors are read permuted, never misread -------------
 def _timm_model(arch: str, size: int, **kwargs) -> CausalvisModel:
     import timm
 
@@ -139,8 +139,7 @@ def _timm_model(arch: str, size: int, **kwargs) -> CausalvisModel:
     return CausalvisModel(arch, net, (0.5,) * 3, (0.5,) * 3, input_size=size)
 
 
-def test_channels_last_layers_are_marked_and_refused():
-    from causalvis.errors import UnknownLayerError
+def test_channels_last_layers_are_marked_and_read_channels_first():
     from causalvis.models import list_layers, parse_unit
 
     # ConvNeXt-T's layout (conv_mlp=False: nn.LayerNorm over the last dim of NHWC) and a
@@ -153,23 +152,23 @@ def test_channels_last_layers_are_marked_and_refused():
         (swin, "layers.1.blocks.0.norm1", 48, 16),
     ]:
         info = {i.name: i for i in list_layers(model)}[layer]
-        assert not info.supported and "channels-last" in info.kind
+        assert info.supported and info.layout == "nhwc" and "channels-last" in info.kind
         assert (info.channels, info.height, info.width) == (channels, side, side)
-        with pytest.raises(UnknownLayerError, match="channels-last"):
-            parse_unit(f"{layer}:0", model)
-        with pytest.raises(UnknownLayerError, match="channels-last"):
-            ActivationProbe(model, [layer])
+        assert parse_unit(f"{layer}:{channels - 1}", model) == (layer, channels - 1)
+        with ActivationProbe(model, [layer], mode="map") as probe:
+            got = probe.run(torch.rand(1, 3, model.input_size, model.input_size))[layer]
+        assert got.shape == (1, channels, side, side)
     # channels-first models keep every layer: ConvNeXt-atto's LayerNorm2d, CNN blocks
     atto = _timm_model("convnext_atto", 64)
-    assert all(i.supported for i in list_layers(atto))
+    assert all(i.supported and i.layout == "nchw" for i in list_layers(atto))
     norm = {i.name: i for i in list_layers(atto)}["stages.1.blocks.0.norm"]
     assert (norm.channels, norm.height) == (80, 8)
     tv = load_model("torchvision:googlenet", weights="random")
-    assert all(i.supported for i in list_layers(tv))
+    assert all(i.supported and i.layout == "nchw" for i in list_layers(tv))
 
 
 def test_layers_command_shows_channels_last_kind(capsys):
     code, out, err = _cli(capsys, "layers", "timm:convnext_tiny", "--weights", "random")
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("stages.0.blocks.0.norm "))
-    assert "channels-last (unsupported)" in row and row.split()[-2:] == ["96", "56x56"]
+    assert "channels-last (norm)" in row and row.split()[-2:] == ["96", "56x56"]

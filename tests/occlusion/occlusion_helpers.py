@@ -58,10 +58,10 @@ def shared_model(model):
 
     real = causalvis.models.load_model
 
-    def load(name, *, weights=None, device="cpu"):
+    def load(name, *, weights=None, device="cpu", **kwargs):
         if name == "lite0" and weights is None and str(device) == "cpu":
             return model
-        return real(name, weights=weights, device=device)
+        return real(name, weights=weights, device=device, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(causalvis.models, "load_model", load)

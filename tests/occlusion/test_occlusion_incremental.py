@@ -31,5 +31,7 @@ def test_unsupported_layers_raise_and_auto_falls_back(lite0, samples):
     occ = Occluder(samples.load_array("coffee/s0.80/r0c1"), Grid(224, 112, 112))
     sweep = sweep_layers(lite0, occ, ["blocks.1.0.bn2"], "auto", 8)
     assert sweep.acts["blocks.1.0.bn2"].shape == (2, 2, 96)
+    assert sweep.engine == "full"  # which engine ran is recorded (set<b>.npz "engine")
+    assert sweep_layers(lite0, occ, ["blocks.1.0"], "auto", 8).engine == "incremental"
     with pytest.raises(CausalvisError, match="occlusion.engine"):
         sweep_layers(lite0, occ, ["blocks.1.0.bn2"], "incremental", 8)

@@ -13,6 +13,9 @@ WeightsOpt = typer.Option(
     None, "--weights", help="state-dict file (.pth/.safetensors), or 'random' for tests"
 )
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")
+TokensOpt = typer.Option(
+    "patch", "--tokens", help="token layers (ViTs): patch (default), cls or all tokens"
+)
 
 
 @app.command("models")
@@ -34,6 +37,7 @@ def models_command(
         typer.echo(f"{mark} {spec.name:<12} {spec.description}")
     typer.echo("  timm:ARCH    any timm architecture (cached weights or --weights)")
     typer.echo("  torchvision:ARCH  any torchvision classifier (cached weights or --weights)")
+    typer.echo("  python:MODULE_OR_FILE.py:FACTORY  any nn.Module (docs/own-model.md)")
     typer.echo("* = embedded: weights ship with an installed package")
 
 
@@ -41,13 +45,15 @@ def models_command(
 def layers_command(
     model: str = typer.Argument(..., help="model name, e.g. lite0"),
     weights: str | None = WeightsOpt,
+    tokens: str = TokensOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Layers a unit can live in, in forward order, with kind, Inception branch (3x3, pool,
-    concat, ...; '-' outside one), channels and spatial size."""
+    """Layers a unit can live in, in forward order, with kind (block, norm, tokens (...),
+    channels-last (...)), Inception branch (3x3, pool, concat, ...; '-' outside one),
+    channels and the size of the unit's map (token layers: the patch grid)."""
     from causalvis.models import list_layers, load_model
 
-    m = load_model(model, weights=weights)
+    m = load_model(model, weights=weights, tokens=tokens)
     layers = list_layers(m)
     if as_json:
         typer.echo(json.dumps([info.to_dict() for info in layers], indent=2))
@@ -61,9 +67,8 @@ def layers_command(
             f"{info.name:<{name_w}} {info.kind:<{kind_w}} {info.branch or '-':<10} "
             f"{info.channels:>8}  {info.height}x{info.width}"
         )
-    if any(not info.supported for info in layers):
-        typer.echo("channels-last layers are listed with their true sizes but cannot hold "
-                   "units yet")
+    if any(info.layout == "tokens" for info in layers):
+        typer.echo(f"token layers read {tokens} tokens (--tokens patch|cls|all)")
 
 
 @app.command("probe")
@@ -73,14 +78,16 @@ def probe_command(
     unit: list[str] = typer.Option(..., "--unit", help="LAYER:CHANNEL (repeatable)"),
     weights: str | None = WeightsOpt,
     device: str = DeviceOpt,
+    tokens: str = TokensOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Each image's activation of each unit (spatial mean of the unit's feature map)."""
+    """Each image's activation of each unit (spatial mean of the unit's feature map; token
+    layers: the mean over the --tokens policy's tokens)."""
     from causalvis.errors import CausalvisError
     from causalvis.images import load_image_file, pil_to_tensor, prepare_image
     from causalvis.models import load_model, parse_unit, probe_tensor
 
-    m = load_model(model, weights=weights, device=device)
+    m = load_model(model, weights=weights, device=device, tokens=tokens)
     units = [parse_unit(u, m) for u in unit]
     for path in images:
         if not path.is_file():

@@ -1,5 +1,6 @@
 """Model zoo, layer catalogue and the ActivationProbe."""
 
+from causalvis.models.custom import UserModel
 from causalvis.models.layers import LayerInfo, list_layers, parse_unit, resolve_layer
 from causalvis.models.probe import ActivationProbe, probe_tensor
 from causalvis.models.zoo import CausalvisModel, ModelSpec, available_models, load_model
@@ -9,6 +10,7 @@ __all__ = [
     "CausalvisModel",
     "LayerInfo",
     "ModelSpec",
+    "UserModel",
     "available_models",
     "list_layers",
     "load_model",

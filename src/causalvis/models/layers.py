@@ -1,6 +1,6 @@
 """The layers a unit can live in, discovered by tracing one forward pass.
 
-Which tensor a layer name stands for (documented in docs/models.md):
+Which tensor a layer name stands for (the README's table of layer kinds):
 
 * **norm layers** (``BatchNorm2d``, timm ``BatchNormAct2d``): the normalized conv output
   *before* the nonlinearity (for ``BatchNormAct2d`` the input of its ``act``), i.e. the
@@ -20,16 +20,25 @@ Each layer also names the Inception **branch** it belongs to (``1x1``, ``3x3 red
 module's output; empty outside Inception modules), for ``inceptionv1`` and torchvision's
 GoogLeNet.
 
-A unit is ``LAYER:CHANNEL``; its activation is the spatial mean of that channel's map.
+A unit is ``LAYER:CHANNEL``; its activation is the spatial mean of that channel's
+canonical map ``[N, C, H, W]`` (:func:`layer_reader`), whatever the hooked tensor's layout:
 
-Only channels-first ``[N, C, H, W]`` tensors are understood. A 4-D output in
-channels-last layout ``[N, H, W, C]`` (ConvNeXt's and Swin's ``LayerNorm`` over the last
-dimension) is listed with kind ``channels-last (unsupported)`` and its true sizes, and
-refused as a unit layer with a clear error: it is never read as if dim 1 were channels.
+* ``nchw``: channels-first maps, read as they are;
+* ``nhwc``: channels-last 4-D maps (ConvNeXt's and Swin's ``LayerNorm`` over the last
+  dimension, Swin blocks), permuted to channels-first (kinds ``channels-last (...)``);
+* ``tokens``: ``[N, T, C]`` token tensors of timm vision transformers (any net with an
+  integer ``num_prefix_tokens``: ViT, DeiT, EVA, DINOv2, CLIP / SigLIP towers, ...), kinds
+  ``tokens (block)`` (``blocks.i``, the residual stream), ``tokens (norm)`` (``norm1``,
+  ``norm2``, ``norm``), ``tokens (linear)`` (``mlp.fc1`` = pre-GELU, ``mlp.fc2``,
+  ``attn.proj``). Which tokens count is the model's ``tokens`` policy (``[model] tokens``):
+  ``patch`` (default; the ``num_prefix_tokens`` class / register tokens dropped) reshaped
+  to the square patch grid (``[N, C, T, 1]`` when not square), ``cls`` (the first token,
+  1x1), ``all`` (every token, ``[N, C, T, 1]``). Catalogue sizes are the canonical map's.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -50,7 +59,8 @@ def _is_norm(module: nn.Module) -> bool:
     return name.startswith(("BatchNorm", "GroupNorm")) and name.endswith("2d")
 
 
-UNSUPPORTED_LAYOUT = "channels-last (unsupported)"
+UNSUPPORTED_LAYOUT = "unsupported layout"  # no catalogue layer has it today
+TOKEN_LINEARS = ("fc1", "fc2", "proj")  # mlp.fc1 (pre-GELU), mlp.fc2, attn.proj
 
 
 def _own_features(module: nn.Module) -> int | None:
@@ -106,14 +116,15 @@ class LayerInfo:
     """One layer of the catalogue, with its shape at the model's input size."""
 
     name: str
-    kind: str  # "norm (pre-activation)" | "conv" | "block" | UNSUPPORTED_LAYOUT
+    kind: str  # "norm (pre-activation)" | "conv" | "block" | "tokens (block)" | ...
     channels: int
     height: int
     width: int
     order: int  # position in forward order
     branch: str = ""  # Inception branch ("3x3", "pool", "concat", ...), "" outside one
-    layout: str = "nchw"  # how the hooked tensor is laid out: "nchw" (more: see layer_reader)
+    layout: str = "nchw"  # how the hooked tensor is laid out: "nchw" | "nhwc" | "tokens"
     base: str = ""  # a derived layer (dictionary, directions): the catalogue layer it reads
+    tokens: str = ""  # token layers: the policy the canonical map applies (patch/cls/all)
 
     @property
     def tap(self) -> str:
@@ -122,8 +133,14 @@ class LayerInfo:
 
     @property
     def supported(self) -> bool:
-        """Whether units can live here (channels-first layout)."""
+        """Whether units can live here (every layout the readers understand)."""
         return self.kind != UNSUPPORTED_LAYOUT
+
+    @property
+    def is_block(self) -> bool:
+        """A block output (``block``, ``tokens (block)``, ``channels-last (block)``): the
+        default scan layers and perceptual-feature layers."""
+        return self.kind == "block" or self.kind.endswith("(block)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +187,21 @@ def layer_branch(net: nn.Module, layer: str) -> str:
     return ""
 
 
+def token_net(net: nn.Module) -> bool:
+    """A vision transformer whose layers carry ``[N, T, C]`` tokens (timm's convention: an
+    integer ``num_prefix_tokens``, the class / register tokens before the patch tokens)."""
+    n = getattr(net, "num_prefix_tokens", None)
+    return isinstance(n, int) and not isinstance(n, bool)
+
+
+def _transformer_block(name: str, module: nn.Module) -> bool:
+    """An element of a ``blocks`` list holding a last-dim op (ViT / Swin / ConvNeXt block)."""
+    parent, _, last = name.rpartition(".")
+    return (last.isdigit() and parent.rpartition(".")[2] == "blocks"
+            and not isinstance(module, nn.Sequential | nn.ModuleList | nn.ModuleDict)
+            and any(_last_dim_op(m) for m in module.modules()))
+
+
 def _candidates(net: nn.Module) -> dict[str, str]:
     has_norm = any(_is_norm(m) for m in net.modules())
     out: dict[str, str] = {}
@@ -179,6 +211,10 @@ def _candidates(net: nn.Module) -> dict[str, str]:
         own_kind = getattr(module, "unit_layer_kind", None)
         if isinstance(own_kind, str):
             out[name] = own_kind
+        elif _transformer_block(name, module):
+            out[name] = "block"
+        elif isinstance(module, nn.Linear) and name.rpartition(".")[2] in TOKEN_LINEARS:
+            out[name] = "linear"  # kept for token layers only (3-D outputs)
         elif _is_norm(module):
             out[name] = "norm (pre-activation)"
         elif isinstance(module, nn.Conv2d):
@@ -192,7 +228,7 @@ def _candidates(net: nn.Module) -> dict[str, str]:
     return out
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]] = (
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[LayerInfo]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -204,16 +240,20 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
     if not isinstance(model, CausalvisModel):
         raise TypeError("list_layers expects a CausalvisModel")
     cached = _CACHE.setdefault(model.net, {})
-    if model.input_size in cached:
-        return cached[model.input_size]
+    policy = getattr(model, "tokens", "patch")
+    key = (model.input_size, policy)
+    if key in cached:
+        return cached[key]
     candidates = _candidates(model.net)
+    tokens = token_net(model.net)
     seen: dict[str, tuple[int, ...]] = {}
     handles = []
 
     def record(name: str):
         def hook(_mod, args, output=None):
             tensor = args[0] if output is None else output
-            if isinstance(tensor, torch.Tensor) and tensor.dim() == 4 and name not in seen:
+            if (isinstance(tensor, torch.Tensor) and name not in seen
+                    and (tensor.dim() == 4 or (tokens and tensor.dim() == 3))):
                 seen[name] = tuple(tensor.shape)
 
         return hook
@@ -232,14 +272,36 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
         for h in handles:
             h.remove()
     layers = []
+    prefix = int(getattr(model.net, "num_prefix_tokens", 0) or 0)
     for order, (name, shape) in enumerate(seen.items()):
-        if _channels_last(model.net.get_submodule(name), shape):
-            layers.append(LayerInfo(name, UNSUPPORTED_LAYOUT, shape[3], shape[1], shape[2], order))
-        else:
-            layers.append(LayerInfo(name, candidates[name], shape[1], shape[2], shape[3], order,
+        kind = candidates[name]
+        if len(shape) == 3:
+            h, w = _token_map_size(shape[1], prefix, policy)
+            layers.append(LayerInfo(name, f"tokens ({_short(kind)})", shape[2], h, w, order,
+                                    layout="tokens", tokens=policy))
+        elif _channels_last(model.net.get_submodule(name), shape):
+            layers.append(LayerInfo(name, f"channels-last ({_short(kind)})", shape[3],
+                                    shape[1], shape[2], order, layout="nhwc"))
+        elif kind != "linear":  # a Linear works on the last dim: never channels-first
+            layers.append(LayerInfo(name, kind, shape[1], shape[2], shape[3], order,
                                     layer_branch(model.net, name)))
-    cached[model.input_size] = layers
+    cached[key] = layers
     return layers
+
+
+def _short(kind: str) -> str:
+    return "norm" if kind.startswith("norm") else kind
+
+
+def _token_map_size(n_tokens: int, prefix: int, policy: str) -> tuple[int, int]:
+    """(H, W) of a token layer's canonical map: the square patch grid, else T x 1."""
+    if policy == "cls":
+        return 1, 1
+    if policy == "all":
+        return n_tokens, 1
+    patches = n_tokens - prefix
+    side = math.isqrt(max(patches, 0))
+    return (side, side) if side * side == patches else (patches, 1)
 
 
 @runtime_checkable
@@ -287,11 +349,41 @@ def layer_reader(model: nn.Module, info: LayerInfo) -> Callable[[torch.Tensor], 
         return lambda tensor: derived(base(tensor))
     if info.layout == "nchw":
         return _identity
+    if info.layout == "nhwc":
+        return _nhwc
+    if info.layout == "tokens":
+        prefix = int(getattr(model.net, "num_prefix_tokens", 0) or 0)
+        return _TokenReader(prefix, info.tokens or "patch")
     raise UnknownLayerError(f"layer {info.name!r}: unknown layout {info.layout!r}")
 
 
 def _identity(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
+
+
+def _nhwc(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.permute(0, 3, 1, 2)
+
+
+class _TokenReader:
+    """``[N, T, C]`` tokens -> ``[N, C, H, W]`` under a token policy (module docstring).
+    The grid follows the tokens actually seen, so inputs of another size read too."""
+
+    def __init__(self, prefix: int, policy: str) -> None:
+        self.prefix = prefix
+        self.policy = policy
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        n, t, c = tensor.shape
+        if self.policy == "cls":
+            picked = tensor[:, :1]
+        elif self.policy == "all":
+            picked = tensor
+        else:
+            picked = tensor[:, self.prefix:]
+        h, w = _token_map_size(picked.shape[1], 0, "patch") if self.policy == "patch" else (
+            picked.shape[1], 1)
+        return picked.transpose(1, 2).reshape(n, c, h, w)
 
 
 def resolve_layer(model: nn.Module, layer: str) -> LayerInfo:
@@ -301,10 +393,9 @@ def resolve_layer(model: nn.Module, layer: str) -> LayerInfo:
         if info.name == layer:
             if not info.supported:
                 raise UnknownLayerError(
-                    f"layer {layer!r} of model {getattr(model, 'name', '?')} outputs "
-                    f"channels-last [N, H, W, C] tensors ({info.height}x{info.width}, "
-                    f"{info.channels} channels), which causalvis cannot read as units yet: "
-                    "pick a layer of another kind in `causalvis layers`"
+                    f"layer {layer!r} of model {getattr(model, 'name', '?')} has a tensor "
+                    "layout causalvis cannot read as units: pick another layer in "
+                    "`causalvis layers`"
                 )
             return info
     close = [i.name for i in layers if i.name.startswith(layer.split(".")[0])][:8]

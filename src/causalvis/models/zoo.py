@@ -40,12 +40,18 @@ class CausalvisModel(nn.Module):
         std: tuple[float, float, float],
         input_size: int,
         crop_pct: float = 0.875,
+        tokens: str = "patch",
     ) -> None:
         super().__init__()
         self.name = name
         self.net = net.eval()
         self.input_size = int(input_size)
         self.crop_pct = float(crop_pct)
+        # which tokens of a token layer count (models.layers: patch | cls | all)
+        self.tokens = tokens
+        # nets with a patch embedding of fixed size (ViT, Swin) see every input resized to
+        # input_size (feature visualization feeds other sizes; CNNs take any size)
+        self.fixed_size = _fixed_size(net)
         # derived unit layers (directions, dictionaries) by name: see models.layers.DerivedLayer
         self.derived = nn.ModuleDict()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -63,11 +69,30 @@ class CausalvisModel(nn.Module):
         return int(round(self.input_size / self.crop_pct))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_size and x.shape[-2:] != (self.input_size, self.input_size):
+            x = torch.nn.functional.interpolate(
+                x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False,
+                antialias=True,
+            )
         return self.net((x - self.mean) / self.std)
 
     def train(self, mode: bool = True) -> CausalvisModel:  # noqa: D401 - always eval
         """The model is always in eval mode: batch statistics must never change."""
         return super().train(False)
+
+
+TOKEN_POLICIES = ("patch", "cls", "all")  # which tokens of a token layer count
+
+
+def _fixed_size(net: nn.Module) -> bool:
+    """Whether ``net`` only takes its own input size: a timm patch embedding that checks it
+    (``strict_img_size``) and no dynamic size."""
+    embed = getattr(net, "patch_embed", None)
+    if embed is None:
+        return False
+    return bool(getattr(embed, "strict_img_size", True)) and not getattr(
+        net, "dynamic_img_size", False
+    )
 
 
 @dataclass(frozen=True)
@@ -330,6 +355,23 @@ def _inceptionv1_builder(weights: str | None) -> CausalvisModel:
     )
 
 
+def _python_builder(name: str) -> Callable[[str | None], CausalvisModel]:
+    from causalvis.models.custom import parse_python_name
+
+    parse_python_name(name)  # a malformed name fails before the device check
+
+    def build(weights: str | None) -> CausalvisModel:
+        from causalvis.models.custom import load_user_model
+
+        user = load_user_model(name)
+        if weights not in (None, "random"):
+            _load_weights_into(user.net, weights)
+        return CausalvisModel(name, user.net, mean=user.mean, std=user.std,
+                              input_size=user.input_size, crop_pct=user.crop_pct)
+
+    return build
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a :class:`torch.device`, or a clear error when this machine lacks it."""
     try:
@@ -385,24 +427,35 @@ def available_models() -> list[ModelSpec]:
 
 
 def load_model(
-    name: str, *, weights: str | None = None, device: str | torch.device = "cpu"
+    name: str, *, weights: str | None = None, device: str | torch.device = "cpu",
+    tokens: str = "patch",
 ) -> CausalvisModel:
-    """Build a model by name: ``lite0``, ``timm:ARCH``, ``torchvision:ARCH``.
+    """Build a model by name: ``lite0``, ``timm:ARCH``, ``torchvision:ARCH``,
+    ``python:MODULE:FACTORY`` / ``python:FILE.py:FACTORY`` (:mod:`causalvis.models.custom`).
 
     ``weights`` is a state-dict path, ``"random"`` (for tests) or ``None`` (embedded or
-    cached pretrained weights; a clear offline error when there are none).
+    cached pretrained weights; a clear offline error when there are none). ``tokens`` is
+    the token policy of transformer layers (``patch``, ``cls``, ``all``: models.layers).
     """
+    if tokens not in TOKEN_POLICIES:
+        raise CausalvisError(f"tokens = {tokens!r}: use one of {', '.join(TOKEN_POLICIES)}")
     if name in _REGISTRY:
         builder = _REGISTRY[name].builder
     elif name.startswith("timm:"):
         builder = _timm_builder(name.split(":", 1)[1])
     elif name.startswith("torchvision:"):
         builder = _torchvision_builder(name.split(":", 1)[1])
+    elif name.startswith("python:"):
+        builder = _python_builder(name)
     else:
         known = ", ".join(sorted(_REGISTRY))
         raise UnknownModelError(
-            f"unknown model {name!r}: use one of {known}, timm:ARCH or torchvision:ARCH"
+            f"unknown model {name!r}: use one of {known}, timm:ARCH, torchvision:ARCH or "
+            "python:MODULE:FACTORY"
         )
     dev = check_device(device)  # before the (slow) build
     model = builder(weights)
+    model.tokens = tokens
+    if tokens == "cls" and getattr(model.net, "num_prefix_tokens", None) == 0:
+        raise CausalvisError(f"tokens = 'cls': model {name} has no class token")
     return model.to(dev)

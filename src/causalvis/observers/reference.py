@@ -50,7 +50,7 @@ def default_layers(model, depths: Sequence[float] = DEFAULT_DEPTHS) -> list[str]
         raise CausalvisError(
             f"{model.name}: no layer with a supported tensor layout for perceptual features"
         )
-    blocks = [i for i in infos if i.kind == "block"] or infos
+    blocks = [i for i in infos if i.is_block] or infos
     picks = [blocks[min(len(blocks) - 1, int(round(d * (len(blocks) - 1))))].name for d in depths]
     return list(dict.fromkeys(picks))
 

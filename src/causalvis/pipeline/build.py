@@ -48,6 +48,7 @@ class StageContext:
             self.config.model.name,
             self.config.model.weights,
             self.device or self.config.model.device,
+            self.config.model.tokens,
         )
         return model.to(memory_format=torch.channels_last)
 
@@ -165,6 +166,10 @@ def init_study(
         if not img.is_dir():
             raise CausalvisError(f"image folder not found: {img}")
         images = str(img.resolve())
+    if model is not None:
+        from causalvis.models.custom import absolute_name
+
+        model = absolute_name(model)  # a python: factory file, found from any directory
     cfg = preset(preset_name, model=model, images=images, task=task, models=models)
     if weights is not None:
         if models:

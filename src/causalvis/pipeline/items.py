@@ -17,17 +17,19 @@ from causalvis.compute import cached
 _LOADS = 0
 
 
-def cached_model(name: str, weights: str | None = None, device: str = "cpu"):
-    """``causalvis.models.load_model`` once per process for each (name, weights, device)."""
+def cached_model(name: str, weights: str | None = None, device: str = "cpu",
+                 tokens: str = "patch"):
+    """``causalvis.models.load_model`` once per process for each (name, weights, device,
+    token policy)."""
 
     def load():
         global _LOADS
         from causalvis.models import load_model
 
         _LOADS += 1
-        return load_model(name, weights=weights, device=device)
+        return load_model(name, weights=weights, device=device, tokens=tokens)
 
-    return cached(("model", name, weights, str(device)), load)
+    return cached(("model", name, weights, str(device), tokens), load)
 
 
 def model_loads() -> int:
@@ -36,8 +38,10 @@ def model_loads() -> int:
 
 
 def model_spec(config) -> dict[str, Any]:
-    """The model an item loads: ``{"name", "weights"}`` (the device comes from the item)."""
-    return {"name": config.model.name, "weights": config.model.weights}
+    """The model an item loads: ``{"name", "weights", "tokens"}`` (the device comes from
+    the item; ``tokens``: the token policy of transformer layers)."""
+    return {"name": config.model.name, "weights": config.model.weights,
+            "tokens": config.model.tokens}
 
 
 def source_spec(paths, config) -> str:
@@ -61,7 +65,8 @@ def item_model(spec: dict[str, Any], device: str):
     worker vs. an in-process build). Converting first makes every item see one format."""
     import torch
 
-    model = cached_model(spec["name"], spec.get("weights"), device)
+    model = cached_model(spec["name"], spec.get("weights"), device,
+                         spec.get("tokens", "patch"))
     return model.to(memory_format=torch.channels_last)
 
 

@@ -188,6 +188,7 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
             layers_of[image_id].add(t["layer"])
     grid = Grid.for_config(net.input_size, occlusion["patch_fraction"], occlusion["stride"])
     found: dict[tuple[str, str, int], tuple[np.ndarray, float]] = {}
+    engines: dict[tuple[str, str], str] = {}
     for image_id, layers in layers_of.items():
         occluder = Occluder(
             images.load_array(image_id), grid, fill=occlusion["fill"],
@@ -195,6 +196,8 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
         )
         sweep = sweep_layers(net, occluder, sorted(layers), occlusion["engine"],
                              occlusion["batch_size"])
+        for layer in layers:
+            engines[(image_id, layer)] = sweep.engine
         for t in targets:
             if any(image_id == c[0] for c in t["candidates"]):
                 found[(image_id, t["layer"], t["channel"])] = (
@@ -208,10 +211,13 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
             image_ids=[c[0] for c in t["candidates"]], ranks=[c[1] for c in t["candidates"]],
             offsets=grid.offsets, size=grid.size, patch=grid.patch, stride=grid.stride,
             fill=occlusion["fill"],
+            # "incremental" only when every candidate's sweep was; else "full" ran somewhere
+            engine=min(engines[(c[0], t["layer"])] for c in t["candidates"]),
         )
         path = ctx.paths.occlusion_result(t["key"], t["image_set"])
         ctx.write_bytes(path.relative_to(ctx.paths.root), encode_occlusion(result))
-    return {"images": len(layers_of), "targets": len(targets)}
+    return {"images": len(layers_of), "targets": len(targets),
+            "engines": sorted(set(engines.values()))}
 
 
 def run_occlusion_stage(ctx) -> None:

@@ -65,7 +65,7 @@ def scan_layers(config, model) -> list[str]:
         if config.units.mode == "explicit":
             layers += [parse_unit(spec)[0] for spec in config.units.explicit]
     if not layers:
-        layers = [info.name for info in list_layers(model) if info.kind == "block"]
+        layers = [info.name for info in list_layers(model) if info.is_block]
         if not layers:
             raise CausalvisError(
                 f"model {model.name} has no block layers: set scan.layers in study.toml"
@@ -197,6 +197,8 @@ def scan_items(ctx) -> tuple[list[WorkItem], dict]:
     }
     if cfg.scan.dtype != DTYPE:  # default studies keep their digests
         base["dtype"] = cfg.scan.dtype
+    if any(infos[name].layout == "tokens" for name in layers):  # CNN studies keep theirs
+        base["tokens"] = cfg.model.tokens
     common = {
         "model": model_spec(cfg),
         "source": source_spec(ctx.paths, cfg),
@@ -277,6 +279,7 @@ def _write_index(paths: StudyPaths, layers, channels, shards, base) -> None:
         digest=_digest([e.digest for e in entries]),
         dtype=overall.pop() if len(overall) == 1 else "mixed",
         dtypes=dtypes or None,
+        tokens=base.get("tokens"),
     )
     write_index(paths, index)
     if skipped:

@@ -189,6 +189,7 @@ class Sweep:
     grid: Grid
     acts: dict[str, np.ndarray]  # layer -> float32 [ny, nx, C]
     base: dict[str, np.ndarray]  # layer -> float32 [C], the unoccluded query
+    engine: str = "full"  # which engine computed it: "full" | "incremental"
 
     def unit_map(self, layer: str, channel: int) -> np.ndarray:
         return self.acts[layer][:, :, channel]

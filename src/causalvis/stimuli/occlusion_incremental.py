@@ -247,6 +247,7 @@ class IncrementalSweep:
             {n: torch.cat(v).numpy().reshape(ny, nx, -1).astype(np.float32)
              for n, v in results.items()},
             {n: marks[n].float().mean(dim=(2, 3))[0].cpu().numpy() for n in self.layers},
+            engine="incremental",
         )
 
     @staticmethod

@@ -91,6 +91,7 @@ class ActivationIndex:
     digest: str
     dtype: str = DTYPE  # of every layer, or "mixed"
     dtypes: Mapping[str, str] | None = None  # per layer, when not all float16
+    tokens: str | None = None  # token policy (patch/cls/all) when token layers were scanned
 
     @property
     def n_images(self) -> int:
@@ -105,6 +106,7 @@ class ActivationIndex:
             "channels": dict(self.channels),
             "dtype": self.dtype,
             **({"dtypes": dict(self.dtypes)} if self.dtypes else {}),
+            **({"tokens": self.tokens} if self.tokens else {}),
             "n_images": self.n_images,
             "shards": [s.to_dict() for s in self.shards],
             "skipped": [dict(s) for s in self.skipped],
@@ -129,6 +131,7 @@ class ActivationIndex:
                 digest=str(raw["digest"]), dtype=str(raw.get("dtype", DTYPE)),
                 dtypes={str(k): str(v) for k, v in dict(raw.get("dtypes") or {}).items()}
                 or None,
+                tokens=str(raw["tokens"]) if raw.get("tokens") else None,
             )
         except KeyError as exc:
             raise CausalvisError(f"{where}: missing field {exc.args[0]!r}") from exc

@@ -4,7 +4,8 @@ Arrays (docs/study-folder.md): ``map`` ``[ny, nx]`` float32 and ``base`` (unoccl
 activation) of the set's query; ``maps`` ``[K, ny, nx]``, ``bases`` ``[K]``,
 ``image_ids`` ``[K]``, ``ranks`` ``[K]`` for all K candidate queries (index 0 = the set's
 query); ``offsets`` (grid offsets along each axis), ``size``, ``patch``, ``stride``,
-``fill``. Encoded by :func:`encode_occlusion` (byte-deterministic) and decoded by
+``fill``; ``engine`` (``full`` | ``incremental``: which sweep computed the maps; absent in
+files written before it was recorded). Encoded by :func:`encode_occlusion` (byte-deterministic) and decoded by
 :func:`read_occlusion` only; numpy only.
 """
 
@@ -35,6 +36,7 @@ class OcclusionResult:
     patch: int
     stride: int
     fill: str
+    engine: str = ""  # "full" | "incremental" ("" = not recorded)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the file (see the module docstring)."""
@@ -52,6 +54,7 @@ class OcclusionResult:
             "patch": np.int64(self.patch),
             "stride": np.int64(self.stride),
             "fill": np.asarray(self.fill),
+            **({"engine": np.asarray(self.engine)} if self.engine else {}),
         }
 
 
@@ -76,6 +79,7 @@ def read_occlusion(path: str | Path) -> OcclusionResult:
                 ranks=[int(r) for r in z["ranks"]], offsets=z["offsets"],
                 size=int(z["size"]), patch=int(z["patch"]), stride=int(z["stride"]),
                 fill=str(z["fill"]),
+                engine=str(z["engine"]) if "engine" in z.files else "",
             )
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CausalvisError(f"{path}: not a readable occlusion result ({exc})") from exc
