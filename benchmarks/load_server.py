@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -59,6 +60,12 @@ class Options:
     ramp_s: float = 2.0  # participants start spread over this many seconds
     kill_at_s: float | None = None
     restart_after_s: float = 0.5
+    # bench_reliability's faults: "term" (SIGTERM + restart at kill_at_s instead of SIGKILL)
+    kill_signal: str = "kill"
+    # bench_reliability: a callable run in a thread at fault_at_s (e.g. free disk space)
+    fault: object | None = None
+    fault_at_s: float = 0.0
+    export_every_s: float | None = None  # admin CSV export + progress, this often, during the run
     deadline_s: float = 300.0  # the whole run, bounded
     accuracy: float = 0.8
     seed: int = 0
@@ -67,6 +74,8 @@ class Options:
 @dataclass
 class Stats:
     latencies_ms: list[float] = field(default_factory=list)  # acknowledged response POSTs
+    # every answered (< 500) request by endpoint: create, consent, ..., export.csv, progress
+    endpoint_ms: dict = field(default_factory=dict)
     sent: set = field(default_factory=set)  # (external_id, trial_id, attempt)
     acked: set = field(default_factory=set)
     network_errors: int = 0
@@ -116,10 +125,14 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout_s} s")
 
-    def kill(self) -> None:
+    def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(10)
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the running server process has used so far."""
@@ -158,6 +171,9 @@ class Participant:
                 self.outage = True
             else:
                 if r.status_code < 500:
+                    name = "create" if path.endswith("/participants") else path.rsplit("/", 1)[-1]
+                    self.stats.endpoint_ms.setdefault(name, []).append(
+                        (time.perf_counter() - t0) * 1000)
                     if timed and r.status_code == 200:
                         self.stats.latencies_ms.append((time.perf_counter() - t0) * 1000)
                         self.stats.retried_acks += attempt > 0
@@ -258,14 +274,49 @@ async def run_clients(base_url: str, opts: Options, answers: dict, stats: Stats,
             if opts.kill_at_s is None:
                 return
             await asyncio.sleep(opts.kill_at_s)
-            await asyncio.to_thread(server.kill)
+            sig = signal.SIGTERM if opts.kill_signal == "term" else signal.SIGKILL
+            await asyncio.to_thread(server.kill, sig)
             await asyncio.sleep(opts.restart_after_s)
             await asyncio.to_thread(server.start)
+
+        async def fault() -> None:
+            if opts.fault is not None:
+                await asyncio.sleep(opts.fault_at_s)
+                await asyncio.to_thread(opts.fault)
+
+        async def exporter() -> None:
+            """The experimenter: CSV export and progress every export_every_s, while the
+            participants run (latencies as endpoints export.csv and progress)."""
+            if opts.export_every_s is None:
+                return
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            while not all_done.is_set():
+                for name, path in (("export.csv", "/api/v1/admin/responses.csv"),
+                                   ("progress", "/api/v1/admin/progress")):  # fmt: skip
+                    t0 = time.perf_counter()
+                    try:
+                        r = await client.get(path, headers=auth, timeout=120.0)
+                    except httpx.TransportError:
+                        continue
+                    if r.status_code == 200:
+                        stats.endpoint_ms.setdefault(name, []).append(
+                            (time.perf_counter() - t0) * 1000)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(all_done.wait(), opts.export_every_s)
+
+        all_done = asyncio.Event()
+
+        async def participants() -> None:
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                all_done.set()
 
         rng = random.Random(opts.seed)
         t0 = time.perf_counter()
         tasks = [one(p, rng.uniform(0, opts.ramp_s)) for p in people]
-        await asyncio.wait_for(asyncio.gather(killer(), *tasks), opts.deadline_s)
+        await asyncio.wait_for(asyncio.gather(killer(), fault(), exporter(), participants()),
+                               opts.deadline_s)  # fmt: skip
         return time.perf_counter() - t0
 
 
@@ -298,12 +349,14 @@ def audit(db_url: str, stats: Stats, run_id: str) -> dict:
     }
 
 
-def run_load(opts: Options, workdir: Path | None = None) -> dict:
-    """Generate a study, start the server, run the participants, audit; returns the report."""
+def run_load(opts: Options, workdir: Path | None = None, study: Path | None = None) -> dict:
+    """Generate a study (or use ``study``), start the server, run the participants, audit;
+    returns the report."""
     with tempfile.TemporaryDirectory(prefix="cv-load-") as tmp:
         work = Path(workdir or tmp)
         n_sessions = 4  # the factory's plan: 2 conditions x 2 image sets
-        study = make_study(work / "study", planned=-(-opts.participants // n_sessions))
+        if study is None:
+            study = make_study(work / "study", planned=-(-opts.participants // n_sessions))
         answers = {tid: {"correct": row["correct"], "a": row["option_a_asset"].rsplit("/", 1)[-1],
                          "b": row["option_b_asset"].rsplit("/", 1)[-1]}
                    for tid, row in truth(study).items()}  # fmt: skip
@@ -347,6 +400,9 @@ def run_load(opts: Options, workdir: Path | None = None) -> dict:
             "resumed": stats.resumed,
             "resume_mismatch": stats.resume_mismatch,
             "errors": dict(stats.errors.most_common(5)),
+            "endpoints": {name: {"n": len(v), **{f"p{q}_ms": round(float(np.percentile(v, q)), 2)
+                                                 for q in (50, 95, 99)}}
+                          for name, v in sorted(stats.endpoint_ms.items())},
         } | audit(db_url, stats, run_id)
 
 

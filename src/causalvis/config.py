@@ -337,6 +337,26 @@ class ServerConfig(_Section):
         30.0, ge=0, description="SQLite: checkpoint (and truncate) the WAL this often; 0 = "
         "only after a failed write"
     )
+    progress_max_age_s: float = Field(
+        5.0, ge=0, description="a study whose progress takes over 50 ms to compute: the "
+        "dashboard gets the last report, recomputed in the background when older than this; "
+        "0 = always compute"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a connection whose request line and headers are "
+        "not complete this long after its first byte (or its opening) is closed (slowloris)"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a request body not complete this long after its "
+        "headers: 408, connection closed"
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=600, description="idle keep-alive connections are closed after this"
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=100_000, description="open connections (and requests in progress) "
+        "per process; beyond it requests get 503 (the browser retries)"
+    )
 
 
 class ExperimentConfig(_Section):

@@ -193,3 +193,38 @@ def open_database(url: str) -> tuple[Engine, sessionmaker]:
     factory = sessionmaker(bind=engine, expire_on_commit=False, class_=SerialSession,
                            serial_lock=lock)  # fmt: skip
     return engine, factory
+
+
+def _sqlite_reader_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # pysqlite sends no BEGIN before a SELECT (each query would be its own snapshot): the
+    # reader's "begin" event below sends it, so one session reads one snapshot.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def open_reader(engine: Engine, writer: sessionmaker) -> sessionmaker:
+    """Sessions for admin reads (progress, exports) that never hold the writers' lock.
+
+    SQLite (a file): its own engine of read-only connections; in WAL mode a reader neither
+    blocks the writer nor waits for it, and sees one snapshot per transaction. PostgreSQL:
+    the same pool, every transaction ``REPEATABLE READ, READ ONLY`` (one snapshot for a
+    whole streamed export). An in-memory SQLite database has no second connection: the
+    writer's sessions then.
+    """
+    if engine.dialect.name == "sqlite":
+        if not engine.url.database or engine.url.database == ":memory:":
+            return writer
+        reader = create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(reader, "connect", _sqlite_reader_pragmas)
+        event.listen(reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return sessionmaker(bind=reader, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @event.listens_for(factory, "after_begin")
+    def _read_only(_session, _transaction, connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    return factory

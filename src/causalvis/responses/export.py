@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ COLUMNS = [
     "correct", "confidence", "rt", "left_option", "attempt", "reference_order", "answered_at",
     "total_time_s", "instruction_time_s", "practice_attempts", "status",
 ]  # fmt: skip
+# Plain rows (SQLAlchemy Core), not ORM objects: a 100k-row export builds ~10x faster, and
+# the rules read attributes only.
+PARTICIPANTS, RESPONSES = Participant.__table__, Response.__table__
 _TRIAL_FIELDS = ("base_trial_id", "unit", "layer", "channel", "image_set", "model")
 # What the export (and the analysis) needs of trials.csv: never the asset columns.
 TRIALS_REQUIRED = ("trial_id", "kind", "correct")
@@ -75,18 +78,52 @@ def build_frame(
 ) -> pd.DataFrame:
     """Every response of ``db``; ``trials`` is the typed ``trials.csv``, ``sessions`` the
     plan's sessions (the shown reference orders; without them the column is empty)."""
-    orders = _shown_orders(sessions)
-    participants = {p.id: p for p in db.scalars(select(Participant))}
+    participants = {p.id: p for p in db.execute(select(PARTICIPANTS))}
     by_participant: dict[int, list[Response]] = defaultdict(list)
-    for r in db.scalars(select(Response).order_by(Response.participant_id, Response.id)):
+    for r in db.execute(select(RESPONSES).order_by(RESPONSES.c.participant_id, RESPONSES.c.id)):
         by_participant[r.participant_id].append(r)
+    return _frame(participants, by_participant, _trial_facts(trials), _shown_orders(sessions),
+                  columns_for(trials))  # fmt: skip
+
+
+def iter_frames(
+    db: DbSession, trials: pd.DataFrame, sessions: Iterable[SessionEntry] = (),
+    *, chunk: int = 1000,
+) -> Iterator[pd.DataFrame]:
+    """:func:`build_frame` in pieces of ``chunk`` participants (keyset pagination on the
+    participant id), so that a streamed export never holds every row in memory; the
+    pieces concatenated are :func:`build_frame`'s frame. Always yields at least one."""
+    facts, orders, columns = _trial_facts(trials), _shown_orders(sessions), columns_for(trials)
+    last, first = 0, True
+    while True:
+        page = list(db.execute(select(PARTICIPANTS).where(PARTICIPANTS.c.id > last)
+                               .order_by(PARTICIPANTS.c.id).limit(chunk)))  # fmt: skip
+        if not page:
+            if first:
+                yield _frame({}, {}, facts, orders, columns)
+            return
+        last = page[-1].id
+        participants = {p.id: p for p in page}
+        by_participant: dict[int, list[Response]] = defaultdict(list)
+        query = (select(RESPONSES)
+                 .where(RESPONSES.c.participant_id.between(page[0].id, last))
+                 .order_by(RESPONSES.c.participant_id, RESPONSES.c.id))  # fmt: skip
+        for r in db.execute(query):
+            by_participant[r.participant_id].append(r)
+        if by_participant or first:
+            first = False
+            yield _frame(participants, by_participant, facts, orders, columns)
+
+
+def _frame(participants: dict, by_participant: dict, facts: dict, orders: dict,
+           columns: list[str]) -> pd.DataFrame:  # fmt: skip
     metrics = database_metrics([participants[pid] for pid in by_participant], by_participant)
-    facts = _trial_facts(trials)
+    per = metrics[["total_time_s", "practice_attempts"]].to_dict("index")
     rows = []
     for pid, responses in by_participant.items():
         p = participants[pid]
         label = participant_label(p)
-        m = metrics.loc[label]
+        m = per[label]
         total = None if pd.isna(m["total_time_s"]) else float(m["total_time_s"])
         for r in responses:
             t = facts.get(r.trial_id)
@@ -120,14 +157,14 @@ def build_frame(
                 "practice_attempts": int(m["practice_attempts"]),
                 "status": status_label(p),
             })  # fmt: skip
-    frame = pd.DataFrame(rows, columns=columns_for(trials))
+    frame = pd.DataFrame(rows, columns=columns)
     frame["channel"] = frame["channel"].astype("Int64")
     frame["image_set"] = frame["image_set"].astype("Int64")
     return frame
 
 
-def frame_to_csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False)
+def frame_to_csv(frame: pd.DataFrame, header: bool = True) -> str:
+    return frame.to_csv(index=False, header=header)
 
 
 def frame_to_parquet(frame: pd.DataFrame) -> bytes:

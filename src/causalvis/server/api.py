@@ -6,10 +6,10 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from causalvis.responses.export import build_frame, frame_to_csv, frame_to_parquet
 from causalvis.server.admin import AdminToken
+from causalvis.server.reads import ProgressCache, csv_chunks, parquet_chunks, render_json
 from causalvis.server.schemas import (
     ConsentIn,
     FinishIn,
@@ -31,8 +31,11 @@ def _call(fn, *args):  # type: ignore[no-untyped-def]
         return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
 
 
-def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = None) -> APIRouter:
+def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = None,
+                 *, progress_max_age_s: float = 5.0) -> APIRouter:  # fmt: skip
     router = APIRouter(prefix="/api/v1")
+    progress_cache = ProgressCache(lambda: render_json(exp.progress()), progress_max_age_s)
+    router.progress_cache = progress_cache  # type: ignore[attr-defined]  # (tests, benchmarks)
 
     def require_admin(authorization: str | None = Header(None)) -> None:
         scheme, _, value = (authorization or "").partition(" ")
@@ -85,32 +88,30 @@ def build_router(exp: Experiment, admin: AdminToken, storage: Storage | None = N
         return _call(exp.finish, token, body or FinishIn())
 
     @router.get("/admin/progress", dependencies=[Depends(require_admin)])
-    def progress() -> dict:
-        return exp.progress()
+    def progress() -> Response:
+        # Cached (docs/reliability.md, *Readers apart from writers*): ``generated_at`` says
+        # how old it is.
+        return Response(progress_cache.get(), media_type="application/json")
 
     @router.get("/admin/health", dependencies=[Depends(require_admin)])
     def health() -> dict:
         """Free space, WAL size, the last write error and checkpoint (docs/reliability.md)."""
         return storage.report() if storage is not None else {}
 
-    def _frame():  # type: ignore[no-untyped-def]
-        with exp.sessions() as db:
-            return build_frame(db, exp.bundle.table, exp.bundle.sessions.values())
-
     @router.get("/admin/responses.csv", dependencies=[Depends(require_admin)])
-    def responses_csv() -> Response:
+    def responses_csv() -> StreamingResponse:
         name = f"{exp.bundle.name}-responses.csv"
-        return Response(
-            frame_to_csv(_frame()),
+        return StreamingResponse(
+            csv_chunks(exp),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     @router.get("/admin/responses.parquet", dependencies=[Depends(require_admin)])
-    def responses_parquet() -> Response:
+    def responses_parquet() -> StreamingResponse:
         name = f"{exp.bundle.name}-responses.parquet"
-        return Response(
-            frame_to_parquet(_frame()),
+        return StreamingResponse(
+            parquet_chunks(exp),
             media_type="application/vnd.apache.parquet",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from causalvis import __version__
 from causalvis.errors import CausalvisError
-from causalvis.responses.db import default_url, open_database
+from causalvis.responses.db import default_url, open_database, open_reader
 from causalvis.server.admin import AdminToken, resolve_admin_token
 from causalvis.server.api import build_router
 from causalvis.server.bundle import load_bundle
@@ -30,6 +31,7 @@ from causalvis.server.service import Experiment
 from causalvis.server.storage import Storage
 
 HERE = Path(__file__).resolve().parent
+SWITCH_INTERVAL_S = 0.001
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>causalvis</title>
 <p>The web front end is not built. Run <code>make setup</code> (or
@@ -80,6 +82,7 @@ def create_app(
     create_rate: Rate | None = None,
     overassign_factor: float | None = None,
     root_path: str = "",
+    server_overrides: dict | None = None,
 ) -> FastAPI:
     """Load the bundle, migrate the database, and wire the routes.
 
@@ -89,7 +92,8 @@ def create_app(
     ``create_rate`` limits new participants per client IP (default: $CAUSALVIS_CREATE_RATE
     or 30/60 s); a database that fails (full disk, read-only) answers 503 with the reason.
     ``overassign_factor`` overrides ``server.overassign_factor`` (a simulated pilot may
-    exceed the plan; real participants follow the study's setting).
+    exceed the plan; real participants follow the study's setting); ``server_overrides``
+    other ``[server]`` fields (``serve``'s transport limits), validated like the file.
     """
     study_dir = Path(study_dir)
     bundle = load_bundle(study_dir)
@@ -101,19 +105,33 @@ def create_app(
     root_path = root_path.rstrip("/")
     if root_path and not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", root_path):
         raise CausalvisError(f"--root-path {root_path!r}: expected a path like /study1")
+    readers = open_reader(engine, factory)
+    try:
+        server_cfg = bundle.config.server.model_validate(
+            bundle.config.server.model_dump() | (server_overrides or {}))
+    except ValueError as exc:
+        raise CausalvisError(f"server limits: {exc}") from exc
     exp = Experiment(bundle=bundle, sessions=factory, secret=admin.digest,
                      asset_prefix=f"{root_path}/assets/",
-                     overassign_factor=overassign_factor)  # fmt: skip
+                     overassign_factor=overassign_factor, readers=readers)  # fmt: skip
     storage = Storage(engine, factory, interval_s=bundle.config.server.checkpoint_interval_s)
     dist = web_dist or find_web_dist()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         storage.start()  # the periodic WAL checkpoint
+        # An export or progress computation in a worker thread holds the GIL for up to
+        # the switch interval at a time (5 ms by default) on each hand-over a participant's
+        # request needs; 1 ms keeps participants' p99 near its idle value (reliability.md).
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
         try:
             yield
         finally:
+            sys.setswitchinterval(previous)
             storage.stop()
+            if readers.kw.get("bind") is not engine:
+                readers.kw["bind"].dispose()
 
     app = FastAPI(title=f"causalvis: {bundle.name}", version=__version__, docs_url=None,
                   redoc_url=None, openapi_url="/api/v1/openapi.json",
@@ -125,13 +143,17 @@ def create_app(
     app.state.root_path = root_path
     app.state.web_dist = dist
     app.state.storage = storage
-    app.include_router(build_router(exp, admin, storage))
+    app.state.server_config = server_cfg
+    router = build_router(exp, admin, storage, progress_max_age_s=server_cfg.progress_max_age_s)
+    app.state.progress_cache = router.progress_cache  # type: ignore[attr-defined]
+    app.include_router(router)
 
     admin_html = HERE / "static" / "admin.html"
     app.add_middleware(
         Guards,
         rate=create_rate or Rate.from_env(),
         admin_script_hashes=inline_script_hashes(admin_html.read_text()),
+        body_timeout_s=server_cfg.body_timeout_s,
     )
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,5 @@
-"""Request guards of the experiment server: body size cap (413), participant-creation
+"""Request guards of the experiment server: body size cap (413) and read timeout (408),
+participant-creation
 (and screened-out) rate limit per client IP (429), and security headers (CSP, nosniff, framing, referrer).
 
 Pure ASGI middleware (no ``BaseHTTPMiddleware``) so that the hot path pays one function
@@ -7,6 +8,7 @@ call per request, and a body that is too large is refused before it is read.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -112,8 +114,9 @@ class Guards:
     """ASGI middleware: 413 for large bodies, 429 for creation floods, security headers."""
 
     def __init__(self, app: ASGIApp, *, rate: Rate, admin_script_hashes: tuple[str, ...] = (),
-                 max_body: int = MAX_BODY_BYTES) -> None:  # fmt: skip
+                 max_body: int = MAX_BODY_BYTES, body_timeout_s: float = 10.0) -> None:  # fmt: skip
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.max_body = max_body
         self.limiter = RateLimiter(rate)
         self.screen_limiter = RateLimiter(rate)
@@ -172,22 +175,28 @@ class Guards:
             await _send_json(send_with_headers, 429, "too many new participants from this "
                              "address; try again shortly", [(b"retry-after", retry.encode())])  # fmt: skip
             return
-        if scope["method"] in ("POST", "PUT", "PATCH") and not any(
-            name == b"content-length" for name, _ in scope.get("headers", ())
-        ):  # chunked upload: read it (bounded) before the app sees it
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            # Read the body (bounded in size and time: chunked uploads have no length, a
+            # slow client may trickle it) before the app sees it.
             chunks: list[bytes] = []
             size, more = 0, True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                more = message.get("more_body", False)
-                if size > self.max_body:
-                    await _send_json(send_with_headers, 413,
-                                 f"request body larger than {self.max_body} bytes")  # fmt: skip
-                    return
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    while more:
+                        message = await receive()
+                        if message["type"] != "http.request":
+                            return
+                        chunks.append(message.get("body", b""))
+                        size += len(chunks[-1])
+                        more = message.get("more_body", False)
+                        if size > self.max_body:
+                            await _send_json(send_with_headers, 413,
+                                             f"request body larger than {self.max_body} bytes")  # fmt: skip
+                            return
+            except TimeoutError:
+                await _send_json(send_with_headers, 408, "request body too slow",
+                                 [(b"connection", b"close")])  # fmt: skip
+                return
             body, replayed = b"".join(chunks), False
 
             async def replay() -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,19 +65,23 @@ def serve(
     workers: int = 1,
     forwarded_allow_ips: str = "127.0.0.1",
     echo: Callable[[str], None] = print,
+    limits: dict[str, float | int | None] | None = None,
 ) -> None:
     """Run ``causalvis serve`` until interrupted.
 
     ``workers`` > 1 runs that many processes (PostgreSQL only: SQLite is one process);
     session assignment is serialised across them in the database. Behind a reverse proxy,
     ``root_path`` is the prefix it serves the study under and ``forwarded_allow_ips`` the
-    proxy's address, whose X-Forwarded-For/-Proto headers are trusted."""
+    proxy's address, whose X-Forwarded-For/-Proto headers are trusted. ``limits``
+    overrides the transport limits of ``[server]`` (``header_timeout_s``,
+    ``body_timeout_s``, ``keep_alive_s``, ``max_connections``; None = the study's)."""
     import os
 
     import uvicorn
 
     from causalvis.server import asgi
     from causalvis.server.app import create_app
+    from causalvis.server.transport import uvicorn_options
 
     if workers < 1:
         raise CausalvisError("--workers must be >= 1")
@@ -84,7 +89,8 @@ def serve(
         raise CausalvisError(f"--port {port}: already in use on {host}")
     # Built once here: validates the bundle, migrates the database, resolves the admin
     # token (so that worker processes find its hash) and gives the banner.
-    app = create_app(study_dir, db_url, root_path=root_path)
+    overrides = {k: v for k, v in (limits or {}).items() if v is not None}
+    app = create_app(study_dir, db_url, root_path=root_path, server_overrides=overrides)
     dialect = app.state.engine.dialect.name
     if workers > 1 and dialect == "sqlite":
         app.state.engine.dispose()
@@ -95,7 +101,8 @@ def serve(
     for line in banner(app, base):
         echo(line)
     common = {"host": host, "port": port, "log_level": "warning", "access_log": False,
-              "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips}
+              "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips,
+              **uvicorn_options(app.state.server_config)}
     if workers == 1:
         uvicorn.run(app, **common)
         return
@@ -104,6 +111,7 @@ def serve(
     os.environ[asgi.STUDY_ENV] = str(Path(study_dir).resolve())
     os.environ[asgi.DB_ENV] = app.state.db_url
     os.environ[asgi.ROOT_ENV] = app.state.root_path
+    os.environ[asgi.LIMITS_ENV] = json.dumps(overrides)
     uvicorn.run("causalvis.server.asgi:app_from_env", factory=True, workers=workers, **common)
 
 
@@ -126,9 +134,11 @@ def serve_in_thread(
     import uvicorn
 
     port = port or free_port(host)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    )
+    from causalvis.server.transport import uvicorn_options
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False,
+                                           **uvicorn_options(app.state.server_config)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

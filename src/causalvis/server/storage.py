@@ -75,7 +75,14 @@ class Storage:
             return None
         try:
             with self.sessions() as db:
-                row = db.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                conn = db.connection()
+                # Never wait for a reader (a streamed export holds its snapshot for seconds)
+                # while holding the writers' lock: a busy checkpoint is retried next time.
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                finally:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=10000")
                 db.rollback()
             busy, log, done = (int(x) for x in row)
             result = {"at": _iso(utcnow()), "busy": bool(busy), "wal_pages": log,
