@@ -63,6 +63,13 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None) -> d
             Side("bare", _script("bench_scan.py", *common, *scan, "--side", "bare")),
             Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),
             "scan (5 layers, truncated, float16 storage) vs a bare forward (> 0.95 goal)"),
+        "dictionary_scan": (
+            Side("plain", _script("bench_dictionary_scan.py", *common, *scan, "--side",
+                                  "plain")),
+            Side("dictionary", _script("bench_dictionary_scan.py", *common, *scan, "--side",
+                                       "dictionary")),
+            "scan through a 4x-overcomplete SAE vs the plain scan of its layer (goal: ratio "
+            ">= 1/1.3, i.e. <= 1.3x the time)"),
         "scan_vs_per_layer": (
             Side("per_layer", _script("bench_scan.py", *common, *scan, "--side", "per_layer")),
             Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),

@@ -420,6 +420,13 @@ class StudyConfig(_Section):
         "models/<name>/, merged into one session plan; [] = the single model of [model]",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
+    dictionaries: dict[str, str] = Field(
+        default_factory=dict,
+        description="derived unit layers by name: NAME = PATH of a SAELens-style SAE folder "
+        "(sae_weights.safetensors + cfg.json) or a directions folder (directions.safetensors "
+        "+ cfg.json); units NAME:FEATURE, and NAME may stand in units.layers / scan.layers "
+        "(docs/dictionaries.md). A relative PATH is read from the study folder",
+    )
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     units: UnitsConfig = Field(default_factory=UnitsConfig)
@@ -489,7 +496,12 @@ class StudyConfig(_Section):
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        config = cls.from_dict(data, source=str(path))
+        if config.dictionaries:  # relative to the study folder, wherever the command runs
+            config.dictionaries = {
+                name: str((path.parent / where).resolve()) if not Path(where).is_absolute()
+                else where for name, where in config.dictionaries.items()}
+        return config
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> StudyConfig:

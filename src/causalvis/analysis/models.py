@@ -294,6 +294,12 @@ def models_section(
             statement = (f"{statement} (only {len(models) - len(missing)} of {len(models)} "
                          f"models were run in condition {cond}: {', '.join(missing)} "
                          "missing, so this is not a comparison of all models)")
+        pair = dictionary_pair(models) if order_is_size else None
+        if pair is not None:  # neurons vs dictionary features: answer that question
+            statement, answer = dictionary_statement(str(cond), rows, comparison, *pair)
+            section.setdefault("dictionary", {"neurons": pair[0], "features": pair[1],
+                                              "question": DICTIONARY_QUESTION, "answers": {}})
+            section["dictionary"]["answers"][str(cond)] = answer
         section["by_condition"][str(cond)] = {
             "scores": rows, "comparison": comparison, "statement": statement}
     section["per_unit"] = [
@@ -348,3 +354,38 @@ def comparison_statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, 
         verdict = (f" The best-scoring model ({best}) is not significantly better than every "
                    "other (Conover–Holm); model size order unknown, so no scaling claim.")
     return head + test + verdict
+
+
+DICTIONARY_QUESTION = "Are the dictionary features more understandable than the neurons?"
+
+
+def dictionary_pair(models: Sequence[str]) -> tuple[str, str] | None:
+    """``(neurons, features)`` when the study compares a model with ``MODEL+DICT`` (its
+    layer's dictionary features, :mod:`causalvis.pipeline.multimodel`), else None."""
+    if len(models) == 2 and models[1].startswith(f"{models[0]}+"):
+        return models[0], models[1]
+    return None
+
+
+def dictionary_statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, Any],
+                         neurons: str, features: str) -> tuple[str, str]:
+    """The condition's sentence and answer (``yes`` | ``no`` | ``not shown``) to
+    :data:`DICTIONARY_QUESTION`: Conover–Holm between the two unit sets."""
+    head = f"{cond}: " + "; ".join(_fmt_score(r) for r in rows) + "."
+    if not comp.get("available"):
+        return (head + f" {DICTIONARY_QUESTION} Not answerable: {comp.get('reason')}.",
+                "not shown")
+    vs = next((v for v in comp.get("largest_vs", []) if v["other"] == neurons), None)
+    p = f"Conover–Holm p = {vs['p_holm']:.3g}" if vs else "no pairwise test"
+    if vs and vs["better"]:
+        answer, verdict = "yes", (f"Yes for these data: the features of {features} score "
+                                  f"significantly higher than the neurons of {neurons} ({p}).")
+    elif vs and vs["worse"]:
+        answer, verdict = "no", (f"No: the features of {features} score significantly lower "
+                                 f"than the neurons of {neurons} ({p}).")
+    else:
+        answer, verdict = "not shown", (
+            f"Not shown: the features of {features} and the neurons of {neurons} do not "
+            f"differ significantly ({p}); a non-significant difference is not evidence "
+            "that there is none.")
+    return f"{head} {DICTIONARY_QUESTION} {verdict}", answer

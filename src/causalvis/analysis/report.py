@@ -667,6 +667,13 @@ def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> s
     if not m:
         return ""
     out = ["<h2>Models: is a bigger model more interpretable?</h2>"]
+    if m.get("dictionary"):  # neurons vs dictionary features of the same layer
+        d = m["dictionary"]
+        out = [f"<h2>Neurons vs dictionary features: {html.escape(d['question'])}</h2>"]
+        answers = "; ".join(f"{html.escape(c)}: <b>{html.escape(a)}</b>"
+                            for c, a in d["answers"].items())
+        out.append(f"<p>Neurons: {html.escape(d['neurons'])}; features: "
+                   f"{html.escape(d['features'])}. Answer per condition: {answers}.</p>")
     if not m.get("available"):
         return out[0] + f"<p>Not available: {html.escape(str(m.get('reason', '')))}.</p>"
     rpu = m["responses_per_unit"]

@@ -16,6 +16,18 @@ DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ...")
 TokensOpt = typer.Option(
     "patch", "--tokens", help="token layers (ViTs): patch (default), cls or all tokens"
 )
+DictionaryOpt = typer.Option(
+    None, "--dictionary", help="NAME=PATH: a SAE (SAELens folder) or directions folder "
+    "whose units are NAME:FEATURE (repeatable; docs/dictionaries.md)"
+)
+
+
+def _with_dictionaries(m, dictionary: list[str] | None):
+    from causalvis.models import attach_dictionaries
+    from causalvis.models.dictionary import parse_assignments
+
+    attach_dictionaries(m, parse_assignments(dictionary))
+    return m
 
 
 @app.command("models")
@@ -46,15 +58,17 @@ def layers_command(
     model: str = typer.Argument(..., help="model name, e.g. lite0"),
     weights: str | None = WeightsOpt,
     tokens: str = TokensOpt,
+    dictionary: list[str] = DictionaryOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Layers a unit can live in, in forward order, with kind (block, norm, tokens (...),
     channels-last (...)), Inception branch (3x3, pool, concat, ...; '-' outside one),
-    channels and the size of the unit's map (token layers: the patch grid)."""
-    from causalvis.models import list_layers, load_model
+    channels and the size of the unit's map (token layers: the patch grid); registered
+    dictionaries (--dictionary) follow with their kind and base layer."""
+    from causalvis.models import list_layers, load_model, resolve_layer
 
-    m = load_model(model, weights=weights, tokens=tokens)
-    layers = list_layers(m)
+    m = _with_dictionaries(load_model(model, weights=weights, tokens=tokens), dictionary)
+    layers = list_layers(m) + [resolve_layer(m, name) for name in m.derived]
     if as_json:
         typer.echo(json.dumps([info.to_dict() for info in layers], indent=2))
         return
@@ -66,6 +80,7 @@ def layers_command(
         typer.echo(
             f"{info.name:<{name_w}} {info.kind:<{kind_w}} {info.branch or '-':<10} "
             f"{info.channels:>8}  {info.height}x{info.width}"
+            + (f"  (on {info.base})" if info.base else "")
         )
     if any(info.layout == "tokens" for info in layers):
         typer.echo(f"token layers read {tokens} tokens (--tokens patch|cls|all)")
@@ -79,15 +94,17 @@ def probe_command(
     weights: str | None = WeightsOpt,
     device: str = DeviceOpt,
     tokens: str = TokensOpt,
+    dictionary: list[str] = DictionaryOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each image's activation of each unit (spatial mean of the unit's feature map; token
-    layers: the mean over the --tokens policy's tokens)."""
+    layers: the mean over the --tokens policy's tokens; NAME:FEATURE for a --dictionary)."""
     from causalvis.errors import CausalvisError
     from causalvis.images import load_image_file, pil_to_tensor, prepare_image
     from causalvis.models import load_model, parse_unit, probe_tensor
 
-    m = load_model(model, weights=weights, device=device, tokens=tokens)
+    m = _with_dictionaries(load_model(model, weights=weights, device=device, tokens=tokens),
+                           dictionary)
     units = [parse_unit(u, m) for u in unit]
     for path in images:
         if not path.is_file():

@@ -27,17 +27,23 @@ def init_command(
         None, "--task", help="causal_occlusion | two_afc (default: the preset's task)"
     ),
     models: str | None = typer.Option(
-        None, "--models", help="comma-separated models: one multi-model study (lite0,lite1,lite2)"
+        None, "--models", help="comma-separated models: one multi-model study (lite0,lite1,"
+        "lite2); BASE+DICT = BASE's units from dictionary DICT (lite0,lite0+sae1)"
+    ),
+    dictionary: list[str] = typer.Option(
+        None, "--dictionary", help="NAME=PATH: register a SAE / directions folder in "
+        "[dictionaries] (repeatable; units NAME:FEATURE, docs/dictionaries.md)"
     ),
 ) -> None:
     """Create a study folder with a validated study.toml from a preset."""
+    from causalvis.models.dictionary import parse_assignments
     from causalvis.pipeline.build import init_study
     from causalvis.store.layout import StudyPaths
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     cfg = init_study(
         study, preset, model=model, images=images, force=force, task=task, models=names,
-        weights=weights,
+        weights=weights, dictionaries=parse_assignments(dictionary),
     )
     which = ", ".join(cfg.models) if cfg.models else cfg.model.name
     typer.echo(

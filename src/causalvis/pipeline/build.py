@@ -49,6 +49,7 @@ class StageContext:
             self.config.model.weights,
             self.device or self.config.model.device,
             self.config.model.tokens,
+            self.config.dictionaries,
         )
         return model.to(memory_format=torch.channels_last)
 
@@ -152,10 +153,12 @@ def init_study(
     task: str | None = None,
     models: list[str] | None = None,
     weights: str | None = None,
+    dictionaries: dict[str, str] | None = None,
 ) -> StudyConfig:
     """Create a study folder with the preset's validated ``study.toml`` (``task`` switches
     the preset's task, ``models`` makes it a multi-model study, ``weights`` is the model's
-    state-dict file, stored as an absolute path in ``model.weights``, or ``"random"``)."""
+    state-dict file, stored as an absolute path in ``model.weights``, or ``"random"``;
+    ``dictionaries`` (NAME -> PATH) go to ``[dictionaries]``, checked against the model)."""
     from causalvis.config import preset
 
     paths = StudyPaths(Path(study))
@@ -180,12 +183,17 @@ def init_study(
                 raise CausalvisError(f"weights file not found: {path}")
             weights = str(path.resolve())
         cfg.model.weights = weights
-    if model is not None or models or weights is not None:
+    if dictionaries:
+        cfg.dictionaries = dict(dictionaries)
+    if model is not None or models or weights is not None or dictionaries:
         # Fail early on an unknown model / missing weights rather than in stage 1.
-        from causalvis.models import load_model
+        from causalvis.models import attach_dictionaries, load_model
+        from causalvis.pipeline.multimodel import split_model_entry
 
         for name in models or [cfg.model.name]:
-            load_model(name, weights=cfg.model.weights)
+            base, dictionary = split_model_entry(name, cfg)
+            net = load_model(base, weights=cfg.model.weights)
+            attach_dictionaries(net, cfg.dictionaries)
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg.save(paths.config)
     return cfg

@@ -18,18 +18,21 @@ _LOADS = 0
 
 
 def cached_model(name: str, weights: str | None = None, device: str = "cpu",
-                 tokens: str = "patch"):
+                 tokens: str = "patch", dictionaries: dict[str, str] | None = None):
     """``causalvis.models.load_model`` once per process for each (name, weights, device,
-    token policy)."""
+    token policy, dictionaries), with the dictionaries attached as derived layers."""
+    extra = tuple(sorted((dictionaries or {}).items()))
 
     def load():
         global _LOADS
-        from causalvis.models import load_model
+        from causalvis.models import attach_dictionaries, load_model
 
         _LOADS += 1
-        return load_model(name, weights=weights, device=device, tokens=tokens)
+        model = load_model(name, weights=weights, device=device, tokens=tokens)
+        attach_dictionaries(model, dict(extra))
+        return model
 
-    return cached(("model", name, weights, str(device), tokens), load)
+    return cached(("model", name, weights, str(device), tokens, *extra), load)
 
 
 def model_loads() -> int:
@@ -38,10 +41,14 @@ def model_loads() -> int:
 
 
 def model_spec(config) -> dict[str, Any]:
-    """The model an item loads: ``{"name", "weights", "tokens"}`` (the device comes from
-    the item; ``tokens``: the token policy of transformer layers)."""
-    return {"name": config.model.name, "weights": config.model.weights,
-            "tokens": config.model.tokens}
+    """The model an item loads: ``{"name", "weights", "tokens"}`` and ``"dictionaries"``
+    when the study registers any (the device comes from the item; ``tokens``: the token
+    policy of transformer layers)."""
+    spec: dict[str, Any] = {"name": config.model.name, "weights": config.model.weights,
+                            "tokens": config.model.tokens}
+    if config.dictionaries:
+        spec["dictionaries"] = dict(config.dictionaries)
+    return spec
 
 
 def source_spec(paths, config) -> str:
@@ -66,7 +73,7 @@ def item_model(spec: dict[str, Any], device: str):
     import torch
 
     model = cached_model(spec["name"], spec.get("weights"), device,
-                         spec.get("tokens", "patch"))
+                         spec.get("tokens", "patch"), spec.get("dictionaries"))
     return model.to(memory_format=torch.channels_last)
 
 

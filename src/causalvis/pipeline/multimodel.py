@@ -7,6 +7,12 @@ references) runs in the sub-studies; the parent's ``sessions`` stage merges thei
 into one bundle whose ``trials.csv`` carries a ``model`` column and whose sessions each
 show one model (as IMI did). Edit the parent's ``study.toml``: the sub-studies' configs are
 derived from it on every build.
+
+Neurons vs dictionary features (docs/dictionaries.md): an entry ``BASE+DICT`` (e.g.
+``lite0+sae1``, with ``sae1`` in ``[dictionaries]``) is model ``BASE`` whose units are the
+features of dictionary ``DICT``: its sub-study has ``model.name = BASE`` and
+``units.layers = [DICT]``. ``models = ["lite0", "lite0+sae1"]`` with ``units.layers`` the
+dictionary's layer compares the layer's neurons with its features like two models.
 """
 
 from __future__ import annotations
@@ -26,12 +32,34 @@ def substudy_paths(paths: StudyPaths, model: str) -> StudyPaths:
     return StudyPaths(paths.substudies / safe)
 
 
+def split_model_entry(entry: str, config: StudyConfig) -> tuple[str, str | None]:
+    """``BASE+DICT`` -> (BASE, DICT) with DICT registered in ``[dictionaries]``; a plain
+    model name -> (name, None)."""
+    base, plus, dictionary = entry.rpartition("+")
+    if not plus:
+        return entry, None
+    if not base or dictionary not in config.dictionaries:
+        known = ", ".join(config.dictionaries) or "none registered"
+        raise CausalvisError(f"models: {entry!r} names dictionary {dictionary!r}, which is not "
+                             f"in [dictionaries] ({known})")
+    return base, dictionary
+
+
 def substudy_config(parent: StudyConfig, model: str, root: Path) -> StudyConfig:
     """The parent's config for one model; a relative image folder is resolved against the
-    parent's folder so the sub-study reads the same images."""
+    parent's folder so the sub-study reads the same images. A ``BASE+DICT`` entry's units
+    are dictionary ``DICT``'s features."""
     data = parent.model_dump(mode="json")
     data["models"] = []
-    data["model"]["name"] = model
+    base, dictionary = split_model_entry(model, parent)
+    data["model"]["name"] = base
+    if dictionary is not None:
+        if parent.units.mode == "explicit":
+            raise CausalvisError(f"models: {model!r} needs units.mode per_layer or "
+                                 "uniform_layer (its units are sampled from the dictionary)")
+        data["units"]["layers"] = [dictionary]
+        if data["scan"]["layers"]:
+            data["scan"]["layers"] = [dictionary]
     source = data["images"]["source"]
     if source != "samples" and not Path(source).is_absolute():
         data["images"]["source"] = str((root / source).resolve())

@@ -89,6 +89,8 @@ def plan(paths: StudyPaths, config) -> list[OcclusionTarget]:
 
 def _digest(config, item: OcclusionTarget) -> str:
     sections = ["model", "images", "occlusion"]
+    if config.dictionaries:
+        sections.append("dictionaries")
     if config.occlusion.fill == "blur":
         sections.append("blur")
     ids = ",".join(f"{c.image_id}@{c.rank}" for c in item.candidates)
@@ -216,6 +218,8 @@ def occlusion_item(ctx: ItemContext, *, model: dict, source: str, occlusion: dic
         )
         path = ctx.paths.occlusion_result(t["key"], t["image_set"])
         ctx.write_bytes(path.relative_to(ctx.paths.root), encode_occlusion(result))
+    log.info("occlusion: %s engine for %d query image(s)",
+             "+".join(sorted(set(engines.values()))), len(layers_of))
     return {"images": len(layers_of), "targets": len(targets),
             "engines": sorted(set(engines.values()))}
 

@@ -135,6 +135,8 @@ def _digest(cfg, name: str, n: int) -> str:
     parts = {"model": cfg.model.model_dump(mode="json"), "featurevis": fv, "method": name, "n": n}
     if reference_sides(cfg) != ["max"]:  # only then: causal-occlusion digests stay as they were
         parts["sides"] = reference_sides(cfg)
+    if cfg.dictionaries:
+        parts["dictionaries"] = cfg.dictionaries
     if name == "synthetic-maco":
         parts["images"] = cfg.images.model_dump(mode="json")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

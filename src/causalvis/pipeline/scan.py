@@ -180,8 +180,11 @@ def scan_items(ctx) -> tuple[list[WorkItem], dict]:
     cfg = ctx.config
     model = ctx.model
     layers = scan_layers(cfg, model)
-    infos = {i.name: i for i in list_layers(model)}
-    channels = {name: infos[name].channels for name in layers}
+    from causalvis.models import resolve_layer
+    from causalvis.models.dictionary import dictionary_digest
+
+    infos = {name: resolve_layer(model, name) for name in layers}
+    channels = {name: info.channels for name, info in infos.items()}
     ids = list(ctx.source.ids)
     if cfg.images.max_images is not None:
         ids = ids[: cfg.images.max_images]
@@ -199,6 +202,9 @@ def scan_items(ctx) -> tuple[list[WorkItem], dict]:
         base["dtype"] = cfg.scan.dtype
     if any(infos[name].layout == "tokens" for name in layers):  # CNN studies keep theirs
         base["tokens"] = cfg.model.tokens
+    derived = {n: dictionary_digest(p) for n, p in cfg.dictionaries.items() if n in layers}
+    if derived:  # the features change with the dictionary's files
+        base["dictionaries"] = derived
     common = {
         "model": model_spec(cfg),
         "source": source_spec(ctx.paths, cfg),

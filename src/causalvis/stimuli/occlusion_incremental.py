@@ -12,7 +12,8 @@ Supported (explicit allow-lists, :data:`NETS`, :data:`BLOCKS`, :data:`CONVS`,
 ``EfficientNet`` / ``MobileNetV3`` nets (``conv_stem``, ``bn1``, ``blocks`` of
 ``DepthwiseSeparableConv`` / ``InvertedResidual`` without squeeze-excitation, which is
 global and would change every position) up to a block output, e.g. the embedded ``lite0``,
-EfficientNet-Lite, MobileNetV2. Any other module raises :class:`Unsupported` (a
+EfficientNet-Lite, MobileNetV2. Derived layers (dictionary features, directions: pointwise over their base block's map)
+are applied to the base and window maps, exactly. Any other module raises :class:`Unsupported` (a
 ``NotImplementedError`` naming the module type, logged once) and ``occlusion.engine =
 "auto"`` falls back to the plain truncated sweep.
 """
@@ -195,8 +196,13 @@ class IncrementalSweep:
     def __init__(self, model: CausalvisModel, layers: Sequence[str]) -> None:
         self.model = model
         self.layers = list(dict.fromkeys(layers))
+        # a derived layer (dictionary, directions) is pointwise over its base block's map:
+        # applied to the base and window maps it gives the exact occluded features
+        derived = getattr(model, "derived", {})
+        self.derived = {n: derived[n] for n in self.layers if n in derived}
+        self.tap = {n: self.derived[n].base if n in self.derived else n for n in self.layers}
         try:
-            self.ops = chain(model, self.layers)
+            self.ops = chain(model, list(dict.fromkeys(self.tap.values())))
         except NotImplementedError as exc:
             log_fallback(model, exc)
             raise
@@ -226,6 +232,8 @@ class IncrementalSweep:
         norm = lambda t: (t.float().div(255.0) - m.mean) / m.std  # noqa: E731
         base_img = torch.from_numpy(occluder.image).permute(2, 0, 1)[None].to(dev)
         inputs, _ = self._base(norm(base_img).contiguous(memory_format=CL))
+        # the derived layers' unoccluded maps, computed once per query
+        self._derived_base = {n: m for n, m in self._marks(inputs).items() if n in self.derived}
         p = occluder.grid.patch
         positions = occluder.positions
         results: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
@@ -240,15 +248,21 @@ class IncrementalSweep:
             if on_batch is not None:
                 on_batch(len(idx))
         ny, nx = occluder.grid.shape
-        marks = {op.name: base for op, base in zip(self.ops, inputs, strict=True)
-                 if op.kind == "mark"}
         return Sweep(
             occluder.grid,
             {n: torch.cat(v).numpy().reshape(ny, nx, -1).astype(np.float32)
              for n, v in results.items()},
-            {n: marks[n].float().mean(dim=(2, 3))[0].cpu().numpy() for n in self.layers},
+            {n: base.float().mean(dim=(2, 3))[0].cpu().numpy()
+             for n, base in self._marks(inputs).items()},
             engine="incremental",
         )
+
+    def _marks(self, inputs) -> dict[str, torch.Tensor]:
+        """Each requested layer's unoccluded map (a derived layer: applied to its base's)."""
+        marks = {op.name: base for op, base in zip(self.ops, inputs, strict=True)
+                 if op.kind == "mark"}
+        return {n: self.derived[n](marks[t]) if n in self.derived else marks[t]
+                for n, t in self.tap.items()}
 
     @staticmethod
     def _means(base: torch.Tensor, win: torch.Tensor, off: np.ndarray) -> torch.Tensor:
@@ -264,7 +278,14 @@ class IncrementalSweep:
         out: dict[str, torch.Tensor] = {}
         for op, base_in in zip(self.ops, inputs, strict=True):
             if op.kind == "mark":
-                out[op.name] = self._means(base_in, win, off)
+                for name, tap in self.tap.items():
+                    if tap != op.name:
+                        continue
+                    if name in self.derived:
+                        out[name] = self._means(self._derived_base[name], self.derived[name](win),
+                                                off)
+                    else:
+                        out[name] = self._means(base_in, win, off)
             elif op.kind == "point":
                 win = op.module(win)
             elif op.kind == "push":
