@@ -16,6 +16,9 @@ torch: ``pip install --no-deps torch-lucent kornia==0.4.1 decorator``. Lucent im
 IPython only to display images in notebooks; when IPython is absent this script stubs
 ``IPython.display`` (display is never called here).
 
+``--side floor`` times the physical floor of a step instead: one forward + backward of
+the truncated network on the same batch (suite comparison ``featurevis_step_vs_floor``).
+
 Usage: python benchmarks/bench_featurevis.py [--device cuda] [--steps 64] [--size 128]
 The last line printed is one JSON object.
 """
@@ -129,6 +132,36 @@ def run_lucent(model, layer, channels, args) -> tuple[float, float, torch.Tensor
     return seconds, cpu, torch.cat(images), mem
 
 
+def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
+    """The physical floor of one optimisation step: one forward (truncated after the
+    layer, channels-last, frozen weights) + backward to the input of the same batch
+    (``--units`` images at the model's 224 px view), with the same objective, ``--steps``
+    times. What a render step adds on top is the parameterization, the transforms and
+    the optimizer."""
+    from causalvis.featurevis.render import frozen, memory_format
+    from causalvis.models import ActivationProbe
+
+    objective = unit_objective(layer, channels, 1)
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.rand(len(channels), 3, 224, 224, generator=gen).to(model.device)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    probe = ActivationProbe(model, objective.layers, mode="map", grad=True, channels_last=True)
+    _sync(model.device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with frozen(model), memory_format(model, True), probe:
+        for _ in range(args.steps):
+            x.grad = None
+            acts = probe.run(x)
+            values = objective({k: v.float() for k, v in acts.items()})
+            (-values.sum()).backward()
+    _sync(model.device)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    mem = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else 0.0
+    return seconds, cpu, None, mem
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -139,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (ours, CUDA only)")
-    ap.add_argument("--side", choices=("ours", "lucent"), default=None,
+    ap.add_argument("--side", choices=("ours", "lucent", "floor"), default=None,
                     help="run one engine once (fresh process, for benchmarks/suite.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -148,14 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
     # warm-up (allocator, kernels) outside the timings
     warm = argparse.Namespace(**{**vars(args), "steps": 2})
     if args.side:
-        run = run_ours if args.side == "ours" else run_lucent
-        run(model, args.layer, channels[:1], warm)
+        run = {"ours": run_ours, "lucent": run_lucent, "floor": run_floor}[args.side]
+        run(model, args.layer, channels if args.side == "floor" else channels[:1], warm)
         seconds, cpu, images, mem = run(model, args.layer, channels, args)
-        acts = _measure(model, args.layer, channels, images)
+        acts = None if images is None else _measure(model, args.layer, channels, images)
         one = {"side": args.side, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu, 4),
                "cuda_peak_mib": round(mem, 1), "units": args.units, "steps": args.steps,
                "s_per_step": round(seconds / args.steps, 5),
-               "mean_activation": round(float(np.mean(acts)), 4),
+               "mean_activation": None if acts is None else round(float(np.mean(acts)), 4),
                "device": str(model.device), "threads": args.threads, "torch": torch.__version__}
         print(json.dumps(one))
         return one

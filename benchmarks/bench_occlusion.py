@@ -144,7 +144,46 @@ def count_macs(model, layer: str | None) -> int:
     return total
 
 
-SIDES = ("plain", "incremental", "reference")
+SIDES = ("plain", "incremental", "reference", "truncated")
+
+
+class CountConvMacs:
+    """Multiply-accumulates of every ``F.conv2d`` call inside the block (module convs
+    and the incremental engine's window convolutions alike): the work actually done."""
+
+    def __enter__(self) -> CountConvMacs:
+        self.macs = 0
+        self._orig = torch.nn.functional.conv2d
+
+        def counting(x, w, *a, **kw):
+            out = self._orig(x, w, *a, **kw)
+            self.macs += out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+            return out
+
+        torch.nn.functional.conv2d = counting
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.nn.functional.conv2d = self._orig
+
+
+def truncated_forward(model, occ: Occluder, layer: str, batch_size: int):
+    """The physical floor of the plain sweep: the truncated forward alone on the same
+    batches, already built (channels-last float), with the unoccluded image's pass."""
+    from causalvis.models import ActivationProbe
+
+    n = len(occ)
+    base = torch.from_numpy(occ.image).permute(2, 0, 1)[None].float().div(255.0)
+    batches = [occ.build_float(np.arange(s, min(n, s + batch_size)), model.device)
+               for s in range(0, n, batch_size)]
+
+    def run():
+        with ActivationProbe(model, [layer]) as probe:
+            out = [probe.run(base)[layer]]
+            out += [probe.run(b)[layer].float().cpu() for b in batches]
+        return out
+
+    return run
 
 
 def _setup(args: argparse.Namespace):  # noqa: ANN202 - a tuple of the run's inputs
@@ -172,6 +211,12 @@ def run_one_side(args: argparse.Namespace) -> None:
         c0 = time.process_time()
         seconds, peak, maps = measure(lambda: [reference_sweep(
             model, image, grid, args.layer, c, args.ref_batch_size) for c in channels], device)
+    elif args.side == "truncated":
+        fwd = truncated_forward(model, occ, args.layer, args.batch_size)
+        fwd()  # warm-up
+        c0 = time.process_time()
+        seconds, peak, _ = measure(fwd, device)
+        maps = []
     else:
         if args.side == "plain":
             def sweep():
@@ -187,11 +232,24 @@ def run_one_side(args: argparse.Namespace) -> None:
         maps = [result.unit_map(args.layer, c) for c in channels]
     cpu_timed = time.process_time() - c0
     n_pos = len(grid.positions())
+    # the conv work actually done per image through the network: the incremental
+    # engine's recomputed windows (counted on an untimed run), else the (truncated) net
+    passes = (n_pos, k) if args.side == "reference" else (n_pos + 1, 1)
+    if args.side == "incremental":
+        with CountConvMacs() as counted:
+            IncrementalSweep(model, [args.layer]).run(occ, batch_size=args.batch_size)
+        macs_per_image = counted.macs / passes[0]
+    else:
+        macs_per_image = count_macs(model, None if args.side == "reference" else args.layer)
+    ms_per_image = 1000 * seconds / (passes[0] * passes[1])
     print(json.dumps({
         "side": args.side, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu_timed, 4), "peak_mib": round(peak, 1),
         "units": k, "positions": n_pos, "per_image_ms": round(1000 * seconds / n_pos, 3),
-        "checksum": float(np.sum([np.asarray(m, dtype=np.float64).sum() for m in maps])),
+        "checksum": float(np.sum([np.asarray(m, dtype=np.float64).sum() for m in maps]))
+        if maps else None,
         "device": str(device), "threads": args.threads, "torch": torch.__version__,
+        "macs_per_image_m": round(macs_per_image / 1e6, 2),
+        "ms_per_gmac": round(ms_per_image / (macs_per_image / 1e9), 3),
         "macs_truncated_m": round(count_macs(model, args.layer) / 1e6, 1),
         "macs_full_m": round(count_macs(model, None) / 1e6, 1),
     }))

@@ -30,12 +30,13 @@ def _script(name: str, *args: str) -> list[str]:
     return [PY, str(HERE / name), *args]
 
 
-def comparisons(device: str, threads: int, quick: bool, peers: Path | None) -> dict:
+def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
+                stride_px: int | None = None, fv_steps: int | None = None) -> dict:  # fmt: skip
     """name -> (baseline, candidate, what the ratio means). Ratio > 1: candidate faster."""
     common = ["--device", device, "--threads", str(threads)]
-    stride = ["--stride", "56" if quick else "16"]
+    stride = ["--stride", str(stride_px or (56 if quick else 16))]
     layer_units = "4" if quick else "40"  # blocks.3.2 of lite0 has 80 channels
-    fv = ["--units", "2" if quick else "8", "--steps", "4" if quick else "64",
+    fv = ["--units", "2" if quick else "8", "--steps", str(fv_steps or (4 if quick else 64)),
           "--size", "64" if quick else "128"]  # fmt: skip
     scan = ["--images", "16" if quick else "96", "--batch-size", "8" if quick else "32"]
     peer_env = {"PYTHONPATH": str(peers)} if peers else {}
@@ -54,11 +55,24 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None) -> d
             f"incremental engine vs the reference, {layer_units} channels of one layer"),
         "occlusion_plain_vs_incremental": (occ("plain", "1"), occ("incremental", "1"),
                                            "incremental vs plain sweep (same work)"),
+        "occlusion_plain_vs_truncated": (
+            occ("plain", "1"), occ("truncated", "1"),
+            "cost of the plain sweep per occluded image / the truncated forward alone on "
+            "the same, prebuilt batches (the physical floor; goal <= 1.05)"),
+        "occlusion_incremental_vs_truncated": (
+            occ("incremental", "1"), occ("truncated", "1"),
+            "incremental engine / truncated forward; per_mac_cost_ratio = the incremental "
+            "engine's time per multiply-accumulate it recomputes / the forward's"),
         "featurevis_vs_lucent": (
             Side("lucent", _script("bench_featurevis.py", *common, *fv, "--side", "lucent"),
                  peer_env),
             Side("ours", _script("bench_featurevis.py", *common, *fv, "--side", "ours")),
             "our batched renderer vs Lucent render_vis per unit, same steps"),
+        "featurevis_step_vs_floor": (
+            Side("ours", _script("bench_featurevis.py", *common, *fv, "--side", "ours")),
+            Side("floor", _script("bench_featurevis.py", *common, *fv, "--side", "floor")),
+            "cost of one render step / one forward+backward of the truncated network on "
+            "the same batch (the physical floor; goal <= 1.25)"),
         "scan_vs_bare_forward": (
             Side("bare", _script("bench_scan.py", *common, *scan, "--side", "bare")),
             Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),
@@ -77,6 +91,18 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None) -> d
     }
 
 
+def _per_mac(result: dict) -> None:
+    """When both sides report the conv work they do per image (``macs_per_image_m``):
+    the cost per multiply-accumulate of the baseline relative to the candidate's (the
+    median time ratio scaled by the work ratio)."""
+    base = result["sides"][result["baseline"]]["last"].get("macs_per_image_m")
+    cand = result["sides"][result["candidate"]]["last"].get("macs_per_image_m")
+    if base and cand:
+        r = result["ratio"]
+        result["per_mac_cost_ratio"] = {k: round(r[k] * cand / base, 3)
+                                        for k in ("median", "min", "max")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=5)
@@ -88,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with the comparison peers (torch-lucent); without it, "
                     "comparisons that need one are skipped")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--stride", type=int, default=None,
+                    help="occlusion grid stride (default 16, quick 56; 28 = 36 positions)")
+    ap.add_argument("--fv-steps", type=int, default=None,
+                    help="feature-visualization steps (default 64, quick 4)")
     args = ap.parse_args(argv)
-    table = comparisons(args.device, args.threads, args.quick, args.peers)
+    table = comparisons(args.device, args.threads, args.quick, args.peers, args.stride,
+                        args.fv_steps)
     unknown = [n for n in args.only if n not in table]
     if unknown:
         print(f"error: unknown comparison {', '.join(unknown)} (known: {', '.join(table)})",
@@ -99,17 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, (base, cand, meaning) in table.items():
         if args.only and name not in args.only:
             continue
-        if name.startswith("featurevis") and args.peers is None:
+        if name == "featurevis_vs_lucent" and args.peers is None:
             print(f"{name}: skipped (needs --peers with torch-lucent; `make bench` makes it)")
             continue
         print(f"{name}: {meaning}")
         result = compare(name, base, cand, pairs=args.pairs)
         result["meaning"] = meaning
+        _per_mac(result)
         result["quick"] = args.quick
         results.append(result)
         r = result["ratio"]
         print(f"{name}: {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}), "
               f"spread {result['ratio_spread']:.0%}")
+        if "per_mac_cost_ratio" in result:
+            m = result["per_mac_cost_ratio"]
+            print(f"{name}: per-MAC cost {m['median']:.2f}x (min {m['min']:.2f}, "
+                  f"max {m['max']:.2f})")
     if not results:
         return 1
     path = write_results(results, args.out)

@@ -48,3 +48,21 @@ def test_a_failing_or_silent_side_is_named():
     silent = Side("silent", [sys.executable, "-c", "print('no json')"])
     with pytest.raises(RuntimeError, match="silent: the last line"):
         run_side(silent)
+
+
+def test_per_mac_cost_ratio_scales_the_time_ratio_by_the_work_ratio():
+    """The incremental engine's cost per recomputed multiply-accumulate vs the forward's."""
+    import suite
+
+    result = {"baseline": "inc", "candidate": "fwd", "ratio": {"median": 0.2, "min": 0.1, "max": 0.4},
+              "sides": {"inc": {"last": {"macs_per_image_m": 50.0}},
+                        "fwd": {"last": {"macs_per_image_m": 150.0}}}}  # fmt: skip
+    suite._per_mac(result)
+    assert result["per_mac_cost_ratio"] == {"median": 0.6, "min": 0.3, "max": 1.2}
+    del result["sides"]["inc"]["last"]["macs_per_image_m"]
+    result.pop("per_mac_cost_ratio")
+    suite._per_mac(result)
+    assert "per_mac_cost_ratio" not in result
+    assert "featurevis_step_vs_floor" in suite.comparisons("cpu", 1, True, None)
+    argv = list(suite.comparisons("cpu", 1, True, None, 28)["occlusion_k1"][0].argv)
+    assert argv[argv.index("--stride") + 1] == "28"

@@ -164,3 +164,21 @@ def test_occluder_rejects_wrong_size(query):
     with pytest.raises(ValueError, match="224x224x3"):
         Occluder(query[:100], Grid(224, 90, 8))
     assert torch.is_tensor(Occluder(query, Grid(224, 90, 67)).build_tensor([0], torch.device("cpu")))
+
+
+@pytest.mark.parametrize("fill", ["mean", "grey", "blur", "noise"])
+def test_float_build_and_patches_match_the_uint8_images(fill):
+    """The sweep's channels-last float batch is the exact decode of the uint8 images, and
+    the incremental engine's patch pixels are exactly what those images hold there."""
+    from causalvis.stimuli.occlusion import to_float
+
+    img = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    occ = Occluder(img, Grid.for_config(40, 0.4, 7), fill=fill, blur_kernel=5, seed=2)
+    idx, cpu = np.arange(len(occ)), torch.device("cpu")
+    u8 = occ.build_tensor(idx, cpu)
+    f32 = occ.build_float(idx, cpu)
+    assert f32.dtype == torch.float32 and f32.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(f32, to_float(u8))
+    p = occ.grid.patch
+    crops = torch.stack([u8[i, :, y : y + p, x : x + p] for i, (y, x) in enumerate(occ.positions)])
+    assert torch.equal(occ.build_patches(idx, cpu), crops)

@@ -164,20 +164,54 @@ class Occluder:
         self, indices: Sequence[int] | np.ndarray, device: torch.device
     ) -> torch.Tensor:
         """Occluded images ``[n, 3, S, S]`` uint8 on ``device`` (vectorized with a mask)."""
+        base = torch.from_numpy(self.image).to(device).permute(2, 0, 1).unsqueeze(0)
+        return self._where(indices, base, lambda t: t, None)
+
+    def build_float(
+        self, indices: Sequence[int] | np.ndarray, device: torch.device
+    ) -> torch.Tensor:
+        """``to_float(build_tensor(indices))``, bit for bit, built in one pass straight into a
+        channels-last float batch (what the network reads): the sweep's input costs one
+        write per value instead of a uint8 image, its float copy and a layout copy."""
+        base = to_float(torch.from_numpy(self.image).to(device).permute(2, 0, 1).unsqueeze(0))
+        n = len(np.asarray(indices))
+        s = self.grid.size
+        out = torch.empty((n, 3, s, s), dtype=torch.float32, device=device,
+                          memory_format=torch.channels_last)
+        return self._where(indices, base, to_float, out)
+
+    def _where(self, indices, base: torch.Tensor, cast, out: torch.Tensor | None) -> torch.Tensor:
         idx = np.asarray(indices, dtype=np.int64)
         s, p = self.grid.size, self.grid.patch
-        base = torch.from_numpy(self.image).to(device).permute(2, 0, 1).unsqueeze(0)
+        device = base.device
         pos = torch.from_numpy(self._positions[idx]).to(device)
         ar = torch.arange(s, device=device)
         rows = (ar[None, :] >= pos[:, :1]) & (ar[None, :] < pos[:, :1] + p)  # [n, S]
         cols = (ar[None, :] >= pos[:, 1:]) & (ar[None, :] < pos[:, 1:] + p)
         mask = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)  # [n, 1, S, S]
-        values = torch.from_numpy(np.ascontiguousarray(self.fill_values(idx))).to(device)
+        values = cast(torch.from_numpy(np.ascontiguousarray(self.fill_values(idx))).to(device))
         if values.dim() == 3:  # a canvas [S, S, 3]
             fill = values.permute(2, 0, 1).unsqueeze(0)
         else:  # colours [n, 3]
             fill = values[:, :, None, None]
-        return torch.where(mask, fill, base)
+        if out is None:
+            return torch.where(mask, fill, base)
+        return torch.where(mask, fill, base, out=out)
+
+    def build_patches(
+        self, indices: Sequence[int] | np.ndarray, device: torch.device
+    ) -> torch.Tensor:
+        """The patch pixels alone, ``[n, 3, P, P]`` uint8: what ``build_tensor`` puts under
+        each patch (the incremental engine needs nothing else of an occluded image)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        p = self.grid.patch
+        values = torch.from_numpy(np.ascontiguousarray(self.fill_values(idx))).to(device)
+        if values.dim() == 2:  # colours [n, 3]
+            return values[:, :, None, None].expand(len(idx), 3, p, p)
+        pos = torch.from_numpy(self._positions[idx]).to(device)
+        ar = torch.arange(p, device=device)
+        rows, cols = pos[:, :1] + ar, pos[:, 1:] + ar  # [n, P]
+        return values[rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # canvas [S, S, 3]
 
 
 # -- the sweep ---------------------------------------------------------------------------
@@ -218,7 +252,7 @@ def occlusion_sweep(
         base = {k: v[0].float().cpu().numpy() for k, v in probe.run(to_float(base_img)).items()}
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size))
-            acts = probe.run(to_float(occluder.build_tensor(idx, device)))
+            acts = probe.run(occluder.build_float(idx, device))
             for layer in layers:
                 out[layer].append(acts[layer].float().cpu())
             if on_batch is not None:

@@ -234,14 +234,12 @@ class IncrementalSweep:
         inputs, _ = self._base(norm(base_img).contiguous(memory_format=CL))
         # the derived layers' unoccluded maps, computed once per query
         self._derived_base = {n: m for n, m in self._marks(inputs).items() if n in self.derived}
-        p = occluder.grid.patch
         positions = occluder.positions
         results: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         for start in range(0, len(occluder), batch_size):
             idx = np.arange(start, min(len(occluder), start + batch_size))
-            imgs = occluder.build_tensor(idx, dev)
             off = positions[idx].copy()
-            win = torch.stack([imgs[b, :, y : y + p, x : x + p] for b, (y, x) in enumerate(off)])
+            win = occluder.build_patches(idx, dev)  # the changed pixels alone
             for name, acts in self._window_pass(norm(win).contiguous(memory_format=CL), off,
                                                 inputs).items():
                 results[name].append(acts.float().cpu())
