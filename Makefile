@@ -6,6 +6,8 @@ SHELL   := /bin/bash
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.setup-stamp
+# pytest-xdist workers for `make test` (one per core; PostgreSQL tests: one schema each)
+TEST_WORKERS ?= auto
 WEBSTAMP:= web/node_modules/.setup-stamp
 
 .PHONY: setup demo test lint browser-deps web clean bench
@@ -44,7 +46,7 @@ lint: setup
 
 test: setup browser-deps
 	.venv/bin/ruff check src tests benchmarks
-	@. .ci/testdb.sh; $(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	@. .ci/testdb.sh; $(PY) -m pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 # Benchmarks: the comparison peers (Lucent) go into their own folder, seen only by the
 # peer's side (benchmarks/suite.py --peers); results in benchmarks/results/.

@@ -16,12 +16,23 @@ else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """PostgreSQL tests share the one DATABASE_URL database (they reset its tables): under
-    xdist's ``--dist loadgroup`` they all run on one worker, one after another."""
-    for item in items:
-        if "postgres" in item.keywords or "postgres" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("postgres"))
+def _own_postgres_schema(worker: str) -> None:
+    """PostgreSQL tests reset the tables of the one DATABASE_URL database: under xdist each
+    worker gets its own schema there (search_path in the URL), so workers never meet."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgresql") or "search_path" in url:
+        return
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {worker}")
+    sep = "&" if "?" in url else "?"
+    os.environ["DATABASE_URL"] = f"{url}{sep}options=-csearch_path%3D{worker}"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _own_postgres_schema(os.environ["PYTEST_XDIST_WORKER"])
 
 
 @pytest.fixture(scope="session")
