@@ -11,6 +11,8 @@ that both give the same maps.
 
     .venv/bin/python benchmarks/bench_occlusion.py                 # CPU, stride 16
     .venv/bin/python benchmarks/bench_occlusion.py --device cuda --stride 2   # paper grid
+    .venv/bin/python benchmarks/bench_occlusion.py --model timm:resnet50 --weights random \
+        --layer layer3.2                                          # another architecture
 
 The last line of output is one JSON object.
 """
@@ -187,10 +189,11 @@ def truncated_forward(model, occ: Occluder, layer: str, batch_size: int):
 
 
 def _setup(args: argparse.Namespace):  # noqa: ANN202 - a tuple of the run's inputs
-    """Threads, device, lite0, the layer, the query image and the occlusion grid."""
+    """Threads, device, the model, the layer, the query image and the occlusion grid."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = load_model("lite0", device=device)
+    torch.manual_seed(0)  # --weights random: the same net in every process (checksums)
+    model = load_model(args.model, weights=args.weights, device=device)
     info = resolve_layer(model, args.layer)
     image = SampleSource(model.input_size, model.crop_pct).load_array(args.image).copy()
     grid = Grid.for_config(model.input_size, args.patch_fraction, args.stride)
@@ -243,7 +246,7 @@ def run_one_side(args: argparse.Namespace) -> None:
         macs_per_image = count_macs(model, None if args.side == "reference" else args.layer)
     ms_per_image = 1000 * seconds / (passes[0] * passes[1])
     print(json.dumps({
-        "side": args.side, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu_timed, 4), "peak_mib": round(peak, 1),
+        "side": args.side, "model": args.model, "layer": args.layer, "seconds": round(seconds, 4), "cpu_timed_s": round(cpu_timed, 4), "peak_mib": round(peak, 1),
         "units": k, "positions": n_pos, "per_image_ms": round(1000 * seconds / n_pos, 3),
         "checksum": float(np.sum([np.asarray(m, dtype=np.float64).sum() for m in maps]))
         if maps else None,
@@ -258,7 +261,10 @@ def run_one_side(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--layer", default="blocks.3.2", help="a mid layer of lite0")
+    ap.add_argument("--model", default="lite0", help="any model name (timm:resnet50, ...)")
+    ap.add_argument("--weights", default=None,
+                    help="'random' for an architecture without cached weights (timing only)")
+    ap.add_argument("--layer", default="blocks.3.2", help="a mid layer (of lite0: blocks.3.2)")
     ap.add_argument("--stride", type=int, default=16, help="paper: 2 (68x68 positions)")
     ap.add_argument("--patch-fraction", type=float, default=0.4)
     ap.add_argument("--units", default="1,9", help="K values")
@@ -278,7 +284,7 @@ def main() -> None:
     ks = [int(k) for k in args.units.split(",")]
     channels = np.random.default_rng(0).choice(info.channels, size=max(ks), replace=False)
     n_pos = len(grid.positions())
-    print(f"lite0 {args.layer} ({info.channels} ch), {n_pos} positions "
+    print(f"{args.model} {args.layer} ({info.channels} ch), {n_pos} positions "
           f"(patch {grid.patch}px, stride {args.stride}), device {device}")
 
     occ = Occluder(image, grid, fill="mean")
@@ -329,7 +335,7 @@ def main() -> None:
               f"{ours_s:.2f} s -> speedup {ref_total / ours_s:.1f}x{inc_txt}")
     print(f"reference peak {ref_peak:.0f} MiB; max |ours - reference| = {max_err:.2e}")
     summary = {
-        "model": "lite0", "layer": args.layer, "channels": info.channels,
+        "model": args.model, "layer": args.layer, "channels": info.channels,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": args.threads, "stride": args.stride, "patch": grid.patch,

@@ -9,6 +9,8 @@ are not dependencies of causalvis (Lucent) live in their own folder (``--peers``
     .venv/bin/python benchmarks/suite.py --only occlusion_k1 --pairs 7
     .venv/bin/python benchmarks/suite.py --quick               # tiny sizes: a smoke run
     .venv/bin/python benchmarks/suite.py --device cuda         # on a GPU machine
+    .venv/bin/python benchmarks/suite.py --only occlusion_plain_vs_incremental \
+        --occlusion-model timm:resnet50 --occlusion-weights random --occlusion-layer layer2.3
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def _script(name: str, *args: str) -> list[str]:
 
 
 def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
-                stride_px: int | None = None, fv_steps: int | None = None) -> dict:  # fmt: skip
+                stride_px: int | None = None, fv_steps: int | None = None,
+                occ_model: list[str] | None = None) -> dict:  # fmt: skip
     """name -> (baseline, candidate, what the ratio means). Ratio > 1: candidate faster."""
     common = ["--device", device, "--threads", str(threads)]
     stride = ["--stride", str(stride_px or (56 if quick else 16))]
@@ -42,8 +45,8 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
     peer_env = {"PYTHONPATH": str(peers)} if peers else {}
 
     def occ(side: str, units: str) -> Side:
-        return Side(side, _script("bench_occlusion.py", *common, *stride, "--side", side,
-                                  "--units", units))  # fmt: skip
+        return Side(side, _script("bench_occlusion.py", *common, *stride, *(occ_model or []),
+                                  "--side", side, "--units", units))  # fmt: skip
 
     return {
         "occlusion_k1": (occ("reference", "1"), occ("plain", "1"),
@@ -118,9 +121,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="occlusion grid stride (default 16, quick 56; 28 = 36 positions)")
     ap.add_argument("--fv-steps", type=int, default=None,
                     help="feature-visualization steps (default 64, quick 4)")
+    ap.add_argument("--occlusion-model", default=None,
+                    help="the occlusion benchmarks' model (default lite0), e.g. timm:resnet50")
+    ap.add_argument("--occlusion-weights", default=None,
+                    help="'random' for a model without cached weights (timing only)")
+    ap.add_argument("--occlusion-layer", default=None, help="with --occlusion-model")
     args = ap.parse_args(argv)
+    occ_model = [*(["--model", args.occlusion_model] if args.occlusion_model else []),
+                 *(["--weights", args.occlusion_weights] if args.occlusion_weights else []),
+                 *(["--layer", args.occlusion_layer] if args.occlusion_layer else [])]
     table = comparisons(args.device, args.threads, args.quick, args.peers, args.stride,
-                        args.fv_steps)
+                        args.fv_steps, occ_model)
     unknown = [n for n in args.only if n not in table]
     if unknown:
         print(f"error: unknown comparison {', '.join(unknown)} (known: {', '.join(table)})",

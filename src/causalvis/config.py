@@ -78,6 +78,11 @@ class ScanConfig(_Section):
 class UnitsConfig(_Section):
     mode: Literal["per_layer", "uniform_layer", "explicit"] = "per_layer"
     layers: list[str] = Field(default_factory=list, description="candidate layers")
+    model_layers: dict[str, list[str]] = Field(
+        default_factory=dict, description="multi-model studies: candidate layers per "
+        "`models` entry (a CNN's layer names are not a ViT's); an entry not listed uses "
+        "`layers`, and with `layers = []` every block layer of its model"
+    )
     per_layer: int = Field(1, ge=1, description="units per layer (per_layer mode)")
     n_units: int = Field(18, ge=1, description="total units (uniform_layer mode)")
     explicit: list[str] = Field(default_factory=list, description="LAYER:CHANNEL list")
@@ -145,7 +150,8 @@ class OcclusionConfig(_Section):
     fill: Literal["mean", "grey", "blur", "noise"] = "mean"
     engine: Literal["auto", "full", "incremental"] = Field(
         "auto", description="incremental = exact window-only recompute (allow-listed timm "
-        "EfficientNet / MobileNetV3 block outputs); auto = incremental where every module is "
+        "EfficientNet / MobileNetV3 block outputs, timm / torchvision ResNet block outputs and "
+        "norm layers); auto = incremental where every module is "
         "allow-listed, else the truncated full sweep (one log line names the module type)"
     )
     batch_size: int = Field(64, ge=1)
@@ -448,6 +454,10 @@ class StudyConfig(_Section):
             raise ValueError("featurevis.n_non_diverse must be <= featurevis.n_images")
         if len(set(self.models)) != len(self.models):
             raise ValueError("models: a model is listed twice")
+        stray = sorted(set(self.units.model_layers) - set(self.models))
+        if stray:
+            raise ValueError(f"units.model_layers: {', '.join(stray)} not in models "
+                             f"({', '.join(self.models) or 'none'})")
         if self.sessions.n_practice_obvious > self.sessions.n_practice:
             raise ValueError("sessions.n_practice_obvious must be <= sessions.n_practice")
         known = ConditionsConfig.model_fields["names"].default_factory()
@@ -481,6 +491,8 @@ class StudyConfig(_Section):
         """Hash of the whole config, or of some sections: stage outputs store it so that a
         changed config invalidates exactly what depends on it."""
         data = self.model_dump(mode="json")
+        if not data["units"]["model_layers"]:  # added later: studies built before keep
+            del data["units"]["model_layers"]  # their stage digests (no rebuild)
         if sections:
             data = {s: data[s] for s in sections}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

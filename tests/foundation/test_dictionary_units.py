@@ -232,3 +232,32 @@ def test_featurevis_raises_a_dictionary_feature_and_a_direction(tmp_path, own_li
         result = render(own_lite0, ChannelMean(layer, [j]), PixelParam([7], 64, sd=0.01), [7],
                         settings)
         assert result.history[-1] > result.history[0]
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk"])
+def test_dictionary_on_a_vit_token_layer_equals_hand_computation(tmp_path, activation):
+    """A SAE on a ViT's pre-GELU ``blocks.1.mlp.fc1``: feature j = the mean over patch tokens
+    (the class token dropped) of the SAE features of each token, computed from plain timm's
+    hooked fc1 output and the safetensors file."""
+    import timm
+
+    from causalvis.models import CausalvisModel, attach_dictionaries, probe_tensor
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=2,
+                            embed_dim=48, num_heads=2).eval()  # fc1: 192 channels, 16 patches
+    model = CausalvisModel("vit", net, (0.5,) * 3, (0.5,) * 3, input_size=64)
+    folder = write_sae(tmp_path / "vsae", layer="blocks.1.mlp.fc1", d_in=192, d_sae=64,
+                       activation=activation, k=8 if activation == "topk" else None)
+    attach_dictionaries(model, {"vsae": str(folder)})
+    batch = torch.rand(2, 3, 64, 64)
+    got = probe_tensor(model, batch, ["vsae"])["vsae"].double().numpy()
+    hooked = {}
+    handle = net.blocks[1].mlp.fc1.register_forward_hook(lambda m, a, o: hooked.update(x=o))
+    with torch.no_grad():
+        net((batch - 0.5) / 0.5)
+    handle.remove()
+    patches = hooked["x"][:, net.num_prefix_tokens:].double().numpy()  # [N, 16, 192]
+    want = hand_sae(patches.transpose(0, 2, 1)[..., None], folder)  # tokens as a 16 x 1 map
+    assert want.shape == (2, 64) and np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,8 @@ one log line naming the module type. ``timm.list_models`` patterns covered:
 ``efficientnet_lite*``, ``tf_efficientnet_lite*``, ``efficientnet_b*``, ``mobilenetv2_*``,
 ``mobilenetv3_*``, ``tf_mobilenetv3_*minimal*``, ``mobilenetv4_conv_*``, ``mixnet_*``,
 ``efficientnet_es*`` / ``tf_efficientnet_es*`` (EdgeTPU), ``efficientnetv2_*`` /
-``tf_efficientnetv2_*``, ``mnasnet_*``, ``convnext_*``, ``resnet*``.
+``tf_efficientnetv2_*``, ``mnasnet_*``, ``convnext_*``, ``resnet*`` / ``seresnet*`` (timm)
+and torchvision's ``resnet*``.
 """
 
 from __future__ import annotations
@@ -43,17 +44,30 @@ ARCHS: dict[str, tuple[list[str], str | None]] = {
     "efficientnet_es": (BLOCKS, "EdgeResidual"),
     "tf_efficientnetv2_b0": (["blocks.1.0", "blocks.2.0"], "ConvBnAct"),
     "convnext_atto": (["stages.0", "stages.1"], "ConvNeXt"),
-    "resnet10t": (["layer1.0", "layer2.0"], "ResNet"),
+    # ResNets: block outputs and plain BatchNorm2d norm layers (the shortcut's included)
+    "resnet18": (["bn1", "layer1.0", "layer2.0.downsample.1", "layer2.1.bn2", "layer4.1"],
+                 None),
+    "resnet50": (["layer1.0", "layer2.0", "layer3.1.bn3"], None),
+    "torchvision:resnet18": (["layer1.1", "layer2.0", "layer3.0.bn1", "layer4.0"], None),
+    "resnet10t": (["layer1.0", "layer2.0"], "AvgPool2d"),  # deep stem fine; avg-pool shortcut
+    "seresnet18": (["layer1.0"], "SEModule"),
 }
 
 
 def _model(arch: str) -> CausalvisModel:
     torch.manual_seed(0)
-    net = timm.create_model(arch, pretrained=False)
+    if arch.startswith("torchvision:"):
+        import torchvision
+
+        net = torchvision.models.get_model(arch.split(":", 1)[1], weights=None)
+    else:
+        net = timm.create_model(arch, pretrained=False)
     for m in net.modules():  # BN statistics off the defaults, so BN is not the identity
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
+            if arch.startswith(("resnet", "torchvision:")):  # timm zero-inits the last BN
+                m.weight.data.uniform_(0.5, 1.5)
     return CausalvisModel(arch, net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), SIZE)
 
 
@@ -114,3 +128,30 @@ def test_unknown_parts_of_a_known_block_are_refused():
     with pytest.raises(Unsupported, match="unknown parts"):
         IncrementalSweep(model, ["blocks.1.0"])
     assert _first_block_type(model, "blocks.1.0") == "InvertedResidual"
+
+
+def test_a_dictionary_on_a_resnet_block_is_incremental():
+    from causalvis.models.dictionary import Dictionary
+
+    model = _model("resnet18")
+    g = torch.Generator().manual_seed(3)
+    model.derived["sae"] = Dictionary("layer2.0", torch.randn(128, 32, generator=g) * 0.2,
+                                      torch.zeros(32), torch.zeros(128))
+    layers = ["sae", "layer2.0"]
+    occ = _occluder()
+    inc = sweep_layers(model, occ, layers, "incremental", 4)
+    ref = occlusion_sweep(model, occ, layers, batch_size=9)
+    assert inc.engine == "incremental"
+    for layer in layers:
+        scale = float(np.abs(ref.acts[layer]).max()) + 1e-6
+        assert np.allclose(inc.acts[layer], ref.acts[layer], rtol=1e-4, atol=1e-5 * scale)
+        assert np.allclose(inc.base[layer], ref.base[layer], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_resnet_layers_outside_blocks_and_norms_are_refused():
+    model = _model("resnet18")
+    with pytest.raises(NotImplementedError, match="layer1.0.conv1"):
+        IncrementalSweep(model, ["layer1.0.conv1"])  # a conv, not a catalogue layer
+    with pytest.raises(Unsupported, match="unknown parts"):
+        model.net.layer1[0].extra = nn.Conv2d(64, 64, 3, padding=1)
+        IncrementalSweep(model, ["layer1.0"])

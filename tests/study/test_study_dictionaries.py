@@ -1,6 +1,6 @@
 """Dictionary features and directions through a whole study (issue 20 items 4 and 6):
 a tiny lite0 study on a direction set and a SAE builds through trials, references,
-sessions and observe; neurons vs SAE features as two "models" answer the SAE question."""
+sessions, observe and a simulated pilot with its analysis; neurons vs SAE features as two "models" answer the SAE question."""
 
 from __future__ import annotations
 
@@ -83,13 +83,13 @@ def test_dictionary_and_direction_units_build_end_to_end(dict_study):
     assert json.loads(paths.sessions.read_text())["sessions"]
 
 
-def test_observers_run_on_dictionary_units(dict_study):
-    from causalvis.observers.observe import observe
-
+def test_observers_and_a_simulated_pilot_on_dictionary_units(dict_study, pilot):
     root, _ = dict_study
-    result = observe(root, ["center"], n_boot=50)
-    rows = result.summary["observers"]["center"]["conditions"]
+    observers, summary = pilot(root)
+    rows = observers["observers"]["center"]["conditions"]
     assert rows and all(r["n_trials"] > 0 for r in rows.values())
+    assert summary["simulated"] and summary["conditions_without_exclusion"]
+    assert {r["layer"] for r in summary["by_layer"]} <= {"dirs", "sae1"}
 
 
 def test_neurons_vs_sae_features_answers_the_question(tmp_path):

@@ -3,6 +3,7 @@ show one model, and whose trial table says which model every trial belongs to.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -101,3 +102,65 @@ def test_config_errors_name_the_field(tmp_path):
         StudyConfig.from_dict({"task": "two_afc", "exemplars": {"scheme": "imi"}})
     with pytest.raises(ConfigError, match="scheme"):
         StudyConfig.from_dict({"task": "two_afc", "conditions": {"names": ["natural"]}})
+
+
+def test_model_layers_give_each_model_its_own_layers(tmp_path):
+    """units.model_layers: a sub-study gets its entry's layers (scan.layers too when set);
+    an entry not listed keeps units.layers; a key that is no model is one error."""
+    from causalvis.pipeline.multimodel import substudy_config
+
+    cfg = StudyConfig.from_dict({"models": ["lite0", "timm:vit_tiny_patch16_224"],
+                                 "units": {"layers": ["blocks.3.2"], "model_layers": {
+                                     "timm:vit_tiny_patch16_224": ["blocks.1.mlp.fc1"]}}})
+    vit = substudy_config(cfg, "timm:vit_tiny_patch16_224", tmp_path)
+    assert vit.units.layers == ["blocks.1.mlp.fc1"] and vit.units.model_layers == {}
+    assert substudy_config(cfg, "lite0", tmp_path).units.layers == ["blocks.3.2"]
+    plain = StudyConfig()  # an empty model_layers leaves older studies' digests as they were
+    units = plain.model_dump(mode="json")["units"]
+    del units["model_layers"]
+    assert plain.digest("units") == hashlib.sha256(json.dumps(
+        {"units": units}, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.digest("units") != StudyConfig.from_dict({"models": cfg.models, "units": {
+        "layers": ["blocks.3.2"]}}).digest("units")
+    with pytest.raises(ConfigError, match="units.model_layers: lite9 not in models"):
+        StudyConfig.from_dict({"models": ["lite0"], "units": {"model_layers": {"lite9": []}}})
+
+
+def test_substudy_folders_are_safe_for_python_models():
+    from causalvis.pipeline.multimodel import substudy_folder
+
+    assert substudy_folder("timm:resnet50") == "timm__resnet50"
+    assert substudy_folder("lite0+sae1") == "lite0+sae1"
+    a = substudy_folder("python:/home/me/my nets/net.py:make")
+    b = substudy_folder("python:/home/me/other/net.py:make")
+    assert a.startswith("python__net__make-") and a != b
+    assert "/" not in a and " " not in a and len(a) < 100
+    assert substudy_folder("python:pkg.mod:make").startswith("python__pkg.mod__make-")
+
+
+def test_report_labels_python_models_readably():
+    from causalvis.analysis.models import model_labels
+
+    assert model_labels(["lite0", "python:/a/b/nets.py:vit", "python:pkg.mod:f"]) == {
+        "lite0": "lite0", "python:/a/b/nets.py:vit": "nets.py:vit",
+        "python:pkg.mod:f": "python:pkg.mod:f"}
+    clash = ["python:/a/nets.py:vit", "python:/b/nets.py:vit"]
+    assert model_labels(clash) == {m: m for m in clash}
+
+
+def test_a_layer_missing_in_one_model_points_to_model_layers(tmp_path):
+    from causalvis.errors import UnknownLayerError
+
+    net = tmp_path / "tiny.py"
+    net.write_text("import torch\n\ndef make():\n    return {'net': torch.nn.Sequential("
+                   "torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)), 'input_size': 32}\n")
+    root = tmp_path / "study"
+    model = f"python:{net}:make"
+    cfg = init_study(root, "quick", models=[model, "lite0"])
+    cfg.units.layers = ["blocks.3.2"]
+    cfg.images.max_images = 4
+    cfg.save(StudyPaths(root).config)
+    with pytest.raises(UnknownLayerError, match=r"unknown layer 'blocks.3.2'.*"
+                       r"\[units.model_layers\] \"python:") as err:
+        build(root, progress=False)
+    assert "\n" not in str(err.value)

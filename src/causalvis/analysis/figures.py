@@ -256,8 +256,9 @@ def model_scores(models: dict[str, Any]) -> Figure:
             ax.errorbar(xs, ys, yerr=yerr, marker="o", ms=4, lw=0, elinewidth=1.2, capsize=3,
                         color=color(cond, i), label=cond)
         ax.axhline(CHANCE, color="black", lw=0.8, ls=":", label="chance")
-        tilt = len(names) > 4 or max(len(m) for m in names) > 8
-        ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0,
+        shown = [models.get("labels", {}).get(m, m) for m in names]
+        tilt = len(names) > 4 or max(len(m) for m in shown) > 8
+        ax.set_xticks(range(len(names)), shown, rotation=30 if tilt else 0,
                       ha="right" if tilt else "center", rotation_mode="anchor")
         ax.set_xlabel("model" + (" (smallest → largest)" if models.get("order_is_size") else ""))
         ax.set_ylabel("score (mean unit accuracy)")

@@ -229,6 +229,23 @@ def _conover_pairs(data: pd.DataFrame, names: list[Any], group: str,
     return rows
 
 
+def model_labels(models: list[str]) -> dict[str, str]:
+    """Readable names for the report: a ``python:/long/path/file.py:factory`` entry reads
+    ``file.py:factory`` (other names, ``python:pkg.mod:factory`` included, are kept);
+    where two labels would coincide both keep their full names."""
+    def short(name: str) -> str:
+        if not name.startswith("python:"):
+            return name
+        spec, sep, factory = name[len("python:"):].rpartition(":")
+        if not sep or ("/" not in spec and "\\" not in spec):
+            return name
+        return f"{spec.replace(chr(92), '/').rsplit('/', 1)[-1]}:{factory}"
+
+    labels = {m: short(m) for m in models}
+    counts = pd.Series(list(labels.values())).value_counts()
+    return {m: (lab if counts[lab] == 1 else m) for m, lab in labels.items()}
+
+
 def models_section(
     main: pd.DataFrame,
     *,
@@ -257,6 +274,7 @@ def models_section(
     section: dict[str, Any] = {
         "available": True,
         "models": models,
+        "labels": model_labels(models),
         "order_is_size": order_is_size,
         "n_models": len(models),
         "n_units": int(per_unit[["model", "unit"]].drop_duplicates().shape[0]),

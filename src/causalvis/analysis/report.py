@@ -688,7 +688,8 @@ def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> s
                f"Conover's pairwise test, Holm-corrected. {m['n_models']} models "
                f"({html.escape(order)}), {m['n_units']} units.</p>")
     out.append(_img(b64, "models", "model scores"))
-    rows = [[cond, r["model"], _pct(r["score"]), f"{_pct(r['ci_low'])} – {_pct(r['ci_high'])}",
+    label = m.get("labels", {})
+    rows = [[cond, label.get(r["model"], r["model"]), _pct(r["score"]), f"{_pct(r['ci_low'])} – {_pct(r['ci_high'])}",
              r["n_units"], r["n_responses"], r["n_participants"]]
             for cond, c in m["by_condition"].items() for r in c["scores"]]
     out.append(_table(["condition", "model", "score %", "95 % CI %", "units", "responses",
@@ -696,7 +697,7 @@ def _models_html(m: dict[str, Any] | None, b64: dict[str, tuple[str, int]]) -> s
     for cond, c in m["by_condition"].items():
         comp = c["comparison"]
         if comp.get("available") and comp["pairs"]:
-            prow = [[f"{p['a']} – {p['b']}", _num(p["p_raw"]), _num(p["p_holm"]),
+            prow = [[f"{label.get(p['a'], p['a'])} – {label.get(p['b'], p['b'])}", _num(p["p_raw"]), _num(p["p_holm"]),
                      "yes" if p["significant"] else "no"] for p in comp["pairs"]]
             out.append(f"<h3>{html.escape(cond)}</h3>"
                        + _table(["pair", "p Conover", "p Holm", "significant"], prow))

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from causalvis.config import StudyConfig
-from causalvis.errors import CausalvisError
+from causalvis.errors import CausalvisError, UnknownLayerError
 from causalvis.pipeline.registry import STAGE_NAMES, check_stage_names, get_task
 from causalvis.store.layout import StudyPaths
 
@@ -126,7 +126,13 @@ def build(
         for model, sub in ensure_substudies(paths, config).items():
             log.info("model %s (%s)", model, sub.root)
             sub_ctx = StageContext(sub, StudyConfig.load(sub.config), **options)
-            for name, seconds in _run_stages(sub_ctx, per_model).items():
+            try:
+                ran = _run_stages(sub_ctx, per_model)
+            except UnknownLayerError as exc:  # one layer list rarely fits a CNN and a ViT
+                raise UnknownLayerError(
+                    f"{exc}; in a multi-model study give this model its own layers: "
+                    f"[units.model_layers] \"{model}\" = [...] (docs/own-model.md)") from exc
+            for name, seconds in ran.items():
                 timings[f"{model}:{name}"] = seconds
         names = [n for n in names if n == "sessions"]
     timings.update(_run_stages(StageContext(paths, config, **options), names))

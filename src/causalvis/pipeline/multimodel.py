@@ -13,11 +13,17 @@ Neurons vs dictionary features (docs/dictionaries.md): an entry ``BASE+DICT`` (e
 features of dictionary ``DICT``: its sub-study has ``model.name = BASE`` and
 ``units.layers = [DICT]``. ``models = ["lite0", "lite0+sae1"]`` with ``units.layers`` the
 dictionary's layer compares the layer's neurons with its features like two models.
+
+Models with different layer names (a CNN and a ViT): ``units.model_layers`` gives an
+entry its own candidate layers; an entry not listed uses ``units.layers``, and with
+``units.layers = []`` every block layer of its own model (the scan's default).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 from causalvis.config import StudyConfig
@@ -26,10 +32,27 @@ from causalvis.store.layout import StudyPaths, atomic_write
 
 log = logging.getLogger("causalvis.multimodel")
 
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def substudy_folder(model: str) -> str:
+    """A safe folder name for a ``models`` entry: ``timm:resnet50`` -> ``timm__resnet50``; a
+    ``python:`` entry (a file path, any characters) -> ``python__FILE-STEM__FACTORY-HASH``
+    (``python__MODULE__FACTORY-HASH`` for a module),
+    short and one folder deep, the hash of the whole entry keeping distinct files apart."""
+    if model.startswith("python:"):
+        spec, _, factory = model[len("python:"):].rpartition(":")
+        is_file = "/" in spec or "\\" in spec or spec.endswith(".py")
+        stem = Path(spec.replace("\\", "/")).stem if is_file else spec  # or the module
+        digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+        name = f"python__{stem}__{factory}" if spec else f"python__{factory}"
+        return _SAFE.sub("_", name)[:80] + f"-{digest}"
+    return _SAFE.sub("_", model.replace(":", "__"))
+
+
 def substudy_paths(paths: StudyPaths, model: str) -> StudyPaths:
-    """Folder of one model's sub-study (model names such as ``timm:resnet50`` made safe)."""
-    safe = model.replace(":", "__").replace("/", "_")
-    return StudyPaths(paths.substudies / safe)
+    """Folder of one model's sub-study (:func:`substudy_folder`)."""
+    return StudyPaths(paths.substudies / substudy_folder(model))
 
 
 def split_model_entry(entry: str, config: StudyConfig) -> tuple[str, str | None]:
@@ -53,6 +76,11 @@ def substudy_config(parent: StudyConfig, model: str, root: Path) -> StudyConfig:
     data["models"] = []
     base, dictionary = split_model_entry(model, parent)
     data["model"]["name"] = base
+    data["units"]["model_layers"] = {}
+    if model in parent.units.model_layers:  # this model's own layer names
+        data["units"]["layers"] = list(parent.units.model_layers[model])
+        if data["scan"]["layers"]:
+            data["scan"]["layers"] = list(parent.units.model_layers[model])
     if dictionary is not None:
         if parent.units.mode == "explicit":
             raise CausalvisError(f"models: {model!r} needs units.mode per_layer or "

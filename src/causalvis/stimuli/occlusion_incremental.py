@@ -7,19 +7,34 @@ layer, reading the unchanged context around it from the stored maps; the unit ac
 (spatial mean) is the base map's sum corrected by the window. The result equals the full
 forward pass up to float rounding.
 
-Supported (explicit allow-lists, :data:`NETS`, :data:`BLOCKS`, :data:`CONVS`,
-:data:`POINTWISE`, matched by exact type before any attribute is read): timm
-``EfficientNet`` / ``MobileNetV3`` nets (``conv_stem``, ``bn1``, ``blocks`` of
-``DepthwiseSeparableConv`` / ``InvertedResidual`` without squeeze-excitation, which is
-global and would change every position) up to a block output, e.g. the embedded ``lite0``,
-EfficientNet-Lite, MobileNetV2. Derived layers (dictionary features, directions: pointwise over their base block's map)
-are applied to the base and window maps, exactly. Any other module raises :class:`Unsupported` (a
-``NotImplementedError`` naming the module type, logged once) and ``occlusion.engine =
-"auto"`` falls back to the plain truncated sweep.
+Supported (explicit allow-lists, :data:`NETS`, :data:`BLOCKS`, :data:`RESNETS`,
+:data:`RES_BLOCKS`, :data:`CONVS`, :data:`POOLS`, :data:`POINTWISE`, matched by exact type
+before any attribute is read):
+
+* timm ``EfficientNet`` / ``MobileNetV3`` nets (``conv_stem``, ``bn1``, ``blocks`` of
+  ``DepthwiseSeparableConv`` / ``InvertedResidual`` without squeeze-excitation, which is
+  global and would change every position) up to a block output, e.g. the embedded
+  ``lite0``, EfficientNet-Lite, MobileNetV2;
+* timm and torchvision ``ResNet`` nets (matched by module path: stem ``conv1`` — a deep
+  ``Sequential`` stem too — ``bn1``, act, ``MaxPool2d`` — the window arithmetic of a
+  convolution on a context padded with -inf — then ``BasicBlock`` / ``Bottleneck``): a
+  block is ``push`` (its input window), the main path, ``swap`` + the ``downsample``
+  shortcut (a strided 1x1 conv + BN on the pushed window) when it has one, ``add`` (the
+  two windows summed on the box holding both), the post-add act. Layers: block outputs
+  and the plain ``BatchNorm2d`` norm layers (pre-activation, the shortcut's too). Each
+  ``Conv2d`` + ``BatchNorm2d`` pair is folded into one op (eval statistics). Not
+  supported: SE / attention blocks, anti-aliasing, drop-block, the average-pool shortcut
+  of ResNet-D (``resnet*d``, ``resnet10t``), dilation.
+
+Derived layers (dictionary features, directions: pointwise over their base layer's map)
+are applied to the base and window maps, exactly. Any other module raises
+:class:`Unsupported` (a ``NotImplementedError`` naming the module type, logged once) and
+``occlusion.engine = "auto"`` falls back to the plain truncated sweep.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -34,13 +49,17 @@ from causalvis.models import CausalvisModel
 from causalvis.stimuli.occlusion import Occluder, Sweep
 
 log = logging.getLogger("causalvis.occlusion")
+CL = torch.channels_last  # window copies move contiguous runs of w * C values
 
 
 @dataclass
 class _Op:
-    kind: str  # "conv" (spatial), "point" (elementwise / 1x1), "push", "add", "mark"
+    # "conv" (spatial conv or max-pool), "point" (elementwise / 1x1), "push" (save the
+    # block input), "swap" (exchange the current map and the saved one: the shortcut's
+    # own ops run next), "add", "mark"
+    kind: str
     module: nn.Module | None = None
-    name: str = ""  # the layer a "mark" op reads out
+    name: str = ""  # the layer a "mark" op reads out; else the module's path
 
 
 # -- what the engine understands: explicit allow-lists, checked by exact type name before
@@ -65,6 +84,34 @@ POINTWISE = (
 )
 
 
+# ResNets (timm and torchvision, matched by module path and class name): the stem's parts
+# in forward order, then ``layer1`` .. ``layer4`` of the blocks below.
+RESNETS: dict[str, tuple[str, ...]] = {
+    "timm.models.resnet.ResNet": ("conv1", "bn1", "act1", "maxpool"),
+    "torchvision.models.resnet.ResNet": ("conv1", "bn1", "relu", "maxpool"),
+}
+# block -> (main path in forward order, after the residual add); torchvision reuses one
+# ``relu`` module. ``downsample`` (the shortcut), ``se`` (must be absent: global) and
+# ``drop_path`` (identity in eval) are handled apart.
+RES_BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "timm.models.resnet.BasicBlock": (
+        ("conv1", "bn1", "drop_block", "act1", "aa", "conv2", "bn2"), ("act2",)),
+    "timm.models.resnet.Bottleneck": (
+        ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3"),
+        ("act3",)),
+    "torchvision.models.resnet.BasicBlock": (("conv1", "bn1", "relu", "conv2", "bn2"),
+                                             ("relu",)),
+    "torchvision.models.resnet.Bottleneck": (
+        ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"), ("relu",)),
+}
+RES_BLOCK_EXTRA = ("downsample", "se", "drop_path")
+POOLS = ("MaxPool2d",)  # the window arithmetic of a convolution, context padded with -inf
+
+
+def _path(m: nn.Module) -> str:
+    return f"{type(m).__module__}.{type(m).__qualname__}"
+
+
 class Unsupported(NotImplementedError):
     """A module the incremental engine does not understand (named by its type)."""
 
@@ -87,9 +134,24 @@ def _check_pointwise(m: nn.Module, where: str) -> None:
         _check_pointwise(child, f"{where}.{child_name}")
 
 
+def _not_inplace(m: nn.Module) -> nn.Module:
+    """``m`` itself, or a shallow copy computing out of place: an in-place activation
+    would overwrite a stored map (a mark, a shortcut) or the window it reads."""
+    if getattr(m, "inplace", False) is True:
+        m = copy.copy(m)
+        m.inplace = False
+    return m
+
+
 def _conv_or_point(m: nn.Module, where: str) -> _Op:
-    """A spatial convolution op, a pointwise op, or :class:`Unsupported`."""
+    """A spatial convolution (or max-pool) op, a pointwise op, or :class:`Unsupported`."""
     name = type(m).__name__
+    if name in POOLS:
+        k, s, p, d = (m.kernel_size, m.stride, m.padding, m.dilation)
+        if not (isinstance(k, int) and isinstance(s, int) and isinstance(p, int)
+                and d == 1 and not m.ceil_mode and not m.return_indices):
+            raise Unsupported(m, where, "non-square, dilated or ceil-mode pooling")
+        return _Op("conv", m, where)
     if name in CONVS and not (name == "Conv2d" and m.kernel_size == (1, 1)
                               and m.stride == (1, 1) and m.padding in ((0, 0), 0)):
         k, s, p = m.kernel_size, m.stride, m.padding
@@ -97,9 +159,17 @@ def _conv_or_point(m: nn.Module, where: str) -> _Op:
                 or m.padding_mode != "zeros" or (isinstance(p, tuple) and len(set(p)) != 1)
                 or isinstance(p, str) or any(True for _ in m.children())):
             raise Unsupported(m, where, "non-square, dilated or non-zero-padded convolution")
-        return _Op("conv", m)
+        return _Op("conv", m, where)
     _check_pointwise(m, where)
-    return _Op("point", m)
+    return _Op("point", _not_inplace(m), where)
+
+
+def _seq_ops(m: nn.Module, where: str) -> list[_Op]:
+    """A module, or an ``nn.Sequential`` of them (a deep stem, a ``downsample``), as ops."""
+    if type(m).__name__ == "Sequential":
+        return [op for name, child in m.named_children()
+                for op in _seq_ops(child, f"{where}.{name}")]
+    return [_conv_or_point(m, where)]
 
 
 def _block_ops(block: nn.Module, where: str) -> list[_Op]:
@@ -124,8 +194,10 @@ def chain(model: CausalvisModel, layers: Sequence[str]) -> list[_Op]:
     ``blocks.3.2``), with a ``mark`` op after each requested block; :class:`Unsupported`
     (a ``NotImplementedError``) for any module outside the allow-lists."""
     net = model.net
+    if _path(net) in RESNETS:
+        return _resnet_chain(net, layers)
     if type(net).__name__ not in NETS:
-        raise Unsupported(net, "", "not a timm EfficientNet / MobileNetV3-style net")
+        raise Unsupported(net, "", "not a timm EfficientNet / MobileNetV3 or ResNet net")
     wanted = set(layers)
     ops = [_conv_or_point(net.conv_stem, "conv_stem"), _conv_or_point(net.bn1, "bn1")]
     for i, stage in enumerate(net.blocks):
@@ -142,6 +214,105 @@ def chain(model: CausalvisModel, layers: Sequence[str]) -> list[_Op]:
     raise NotImplementedError(f"incremental inference: {sorted(wanted)} are not block outputs")
 
 
+def _res_block_ops(block: nn.Module, where: str) -> list[_Op]:
+    """push, the main path, [swap, the ``downsample`` shortcut], add, the post-add act."""
+    kind = _path(block)
+    if kind not in RES_BLOCKS:
+        raise Unsupported(block, where)
+    main, post = RES_BLOCKS[kind]
+    children = dict(block.named_children())
+    unknown = set(children) - set(main) - set(post) - set(RES_BLOCK_EXTRA)
+    if unknown:
+        raise Unsupported(block, where, f"unknown parts {sorted(unknown)}")
+    if children.get("se") is not None:
+        raise Unsupported(children["se"], f"{where}.se", "attention is global")
+    _check_pointwise(children.get("drop_path", nn.Identity()), f"{where}.drop_path")
+    ops = [_Op("push", name=where)]
+    ops += [op for c in main for op in _seq_ops(children[c], f"{where}.{c}")]
+    if children.get("downsample") is not None:
+        ops.append(_Op("swap", name=where))
+        ops += _seq_ops(children["downsample"], f"{where}.downsample")
+    ops.append(_Op("add", name=where))
+    ops += [op for c in post for op in _seq_ops(children[c], f"{where}.{c}")]
+    return ops
+
+
+class _FoldedConv(nn.Module):
+    """A ``Conv2d`` with the ``BatchNorm2d`` that follows it folded in (eval statistics):
+    one op instead of two on every window, equal up to float rounding."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        weight = (conv.weight * scale.view(-1, 1, 1, 1)).detach()
+        self.weight = nn.Parameter(weight.contiguous(memory_format=CL), requires_grad=False)
+        self.bias = nn.Parameter(((bias - bn.running_mean) * scale + bn.bias).detach(),
+                                 requires_grad=False)
+        self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+
+
+def _fold_bn(ops: list[_Op]) -> list[_Op]:
+    """Each plain ``Conv2d`` op directly followed by a plain ``BatchNorm2d`` op (affine,
+    tracking statistics) becomes one :class:`_FoldedConv` op named by the norm (so a mark
+    of the norm layer reads its output)."""
+    out: list[_Op] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if (op.kind in ("conv", "point") and type(op.module).__name__ == "Conv2d"
+                and nxt is not None and type(nxt.module).__name__ == "BatchNorm2d"
+                and nxt.module.affine and nxt.module.running_var is not None):
+            out.append(_Op(op.kind, _FoldedConv(op.module, nxt.module), nxt.name))
+            i += 2
+            continue
+        out.append(op)
+        i += 1
+    return out
+
+
+def _resnet_chain(net: nn.Module, layers: Sequence[str]) -> list[_Op]:
+    """A timm / torchvision ResNet up to the deepest of ``layers``: block outputs
+    (``layer2.1``) and plain ``BatchNorm2d`` norm layers (``bn1``, ``layer2.1.bn2``,
+    ``layer2.0.downsample.1``), each followed by its ``mark``."""
+    wanted = set(layers)
+    parts = dict(net.named_children())
+    ops: list[_Op] = []
+
+    def add(new: list[_Op], block: str | None = None) -> bool:
+        for op in _fold_bn(new):
+            ops.append(op)
+            if (op.kind in ("conv", "point") and op.name in wanted
+                    and type(op.module).__name__ in ("BatchNorm2d", "_FoldedConv")):
+                ops.append(_Op("mark", name=op.name))
+                wanted.discard(op.name)
+        if block in wanted:
+            ops.append(_Op("mark", name=block))
+            wanted.discard(block)
+        return not wanted
+
+    for name in RESNETS[_path(net)]:
+        if name not in parts:
+            raise Unsupported(net, name, "missing stem part")
+        if add(_seq_ops(parts[name], name)):
+            return ops
+    for i in range(1, 5):
+        stage = parts.get(f"layer{i}")
+        if type(stage).__name__ != "Sequential":
+            raise Unsupported(stage if stage is not None else net, f"layer{i}")
+        for j, block in enumerate(stage):
+            name = f"layer{i}.{j}"
+            if add(_res_block_ops(block, name), name):
+                return ops
+    raise NotImplementedError(
+        f"incremental inference: {sorted(wanted)} are not block outputs or BatchNorm2d layers")
+
+
 _LOGGED: set[tuple[str, str]] = set()
 
 
@@ -155,13 +326,19 @@ def log_fallback(model: CausalvisModel, exc: NotImplementedError) -> None:
                  "sweep for it", exc)
 
 
-def _pads(conv: nn.Conv2d, size: int) -> tuple[int, int]:
+def _geometry(m: nn.Module) -> tuple[int, int, int]:
+    """(kernel, stride, static padding) of a convolution or a max-pool op."""
+    if type(m).__name__ in POOLS:
+        return m.kernel_size, m.stride, m.padding
+    return m.kernel_size[0], m.stride[0], m.padding[0]
+
+
+def _pads(conv: nn.Module, size: int) -> tuple[int, int]:
     """(before, after) padding of ``conv`` on a ``size`` input (timm 'same' or static)."""
-    k, s = conv.kernel_size[0], conv.stride[0]
+    k, s, p = _geometry(conv)
     if type(conv).__name__ == "Conv2dSame":
         total = max((math.ceil(size / s) - 1) * s + k - size, 0)
         return total // 2, total - total // 2
-    p = conv.padding[0]
     return p, p
 
 
@@ -186,8 +363,6 @@ def _materialize(base: torch.Tensor, win: torch.Tensor, off: np.ndarray, start: 
             ]
     return out
 
-
-CL = torch.channels_last  # window copies move contiguous runs of w * C values
 
 
 class IncrementalSweep:
@@ -214,9 +389,11 @@ class IncrementalSweep:
         inputs: list[torch.Tensor | None] = []
         stack: list[torch.Tensor] = []
         for op in self.ops:
-            inputs.append(x if op.kind in ("conv", "push", "mark") else None)
+            inputs.append(x if op.kind != "point" else None)
             if op.kind == "push":
                 stack.append(x)
+            elif op.kind == "swap":
+                x, stack[-1] = stack[-1], x
             elif op.kind == "add":
                 x = x + stack.pop()
             elif op.kind != "mark":
@@ -228,10 +405,12 @@ class IncrementalSweep:
             on_batch: Callable[[int], None] | None = None) -> Sweep:
         """All channels of every layer at every position, like :func:`occlusion_sweep`."""
         m = self.model
+        m.to(memory_format=CL)  # as ActivationProbe: channels-last weights for CL windows
         dev = m.device
         norm = lambda t: (t.float().div(255.0) - m.mean) / m.std  # noqa: E731
         base_img = torch.from_numpy(occluder.image).permute(2, 0, 1)[None].to(dev)
         inputs, _ = self._base(norm(base_img).contiguous(memory_format=CL))
+        self._padded: dict[int, torch.Tensor] = {}  # each conv's padded context, per query
         # the derived layers' unoccluded maps, computed once per query
         self._derived_base = {n: m for n, m in self._marks(inputs).items() if n in self.derived}
         positions = occluder.positions
@@ -271,10 +450,9 @@ class IncrementalSweep:
         return total / (base.shape[2] * base.shape[3])
 
     def _window_pass(self, win: torch.Tensor, off: np.ndarray, inputs) -> dict[str, torch.Tensor]:
-        size = inputs[0].shape[-1]
         stack: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
         out: dict[str, torch.Tensor] = {}
-        for op, base_in in zip(self.ops, inputs, strict=True):
+        for i, (op, base_in) in enumerate(zip(self.ops, inputs, strict=True)):
             if op.kind == "mark":
                 for name, tap in self.tap.items():
                     if tap != op.name:
@@ -288,24 +466,41 @@ class IncrementalSweep:
                 win = op.module(win)
             elif op.kind == "push":
                 stack.append((win, off, base_in))
+            elif op.kind == "swap":
+                s_win, s_off, _ = stack.pop()
+                stack.append((win, off, base_in))
+                win, off = s_win, s_off
             elif op.kind == "add":
-                s_win, s_off, s_base = stack.pop()
-                h, w = win.shape[-2:]
-                if s_win.shape[-2:] == win.shape[-2:] == s_base.shape[-2:]:
-                    win = win + s_win  # both cover the whole map
-                    continue
-                inside = ((s_off >= off).all() and (s_off + s_win.shape[-1] <= off + h).all())
-                if not inside:
-                    raise RuntimeError("shortcut window outside the block's output window")
-                win = win + _materialize(s_base, s_win, s_off, off, (h, w))
+                win, off = self._add(win, off, base_in, *stack.pop())
             else:
-                win, off, size = self._conv(op.module, win, off, base_in, size)
+                win, off = self._conv(op.module, win, off, base_in, i)
         return out
 
     @staticmethod
-    def _conv(conv: nn.Conv2d, win, off, base_in, size):
-        k, s = conv.kernel_size[0], conv.stride[0]
+    def _add(win, off, base, s_win, s_off, s_base):
+        """The sum of two changed windows (their maps' bases ``base``, ``s_base``) on the
+        smallest box holding both: the other's window placed into the bigger one's box when
+        it lies inside, else both materialized on their union."""
+        h, sh = win.shape[-1], s_win.shape[-1]
+        if h == sh == base.shape[-1]:
+            return win + s_win, off  # both cover the whole map
+        if (s_off >= off).all() and (s_off + sh <= off + h).all():
+            return win + _materialize(s_base, s_win, s_off, off, (h, h)), off
+        if (off >= s_off).all() and (off + h <= s_off + sh).all():
+            return s_win + _materialize(base, win, off, s_off, (sh, sh)), s_off
+        size = base.shape[-1]
+        lo = np.minimum(off, s_off)
+        n = min(int((np.maximum(off + h, s_off + sh) - lo).max()), size)
+        start = np.clip(lo, 0, size - n)
+        return (_materialize(base, win, off, start, (n, n))
+                + _materialize(s_base, s_win, s_off, start, (n, n))), start
+
+    def _conv(self, conv: nn.Module, win, off, base_in, i: int):
+        size = base_in.shape[-1]
+        k, s, _ = _geometry(conv)
         before, after = _pads(conv, size)
+        pool = type(conv).__name__ in POOLS
+        fill = -math.inf if pool else 0.0  # max-pool padding never wins
         out_size = (size + before + after - k) // s + 1
         h = win.shape[-1]
         # outputs touched by input rows [y, y + h): o*s - before in (y - k + 1, y + h - 1]
@@ -313,10 +508,15 @@ class IncrementalSweep:
         n_out = min((h - 1 + k - 1) // s + 1, out_size)
         o0 = np.clip(lo, 0, out_size - n_out)
         n_in = (n_out - 1) * s + k
+        pads = (before, after, before, after)
         if h == size:  # the window already covers the whole map: a plain convolution
-            ctx = F.pad(win, (before, after, before, after))
+            ctx = F.pad(win, pads, value=fill)
         else:
-            padded = F.pad(base_in, (before, after, before, after)).contiguous(memory_format=CL)
+            padded = self._padded.get(i)
+            if padded is None:  # once per query, not per batch
+                padded = F.pad(base_in, pads, value=fill).contiguous(memory_format=CL)
+                self._padded[i] = padded
             ctx = _materialize(padded, win, off + before, o0 * s, (n_in, n_in))
-        out = F.conv2d(ctx, conv.weight, conv.bias, s, 0, 1, conv.groups)
-        return out, o0, out_size
+        if pool:
+            return F.max_pool2d(ctx, k, s, 0), o0
+        return F.conv2d(ctx, conv.weight, conv.bias, s, 0, 1, conv.groups), o0
