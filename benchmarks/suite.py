@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
     fv = ["--units", "2" if quick else "8", "--steps", str(fv_steps or (4 if quick else 64)),
           "--size", "64" if quick else "128"]  # fmt: skip
     scan = ["--images", "16" if quick else "96", "--batch-size", "8" if quick else "32"]
-    peer_env = {"PYTHONPATH": str(peers)} if peers else {}
+    # the peers folder goes in front of (not instead of) the caller's PYTHONPATH, so the
+    # peer's side imports the same causalvis as ours (a worktree's src, say)
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    peer_env = {"PYTHONPATH": os.pathsep.join([str(peers), *inherited])} if peers else {}
 
     def occ(side: str, units: str) -> Side:
         return Side(side, _script("bench_occlusion.py", *common, *stride, *(occ_model or []),

@@ -276,6 +276,11 @@ class ExclusionConfig(_Section):
         le=1.0,
         description="exclude if one side was chosen more often (1.0 = only all)",
     )
+    min_sided_trials: int = Field(
+        2, ge=2, description="the same-side rule applies to participants with at least this "
+        "many answers with a known side (an honest participant answers one side on all of n "
+        "trials with probability 2^(1-n): tiny pilots raise it)"
+    )
     min_choices_per_side: int = Field(
         0, ge=0, description="exclude if either on-screen option (row of confidence "
         "buttons) was chosen fewer times over main + catch trials (IMI: 5)"

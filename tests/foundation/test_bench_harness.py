@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,3 +67,12 @@ def test_per_mac_cost_ratio_scales_the_time_ratio_by_the_work_ratio():
     assert "featurevis_step_vs_floor" in suite.comparisons("cpu", 1, True, None)
     argv = list(suite.comparisons("cpu", 1, True, None, 28)["occlusion_k1"][0].argv)
     assert argv[argv.index("--stride") + 1] == "28"
+
+
+def test_the_peer_folder_is_prepended_to_the_callers_pythonpath(monkeypatch):
+    """Lucent's side must import the same causalvis as ours (a worktree's src, say)."""
+    import suite
+
+    monkeypatch.setenv("PYTHONPATH", "/work/src")
+    lucent, _, _ = suite.comparisons("cpu", 1, True, Path("/peers"))["featurevis_vs_lucent"]
+    assert lucent.env["PYTHONPATH"].split(os.pathsep) == ["/peers", "/work/src"]

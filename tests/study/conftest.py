@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 
-def observe_and_pilot(root: Path, *, participants: int = 4) -> tuple[dict, dict]:
+def observe_and_pilot(root: Path, *, participants: int = 4,
+                      min_sided_trials: int = 2) -> tuple[dict, dict]:
     """``causalvis demo``'s steps after the build: observe (the default observers), a
     simulated pilot (reference_image observer, no lapses: nobody excluded) into STUDY/simulated-pilot.sqlite,
-    the analysis of it. Returns (observers.json, summary.json), both checked for numbers."""
+    the analysis of it (``min_sided_trials``: sessions of one or two trials answer one side
+    by chance). Returns (observers.json, summary.json), both checked for numbers."""
     from causalvis.analysis.report import AnalysisOptions, analyze_study
     from causalvis.cli.demo import pilot_exclusion, run_pilot
     from causalvis.config import StudyConfig
@@ -31,7 +33,8 @@ def observe_and_pilot(root: Path, *, participants: int = 4) -> tuple[dict, dict]
                    echo=lambda _line: None)
     cfg = StudyConfig.load(paths.config)
     summary, _ = analyze_study(
-        root, db_url=f"sqlite:///{db}", exclusion=pilot_exclusion(cfg),
+        root, db_url=f"sqlite:///{db}",
+        exclusion=pilot_exclusion(cfg).model_copy(update={"min_sided_trials": min_sided_trials}),
         source=f"{root}: SIMULATED pilot", options=AnalysisOptions(
             n_boot=50, n_perm=50, mixed_model=False, model_boot=50))
     return observers, summary

@@ -161,7 +161,8 @@ def test_multi_model_study_mixes_a_cnn_and_a_vit(tmp_path, factory_file, vit_stu
     for model, layer in ((cnx, CNX_LAYER), (vit, VIT_LAYER)):
         sub_cfg = StudyConfig.load(substudy_paths(paths, model).config)
         assert sub_cfg.model.name == model and sub_cfg.units.layers == [layer]
-    observers, summary = pilot(root, participants=6)
+    # one main and one catch trial per session: the same-side rule would exclude at random
+    observers, summary = pilot(root, participants=6, min_sided_trials=5)
     models = summary["models"]
     assert models["available"] and models["models"] == [cnx, vit]
     assert models["labels"] == {cnx: "nets.py:convnext", vit: "nets.py:vit"}

@@ -329,7 +329,7 @@ def evaluate(m: pd.DataFrame, cfg: ExclusionConfig | None = None, *,
     mask = None
     if _present(m, "same_side_fraction"):
         frac, t = m["same_side_fraction"], th("max_same_side_fraction")
-        mask = ((frac >= 1.0 - 1e-12) & (t >= 1.0) | (frac > t) & (t < 1.0)) & (m["n_sided"] >= 2)
+        mask = ((frac >= 1.0 - 1e-12) & (t >= 1.0) | (frac > t) & (t < 1.0)) & (m["n_sided"] >= cfg.min_sided_trials)
     record(
         "one_sided",
         lambda c: "chose the same side on every trial" if c.max_same_side_fraction >= 1.0

@@ -400,12 +400,19 @@ class IncrementalSweep:
                 x = op.module(x)
         return inputs, x
 
-    @torch.inference_mode()
     def run(self, occluder: Occluder, batch_size: int = 64,
             on_batch: Callable[[int], None] | None = None) -> Sweep:
         """All channels of every layer at every position, like :func:`occlusion_sweep`."""
+        # as ActivationProbe: channels-last weights for CL windows. Outside inference mode:
+        # weights converted there would become inference tensors, and a later feature
+        # visualization on the same (shared) model could not backpropagate through them.
+        self.model.to(memory_format=CL)
+        return self._run(occluder, batch_size, on_batch)
+
+    @torch.inference_mode()
+    def _run(self, occluder: Occluder, batch_size: int,
+             on_batch: Callable[[int], None] | None) -> Sweep:
         m = self.model
-        m.to(memory_format=CL)  # as ActivationProbe: channels-last weights for CL windows
         dev = m.device
         norm = lambda t: (t.float().div(255.0) - m.mean) / m.std  # noqa: E731
         base_img = torch.from_numpy(occluder.image).permute(2, 0, 1)[None].to(dev)
