@@ -175,3 +175,14 @@ def test_side_column_and_unfinished_status():
     assert res.criteria["one_sided"]["participants"] == ["l"]
     assert res.criteria["unfinished"]["participants"] == ["q"]
     assert res.included == ["m"]
+
+
+def test_same_side_rule_needs_min_sided_trials():
+    """Two answers on one side happen to honest participants half the time: with
+    ``min_sided_trials = 3`` only a participant with three one-sided answers is excluded."""
+    rows = [dict(participant_id=p, condition="x", correct=True, side=s, status="finished")
+            for p, n in (("two", 2), ("three", 3)) for s in ["left"] * n]
+    df = canonicalize(pd.DataFrame(rows), {})
+    assert apply_exclusions(df).criteria["one_sided"]["participants"] == ["three", "two"]
+    res = apply_exclusions(df, ExclusionConfig(min_sided_trials=3))
+    assert res.criteria["one_sided"]["participants"] == ["three"]

@@ -37,6 +37,7 @@ BITES = {
     "min_instruction_time_s": (20.0, "instruction_time"),
     "max_practice_attempts": (1, "practice_attempts"),
     "max_same_side_fraction": (0.8, "one_sided"),
+    "min_sided_trials": (7, "one_sided"),  # the one-sided participants answered 7 trials
     "min_choices_per_side": (3, "side_variability"),
     "min_rt_ms": (800.0, "fast_answers"),  # w0: 5 of 7 answers under 800 ms > 0.5
     "max_fast_fraction": (0.1, "fast_answers"),  # w0: 2 of 7 answers under 200 ms > 0.1
