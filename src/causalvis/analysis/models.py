@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from causalvis.analysis.design import baselines
 from causalvis.analysis.stats import percentile_interval, resample_weights
 from causalvis.errors import CausalvisError
 
@@ -314,7 +315,9 @@ def models_section(
                          "missing, so this is not a comparison of all models)")
         pair = dictionary_pair(models) if order_is_size else None
         if pair is not None:  # neurons vs dictionary features: answer that question
-            statement, answer = dictionary_statement(str(cond), rows, comparison, *pair)
+            statement, answer = dictionary_statement(
+                str(cond), rows, comparison, *pair,
+                baseline=str(cond) in baselines([str(c) for c in per_unit["condition"].unique()]))
             section.setdefault("dictionary", {"neurons": pair[0], "features": pair[1],
                                               "question": DICTIONARY_QUESTION, "answers": {}})
             section["dictionary"]["answers"][str(cond)] = answer
@@ -386,10 +389,19 @@ def dictionary_pair(models: Sequence[str]) -> tuple[str, str] | None:
 
 
 def dictionary_statement(cond: str, rows: list[dict[str, Any]], comp: dict[str, Any],
-                         neurons: str, features: str) -> tuple[str, str]:
-    """The condition's sentence and answer (``yes`` | ``no`` | ``not shown``) to
-    :data:`DICTIONARY_QUESTION`: Conover–Holm between the two unit sets."""
+                         neurons: str, features: str, *,
+                         baseline: bool = False) -> tuple[str, str]:
+    """The condition's sentence and answer (``yes`` | ``no`` | ``not shown`` |
+    ``baseline``) to :data:`DICTIONARY_QUESTION`: Conover–Holm between the two unit sets.
+    A no-explanation baseline does not answer it: there a difference says how predictable
+    the units' occlusion effects are without any explanation, the floor the explanation
+    conditions are read against."""
     head = f"{cond}: " + "; ".join(_fmt_score(r) for r in rows) + "."
+    if baseline:
+        return (head + " Baseline without explanations: a difference here is how predictable "
+                "each unit set is without any explanation, not how understandable its "
+                "explanations make it; read the explanation conditions against it.",
+                "baseline")
     if not comp.get("available"):
         return (head + f" {DICTIONARY_QUESTION} Not answerable: {comp.get('reason')}.",
                 "not shown")
