@@ -18,6 +18,8 @@ IPython only to display images in notebooks; when IPython is absent this script 
 
 ``--side floor`` times the physical floor of a step instead: one forward + backward of
 the truncated network on the same batch (suite comparison ``featurevis_step_vs_floor``).
+Both run through the copy with eval BatchNorm folded into the convs (built in the
+warm-up), ``--no-fold`` through the model itself (``RenderSettings.fold_norms`` off).
 
 Usage: python benchmarks/bench_featurevis.py [--device cuda] [--steps 64] [--size 128]
 The last line printed is one JSON object.
@@ -78,7 +80,8 @@ def _measure(model, layer: str, channels: list[int], images: torch.Tensor) -> li
 def run_ours(model, layer, channels, args) -> tuple[float, float, torch.Tensor, float]:
     seeds = [image_seed(args.seed, c) for c in channels]
     spec = TransformSpec(jitter=8, scales=SCALES, rotate_degrees=5, jitter_after=4, out_size=224)
-    settings = RenderSettings(steps=args.steps, lr=0.05, transforms=spec, crop=0, amp=args.amp)
+    settings = RenderSettings(steps=args.steps, lr=0.05, transforms=spec, crop=0, amp=args.amp,
+                              fold_norms=not args.no_fold)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(model.device)
@@ -136,8 +139,10 @@ def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
     """The physical floor of one optimisation step: one forward (truncated after the
     layer, channels-last, frozen weights) + backward to the input of the same batch
     (``--units`` images at the model's 224 px view), with the same objective, ``--steps``
-    times. What a render step adds on top is the parameterization, the transforms and
+    times, through the BatchNorm-folded copy a render step uses (the model itself with
+    ``--no-fold``). What a render step adds on top is the parameterization, the transforms and
     the optimizer."""
+    from causalvis.featurevis.fold import folded_model
     from causalvis.featurevis.render import frozen, memory_format
     from causalvis.models import ActivationProbe
 
@@ -147,6 +152,8 @@ def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if not args.no_fold:  # the network a render step runs (built in the warm-up)
+        model = folded_model(model)
     probe = ActivationProbe(model, objective.layers, mode="map", grad=True, channels_last=True)
     _sync(model.device)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -172,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (ours, CUDA only)")
+    ap.add_argument("--no-fold", action="store_true",
+                    help="ours: optimize through the model itself, BatchNorm not folded")
     ap.add_argument("--side", choices=("ours", "lucent", "floor"), default=None,
                     help="run one engine once (fresh process, for benchmarks/suite.py)")
     args = ap.parse_args(argv)
@@ -189,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
                "cuda_peak_mib": round(mem, 1), "units": args.units, "steps": args.steps,
                "s_per_step": round(seconds / args.steps, 5),
                "mean_activation": None if acts is None else round(float(np.mean(acts)), 4),
-               "device": str(model.device), "threads": args.threads, "torch": torch.__version__}
+               "device": str(model.device), "threads": args.threads, "torch": torch.__version__,
+               "fold_norms": None if args.side == "lucent" else not args.no_fold}
         print(json.dumps(one))
         return one
     run_ours(model, args.layer, channels[:1], warm)

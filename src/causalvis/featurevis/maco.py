@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from causalvis.featurevis.fold import folded_model
 from causalvis.featurevis.objectives import Objective
 from causalvis.featurevis.param import (
     ImageParam,
@@ -99,6 +100,7 @@ class MacoSettings:
     lr: float = 1.0
     crop_range: tuple[float, float] = (0.6, 1.0)  # crop side / canvas side
     noise: float = 0.05
+    fold_norms: bool = True  # as RenderSettings.fold_norms
     progress: bool = False
     desc: str = "maco"
 
@@ -135,8 +137,9 @@ def render_maco(
     opt = torch.optim.NAdam(param.params, lr=settings.lr)
     history: list[float] = []
     size = model.input_size
-    probe = ActivationProbe(model, objective.layers, mode="map", grad=True, channels_last=True)
-    with frozen(model), memory_format(model, True), probe:
+    net = folded_model(model) if settings.fold_norms else model
+    probe = ActivationProbe(net, objective.layers, mode="map", grad=True, channels_last=True)
+    with frozen(net), memory_format(net, True), probe:
         bar = tqdm(range(1, settings.steps + 1), desc=settings.desc, disable=not settings.progress)
         for _ in bar:
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,173 @@
+"""Frozen BatchNorm folded into the conv before it, for the render loop only.
+
+Eval-mode BatchNorm is a per-channel affine after each convolution, yet it costs about a
+third of a render step (its own forward and backward kernels). :func:`folded_model`
+gives a copy of the model in which every eval-mode ``BatchNorm2d`` (and the norm part of
+timm's ``BatchNormAct2d``) that reads the output of a plain ``Conv2d`` (which nothing
+else reads) is folded into that conv's weight and bias; the norm module then passes its
+input through (``BatchNormAct2d`` keeps its drop / act). Module types and names are
+unchanged, so every catalogue layer taps the same tensor up to float rounding: a norm
+layer's output (or its act's input) is now the folded conv's output. The user's model is
+never modified; the copy is cached per model and rebuilt when its weights change.
+
+Which conv feeds which norm, and that nothing else reads the conv's output, is traced on
+one forward pass (module hooks + a ``TorchFunctionMode`` seeing every op on the tensor).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import weakref
+from collections import Counter, defaultdict
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from causalvis.models import CausalvisModel
+
+# model -> (fingerprint, folded copy or None when nothing folds: no strong ref to the key)
+_CACHE: weakref.WeakKeyDictionary[CausalvisModel, tuple[tuple, CausalvisModel | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _is_bn(module: nn.Module) -> bool:
+    """A plain ``BatchNorm2d`` or timm's ``BatchNormAct2d`` in eval mode with statistics."""
+    return (
+        (type(module) is nn.BatchNorm2d or type(module).__name__ == "BatchNormAct2d")
+        and isinstance(module, nn.BatchNorm2d)
+        and not module.training
+        and module.running_mean is not None
+        and module.running_var is not None
+    )
+
+
+def _is_conv(module: nn.Module) -> bool:
+    """A convolution linear in its weight and bias: ``Conv2d`` or timm's ``Conv2dSame``
+    (TF padding); not weight-standardized subclasses (``StdConv2d``), where a scale cancels."""
+    cls = type(module)
+    return cls is nn.Conv2d or (
+        cls.__name__ == "Conv2dSame" and cls.__module__.startswith("timm.")
+    )
+
+
+class _Readers(TorchFunctionMode):
+    """Records, for each tracked tensor, which module was innermost when an op read it."""
+
+    def __init__(self, produced: dict[int, str], stack: list[str], readers) -> None:
+        super().__init__()
+        self.produced, self.stack, self.readers = produced, stack, readers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for leaf in tree_leaves((args, kwargs)):
+            if isinstance(leaf, torch.Tensor) and id(leaf) in self.produced:
+                self.readers[self.produced[id(leaf)]].append(self.stack[-1] if self.stack else "")
+        return func(*args, **kwargs)
+
+
+def foldable_pairs(model: CausalvisModel) -> list[tuple[str, str]]:
+    """``(conv, norm)`` module names where the norm's only reader of the conv's output is
+    that norm, each module called once in a forward pass at the model's input size."""
+    net = model.net
+    names = {m: n for n, m in net.named_modules()}
+    stack: list[str] = []
+    produced: dict[int, str] = {}
+    keep: list[torch.Tensor] = []  # ids stay unique while the tensors live
+    readers: dict[str, list[str]] = defaultdict(list)
+    calls: Counter[str] = Counter()
+    feeds: dict[str, str] = {}  # norm -> conv whose output it received
+
+    def pre(module, args):
+        name = names[module]
+        calls[name] += 1
+        if _is_bn(module) and args and id(args[0]) in produced:
+            feeds[name] = produced[id(args[0])]
+        stack.append(name)
+
+    def post(module, _args, output):
+        stack.pop()
+        if _is_conv(module) and isinstance(output, torch.Tensor):
+            produced[id(output)] = names[module]
+            keep.append(output)
+
+    handles = []
+    for module in names:
+        if module is not net:
+            handles.append(module.register_forward_pre_hook(pre))
+            handles.append(module.register_forward_hook(post))
+    x = torch.zeros(1, 3, model.input_size, model.input_size, device=model.device)
+    try:
+        with torch.no_grad(), _Readers(produced, stack, readers):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [
+        (conv, norm) for norm, conv in feeds.items()
+        if calls[norm] == 1 and calls[conv] == 1 and set(readers[conv]) == {norm}
+    ]
+
+
+def _passthrough(module: nn.Module):
+    """The norm's forward without its affine: identity, or a BatchNormAct's drop + act."""
+    if type(module) is nn.BatchNorm2d:
+        return lambda x: x
+    return lambda x: module.act(module.drop(x))
+
+
+@torch.no_grad()
+def fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Put ``bn``'s eval affine into ``conv`` (float64 arithmetic) and bypass it."""
+    var, mean = bn.running_var.double(), bn.running_mean.double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -mean * scale + (bn.bias.double() if bn.bias is not None else 0.0)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    w = conv.weight
+    conv.weight = nn.Parameter((w.double() * scale.view(-1, 1, 1, 1)).to(w.dtype),
+                               requires_grad=False)
+    conv.bias = nn.Parameter((bias * scale + shift).to(w.dtype), requires_grad=False)
+    bn.forward = _passthrough(bn)  # instance attribute: type and name stay the same
+
+
+def _fingerprint(model: CausalvisModel) -> tuple:
+    """What a cached copy depends on: each parameter's identity and version (in-place
+    updates, ``load_state_dict``), the buffers' contents (``.to`` replaces buffer objects),
+    devices and dtypes."""
+    params = tuple((n, id(p), p._version, str(p.device), p.dtype)
+                   for n, p in model.named_parameters())
+    digest = hashlib.sha256()
+    for n, b in model.named_buffers():
+        digest.update(f"{n}{tuple(b.shape)}{b.device}{b.dtype}".encode())
+        digest.update(b.detach().float().cpu().contiguous().numpy().tobytes())
+    return (model.input_size, getattr(model, "tokens", None), tuple(model.derived.keys()),
+            params, digest.hexdigest())
+
+
+def folded_model(model: CausalvisModel) -> CausalvisModel:
+    """A frozen copy of ``model`` with its foldable BatchNorms folded (cached per model);
+    ``model`` itself when there is nothing to fold."""
+    key = _fingerprint(model)
+    hit = _CACHE.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1] or model
+    pairs = foldable_pairs(model)
+    out = None
+    if pairs:
+        out = copy.deepcopy(model)
+        for module in out.modules():  # probes held open on the original stay there
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                for k in [k for k, f in hooks.items()
+                          if "ActivationProbe" in getattr(f, "__qualname__", "")]:
+                    del hooks[k]
+        for conv, norm in pairs:
+            fold_into(out.net.get_submodule(conv), out.net.get_submodule(norm))
+        for p in out.parameters():
+            p.requires_grad_(False)
+    _CACHE[model] = (key, out)
+    return out or model
