@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_user_models import _cli  # the one CLI runner of these tests
 
-from causalvis.cli import main
 from causalvis.errors import CausalvisError
 from causalvis.images import pil_to_tensor, prepare_image
 from causalvis.models import CausalvisModel, list_layers, load_model, probe_tensor
@@ -17,14 +17,6 @@ from causalvis.models import CausalvisModel, list_layers, load_model, probe_tens
 VIT = "timm:vit_tiny_patch16_224"
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,21 @@ def _torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _batched(embedder, images: Sequence[np.ndarray],
+             features: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """``[N, D]``: ``features`` of batches of [0, 1] images at the embedder's input size, on
+    its device, without autograd (the one loop of the package-backed similarities)."""
+    if not images:
+        return np.zeros((0, 0))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), embedder.batch_size):
+            x = torch.stack([to_tensor(im, embedder.input_size)
+                             for im in images[start:start + embedder.batch_size]])
+            out.append(features(x.to(embedder.device)))
+    return torch.cat(out).numpy()
+
+
 class DreamSimEmbedder(CachingEmbedder):
     """DreamSim embeddings (unit norm); similarity = cosine."""
 
@@ -95,15 +110,8 @@ class DreamSimEmbedder(CachingEmbedder):
         self.kind, self.cache, self.device, self.batch_size = kind, cache, device, batch_size
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, 0))
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                x = torch.stack([to_tensor(im, self.input_size)
-                                 for im in images[start:start + self.batch_size]])
-                out.append(F.normalize(self.net.embed(x.to(self.device)).float().cpu(), dim=1))
-        return torch.cat(out).numpy()
+        return _batched(self, images,
+                        lambda x: F.normalize(self.net.embed(x).float().cpu(), dim=1))
 
     def describe(self) -> dict:
         return {"similarity": "dreamsim", "model": f"dreamsim:{self.kind}",
@@ -140,15 +148,7 @@ class LpipsEmbedder(CachingEmbedder):
         self.backbone, self.device, self.batch_size = net, device, batch_size
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, 0))
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                x = torch.stack([to_tensor(im, self.input_size)
-                                 for im in images[start:start + self.batch_size]])
-                out.append(self._features(x.to(self.device) * 2 - 1).cpu())
-        return torch.cat(out).numpy()
+        return _batched(self, images, lambda x: self._features(x * 2 - 1).cpu())
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.net.net.forward(self.net.scaling_layer(x))
