@@ -24,11 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_of  # noqa: E402
 from causalvis.featurevis import FourierParam, RenderSettings, render, unit_objective
 from causalvis.featurevis.render import image_seed
 from causalvis.images import SampleSource
@@ -45,13 +49,7 @@ FV_IMAGES, FV_STEPS, FV_CANVAS = 9, 2560, 256
 
 def cpu_seconds(fn, repeats: int = 1) -> float:
     """CPU seconds of one call of ``fn`` (median of ``repeats``, after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        c0 = time.process_time()
-        fn()
-        times.append(time.process_time() - c0)
-    return float(np.median(times))
+    return best_of(fn, repeats=repeats, warmup=1, clock=time.process_time)
 
 
 def main(argv: list[str] | None = None) -> dict:
