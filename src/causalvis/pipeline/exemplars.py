@@ -1,9 +1,10 @@
 """Stage ``exemplars``: per unit, the ranked images and the query / reference image sets.
 
-Reads the scan, re-measures the extreme ranks exactly (:func:`refine_extremes`), plans the
-image sets with the configured scheme (:mod:`causalvis.stimuli.exemplars`) and writes
-``exemplars/<unit>.json`` (:mod:`causalvis.store.exemplars`) and the natural references as
-PNGs (``references/natural/<unit>/``).
+Reads the scan, re-measures the extreme ranks exactly (:func:`refine_extremes`, one pass
+shared by all units), plans the image sets with the configured scheme
+(:mod:`causalvis.stimuli.exemplars`) and writes ``exemplars/<unit>.json``
+(:mod:`causalvis.store.exemplars`) and the natural references as PNGs
+(``references/natural/<unit>/``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import io
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,32 +55,80 @@ def _ref_fields(ref: RankedImage) -> dict:
     return {"image_id": ref.image_id, "rank": ref.rank, "scan_activation": ref.activation}
 
 
-def write_natural_references(ctx, unit: UnitEntry, record: ExemplarRecord) -> None:
-    """PNGs of the unit's natural references + meta.json with probe-measured activations
-    of the exact stored bytes."""
+def write_natural_references(ctx, records: Sequence[tuple[UnitEntry, ExemplarRecord]]) -> None:
+    """PNGs of the units' natural references + meta.json with probe-measured activations
+    of the exact stored bytes: every distinct image encoded, decoded and measured once
+    for all units, each only as deep as the deepest of its units' layers."""
     from causalvis.images.preprocess import pil_to_tensor
-    from causalvis.models import probe_tensor
     from causalvis.store.assets import encode_png
 
-    folder = ctx.paths.reference_dir("natural", unit.key)
-    if folder.exists():
-        shutil.rmtree(folder)
-    files = _reference_files(record)
-    cache: dict[str, bytes] = {}
-    tensors = []
-    for item in files:
-        if item["image_id"] not in cache:
-            cache[item["image_id"]] = encode_png(ctx.source.load(item["image_id"]))
-        data = cache[item["image_id"]]
-        atomic_write(folder / item["file"], data)
-        with Image.open(io.BytesIO(data)) as img:
-            tensors.append(pil_to_tensor(img))
-    acts = probe_tensor(ctx.model, _stack(tensors), [unit.layer])[unit.layer][:, unit.channel]
-    for item, act in zip(files, acts.tolist(), strict=True):
-        item["activation"] = act
-    write_json(ctx.paths.reference_meta("natural", unit.key),
-               {"unit": unit.key, "layer": unit.layer, "channel": unit.channel,
-                "method": "natural", "images": files})
+    files = {unit.key: _reference_files(record) for unit, record in records}
+    pngs: dict[str, bytes] = {}
+    for items in files.values():
+        for item in items:
+            if item["image_id"] not in pngs:
+                pngs[item["image_id"]] = encode_png(ctx.source.load(item["image_id"]))
+
+    def load(image_id: str):
+        with Image.open(io.BytesIO(pngs[image_id])) as img:  # the served bytes, decoded
+            return pil_to_tensor(img)
+
+    needs = {(unit.layer, item["image_id"]) for unit, _ in records for item in files[unit.key]}
+    exact = exact_means(ctx.model, needs, load)
+    for unit, _ in records:
+        folder = ctx.paths.reference_dir("natural", unit.key)
+        if folder.exists():
+            shutil.rmtree(folder)
+        for item in files[unit.key]:
+            atomic_write(folder / item["file"], pngs[item["image_id"]])
+            item["activation"] = float(exact[unit.layer, item["image_id"]][unit.channel])
+        write_json(ctx.paths.reference_meta("natural", unit.key),
+                   {"unit": unit.key, "layer": unit.layer, "channel": unit.channel,
+                    "method": "natural", "images": files[unit.key]})
+
+
+def exact_means(model, needs: set[tuple[str, Hashable]], load: Callable[[Hashable], object],
+                batch: int = 32) -> dict[tuple[str, Hashable], np.ndarray]:
+    """All-channel spatial means (float32) for each needed ``(layer, image)``.
+
+    Each image is loaded once and forwarded once, truncated after the deepest layer any
+    of its needs names (images grouped by that layer, in a deterministic order), instead
+    of one truncated pass per unit: units that share images or layers share the work."""
+    from causalvis.models import probe_tensor
+
+    layers = sorted({layer for layer, _ in needs})
+    if not needs:
+        return {}
+    by_image: dict[Hashable, set[str]] = {}
+    for layer, image in needs:
+        by_image.setdefault(image, set()).add(layer)
+    depth = {name: i for i, name in enumerate(_fire_order(model, layers, load(
+        min(by_image))))}
+    groups: dict[str, list[Hashable]] = {}
+    for image, wanted in by_image.items():
+        groups.setdefault(max(wanted, key=depth.__getitem__), []).append(image)
+    out: dict[tuple[str, Hashable], np.ndarray] = {}
+    for deepest in sorted(groups, key=depth.__getitem__):
+        images = sorted(groups[deepest])
+        read = [name for name in layers if depth[name] <= depth[deepest]
+                and any(name in by_image[i] for i in images)]
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            acts = probe_tensor(model, _stack([load(i) for i in chunk]), read)
+            for name in read:
+                values = acts[name].float().numpy()
+                for row, image in enumerate(chunk):
+                    if name in by_image[image]:
+                        out[name, image] = values[row]
+    return out
+
+
+def _fire_order(model, layers: list[str], image) -> list[str]:
+    """The layers in the order a forward pass reaches them (one image, one pass)."""
+    from causalvis.models import ActivationProbe
+
+    with ActivationProbe(model, layers, truncate=False) as probe:
+        return list(probe.run(image[None]))
 
 
 def _ranks_needed(cfg, n_images: int) -> tuple[int, int]:
@@ -93,22 +142,16 @@ def _ranks_needed(cfg, n_images: int) -> tuple[int, int]:
             min(n_images, cfg.n_image_sets * (cfg.n_min_references + 1) + 1))
 
 
-def refine_extremes(
-    ctx, unit: UnitEntry, ids: Sequence[str], acts: np.ndarray, needed: tuple[int, int],
-    batch: int = 32,
-) -> np.ndarray:
-    """Exact (float32) activations for every image that could hold one of the needed top
-    or bottom ranks.
+def extreme_candidates(acts: np.ndarray, needed: tuple[int, int]) -> list[int]:
+    """Indices of every image that could hold one of the needed top or bottom ranks.
 
     The scan stores float16 (about three significant digits), which creates ties that
     are not in the model: ranks near a bin boundary could be decided by rounding. Every
     image whose stored value lies within two float16 steps of the k-th value is measured
-    again, so the k extreme images by exact value are all among the re-measured ones.
+    again (:func:`exact_means`), so the k extreme images by exact value are all among the
+    re-measured ones.
     """
-    from causalvis.images.preprocess import pil_to_tensor
-    from causalvis.models import probe_tensor
-
-    acts = np.asarray(acts, dtype=np.float64).copy()
+    acts = np.asarray(acts, dtype=np.float64)
     n_top, n_bottom = needed
     candidates: set[int] = set()
     order = np.sort(acts)
@@ -119,13 +162,26 @@ def refine_extremes(
         tol = 2 * float(np.spacing(np.float16(abs(kth)))) + 1e-6
         mask = acts >= kth - tol if side == "top" else acts <= kth + tol
         candidates.update(np.flatnonzero(mask).tolist())
-    idx = sorted(candidates)
-    for start in range(0, len(idx), batch):
-        chunk = idx[start : start + batch]
-        images = _stack([pil_to_tensor(ctx.source.load(ids[i])) for i in chunk])
-        exact = probe_tensor(ctx.model, images, [unit.layer])[unit.layer][:, unit.channel]
-        acts[chunk] = exact.double().numpy()
-    return acts
+    return sorted(candidates)
+
+
+def refine_extremes(ctx, units: Sequence[UnitEntry], table: ActivationTable,
+                    needed: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Each unit's scan column with its extreme candidates re-measured in float32, for
+    all units in one shared pass (:func:`exact_means`)."""
+    from causalvis.images.preprocess import pil_to_tensor
+
+    ids = table.ids
+    columns = {u.key: np.asarray(table.column(u.layer, u.channel), dtype=np.float64).copy()
+               for u in units}
+    chosen = {u.key: extreme_candidates(columns[u.key], needed) for u in units}
+    needs = {(u.layer, i) for u in units for i in chosen[u.key]}
+    exact = exact_means(ctx.model, needs, lambda i: pil_to_tensor(ctx.source.load(ids[i])))
+    for u in units:
+        col = columns[u.key]
+        for i in chosen[u.key]:
+            col[i] = float(exact[u.layer, i][u.channel])
+    return columns
 
 
 def study_groups(ctx, ids: Sequence[str]) -> ImageGroups | None:
@@ -168,13 +224,16 @@ def run_exemplars_stage(ctx) -> None:
             todo.append((unit, digest, name))
     if len(todo) < len(units):
         log.info("exemplars: %d of %d units already done", len(units) - len(todo), len(units))
-    ids = table.ids if todo else []
-    for unit, digest, name in tqdm(todo, desc="exemplars", unit="unit",
-                                        disable=not ctx.progress):
-        acts = table.column(unit.layer, unit.channel)
-        acts = refine_extremes(ctx, unit, ids, acts, _ranks_needed(cfg, len(acts)))
+    if not todo:
+        return
+    # every unit's candidates, not only the unfinished ones': the shared pass (and with
+    # it each value's last float bits) then does not depend on what a crash left done
+    exact = refine_extremes(ctx, units, table, _ranks_needed(cfg, len(table.ids)))
+    done = []
+    for unit, _, _ in tqdm(todo, desc="exemplars", unit="unit", disable=not ctx.progress):
+        acts = exact[unit.key]
         plan = plan_for_unit(acts, cfg, [cfg.seed, unit.seed], unit.spec, by_image)
-        record = exemplar_record(unit, acts, ids, plan, cfg, by_image,
+        record = exemplar_record(unit, acts, table.ids, plan, cfg, by_image,
                                  groups.grouping if groups else "groups")
         rule = record.exclude_query_group
         if rule is not None and (rule.reused or rule.same_group):
@@ -182,5 +241,7 @@ def run_exemplars_stage(ctx) -> None:
                         "%d references reused within their bin, %d share the query's group",
                         unit.spec, rule.reused, rule.same_group)
         write_exemplars(paths, record)
-        write_natural_references(ctx, unit, record)
+        done.append((unit, record))
+    write_natural_references(ctx, done)
+    for _, digest, name in todo:
         write_stamp(paths, name, digest)
