@@ -25,6 +25,15 @@ before any attribute is read):
   ``Conv2d`` + ``BatchNorm2d`` pair is folded into one op (eval statistics). Not
   supported: SE / attention blocks, anti-aliasing, drop-block, the average-pool shortcut
   of ResNet-D (``resnet*d``, ``resnet10t``), dilation.
+* torchvision ``GoogLeNet`` (:mod:`incremental_inception`): ``transform_input``, the
+  stem and each ``Inception`` module as ``fork``, its four branches split by ``branch``
+  ops, ``cat`` (the branch windows concatenated on channels, on the box holding them all,
+  each materialized from its own base map as ``add`` does). ``MaxPool2d`` ``ceil_mode``
+  is its extra right / bottom padding (:func:`_pads`). Layers: the ``BatchNorm2d`` layers
+  (pre-ReLU, inside branches too) and the ``Inception`` module outputs.
+* our Lucent-layout ``InceptionV1`` (same module): the same forks; its stem's asymmetric
+  padding is an op's ``fixed_pads``, its TF-'SAME' pools ``ceil_mode`` pools, its LRN a
+  pointwise op. Layers: the conv layers and the mixed (pre-ReLU concat) layers.
 
 Derived layers (dictionary features, directions: pointwise over their base layer's map)
 are applied to the base and window maps, exactly. Any other module raises
@@ -38,7 +47,6 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,20 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from causalvis.models import CausalvisModel
+from causalvis.stimuli import incremental_inception
+from causalvis.stimuli.incremental_ops import Unsupported, _Op, _path
 from causalvis.stimuli.occlusion import Occluder, Sweep
 
 log = logging.getLogger("causalvis.occlusion")
 CL = torch.channels_last  # window copies move contiguous runs of w * C values
-
-
-@dataclass
-class _Op:
-    # "conv" (spatial conv or max-pool), "point" (elementwise / 1x1), "push" (save the
-    # block input), "swap" (exchange the current map and the saved one: the shortcut's
-    # own ops run next), "add", "mark"
-    kind: str
-    module: nn.Module | None = None
-    name: str = ""  # the layer a "mark" op reads out; else the module's path
 
 
 # -- what the engine understands: explicit allow-lists, checked by exact type name before
@@ -108,19 +108,6 @@ RES_BLOCK_EXTRA = ("downsample", "se", "drop_path")
 POOLS = ("MaxPool2d",)  # the window arithmetic of a convolution, context padded with -inf
 
 
-def _path(m: nn.Module) -> str:
-    return f"{type(m).__module__}.{type(m).__qualname__}"
-
-
-class Unsupported(NotImplementedError):
-    """A module the incremental engine does not understand (named by its type)."""
-
-    def __init__(self, module: nn.Module, where: str, why: str = "") -> None:
-        self.module_type = type(module).__name__
-        self.where = where or "the net"
-        super().__init__(f"{self.module_type} at {self.where}" + (f" ({why})" if why else ""))
-
-
 def _check_pointwise(m: nn.Module, where: str) -> None:
     """``m`` and all its children act position by position (or raise :class:`Unsupported`)."""
     name = type(m).__name__
@@ -149,8 +136,8 @@ def _conv_or_point(m: nn.Module, where: str) -> _Op:
     if name in POOLS:
         k, s, p, d = (m.kernel_size, m.stride, m.padding, m.dilation)
         if not (isinstance(k, int) and isinstance(s, int) and isinstance(p, int)
-                and d == 1 and not m.ceil_mode and not m.return_indices):
-            raise Unsupported(m, where, "non-square, dilated or ceil-mode pooling")
+                and d == 1 and not m.return_indices):
+            raise Unsupported(m, where, "non-square or dilated pooling")
         return _Op("conv", m, where)
     if name in CONVS and not (name == "Conv2d" and m.kernel_size == (1, 1)
                               and m.stride == (1, 1) and m.padding in ((0, 0), 0)):
@@ -196,6 +183,10 @@ def chain(model: CausalvisModel, layers: Sequence[str]) -> list[_Op]:
     net = model.net
     if _path(net) in RESNETS:
         return _resnet_chain(net, layers)
+    if _path(net) in incremental_inception.CHAINS:  # GoogLeNet, InceptionV1
+        raw = incremental_inception.CHAINS[_path(net)](net, layers)
+        return _fold_bn([_conv_or_point(op.module, op.name) if op.kind == "module" else op
+                         for op in raw])
     if type(net).__name__ not in NETS:
         raise Unsupported(net, "", "not a timm EfficientNet / MobileNetV3 or ResNet net")
     wanted = set(layers)
@@ -334,11 +325,21 @@ def _geometry(m: nn.Module) -> tuple[int, int, int]:
 
 
 def _pads(conv: nn.Module, size: int) -> tuple[int, int]:
-    """(before, after) padding of ``conv`` on a ``size`` input (timm 'same' or static)."""
+    """(before, after) padding of ``conv`` on a ``size`` input (timm 'same' or static; a
+    ``ceil_mode`` max-pool: the extra right / bottom cells its last window reaches; an op
+    with ``fixed_pads``: those)."""
     k, s, p = _geometry(conv)
+    fixed = getattr(conv, "fixed_pads", None)  # a conv on an explicitly padded input
+    if fixed is not None:
+        return fixed
     if type(conv).__name__ == "Conv2dSame":
         total = max((math.ceil(size / s) - 1) * s + k - size, 0)
         return total // 2, total - total // 2
+    if getattr(conv, "ceil_mode", False):
+        out = -(-(size + 2 * p - k) // s) + 1
+        if (out - 1) * s >= size + p:  # PyTorch: the last window must start inside
+            out -= 1
+        return p, max(p, (out - 1) * s + k - size - p)
     return p, p
 
 
@@ -388,10 +389,18 @@ class IncrementalSweep:
         context; mark: the layer's map)."""
         inputs: list[torch.Tensor | None] = []
         stack: list[torch.Tensor] = []
+        forks: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
         for op in self.ops:
             inputs.append(x if op.kind != "point" else None)
             if op.kind == "push":
                 stack.append(x)
+            elif op.kind == "fork":
+                forks.append((x, []))
+            elif op.kind == "branch":
+                forks[-1][1].append(x)
+                x = forks[-1][0]
+            elif op.kind == "cat":
+                x = torch.cat([*forks.pop()[1], x], 1)
             elif op.kind == "swap":
                 x, stack[-1] = stack[-1], x
             elif op.kind == "add":
@@ -458,6 +467,7 @@ class IncrementalSweep:
 
     def _window_pass(self, win: torch.Tensor, off: np.ndarray, inputs) -> dict[str, torch.Tensor]:
         stack: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]] = []
+        forks: list[tuple[tuple[torch.Tensor, np.ndarray], list[tuple]]] = []
         out: dict[str, torch.Tensor] = {}
         for i, (op, base_in) in enumerate(zip(self.ops, inputs, strict=True)):
             if op.kind == "mark":
@@ -479,6 +489,13 @@ class IncrementalSweep:
                 win, off = s_win, s_off
             elif op.kind == "add":
                 win, off = self._add(win, off, base_in, *stack.pop())
+            elif op.kind == "fork":
+                forks.append(((win, off), []))
+            elif op.kind == "branch":
+                forks[-1][1].append((win, off, base_in))
+                win, off = forks[-1][0]
+            elif op.kind == "cat":
+                win, off = self._cat([*forks.pop()[1], (win, off, base_in)])
             else:
                 win, off = self._conv(op.module, win, off, base_in, i)
         return out
@@ -501,6 +518,21 @@ class IncrementalSweep:
         start = np.clip(lo, 0, size - n)
         return (_materialize(base, win, off, start, (n, n))
                 + _materialize(s_base, s_win, s_off, start, (n, n))), start
+
+    @staticmethod
+    def _cat(parts: list[tuple[torch.Tensor, np.ndarray, torch.Tensor]]):
+        """Branch windows ``(win, off, base map)`` concatenated on channels, each placed on
+        the smallest box holding all of them (one that already is that box as it is)."""
+        size = parts[0][2].shape[-1]
+        if all(w.shape[-1] == size for w, _, _ in parts):
+            return torch.cat([w for w, _, _ in parts], 1), parts[0][1]
+        lo = np.minimum.reduce([o for _, o, _ in parts])
+        hi = np.maximum.reduce([o + w.shape[-1] for w, o, _ in parts])
+        n = min(int((hi - lo).max()), size)
+        start = np.clip(lo, 0, size - n)
+        return torch.cat([w if w.shape[-1] == n and (o == start).all()
+                          else _materialize(b, w, o, start, (n, n)) for w, o, b in parts],
+                         1), start
 
     def _conv(self, conv: nn.Module, win, off, base_in, i: int):
         size = base_in.shape[-1]
