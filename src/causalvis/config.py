@@ -151,8 +151,9 @@ class OcclusionConfig(_Section):
     engine: Literal["auto", "full", "incremental"] = Field(
         "auto", description="incremental = exact window-only recompute (allow-listed timm "
         "EfficientNet / MobileNetV3 block outputs, timm / torchvision ResNet block outputs and "
-        "norm layers); auto = incremental where every module is "
-        "allow-listed, else the truncated full sweep (one log line names the module type)"
+        "norm layers, torchvision GoogLeNet / inceptionv1 module outputs and branch layers, "
+        "timm ConvNeXt block, stage, norm and MLP layers); auto = incremental where every "
+        "module is allow-listed, else the truncated full sweep (one log line names the module type)"
     )
     batch_size: int = Field(64, ge=1)
     seed: int = 0

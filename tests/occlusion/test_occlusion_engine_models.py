@@ -43,7 +43,7 @@ ARCHS: dict[str, tuple[list[str], str | None]] = {
     "mixnet_s": (["blocks.1.0", "blocks.2.0"], "MixedConv2d"),
     "efficientnet_es": (BLOCKS, "EdgeResidual"),
     "tf_efficientnetv2_b0": (["blocks.1.0", "blocks.2.0"], "ConvBnAct"),
-    "convnext_atto": (["stages.0", "stages.1"], "ConvNeXt"),
+    "convnext_atto": (["stages.0", "stages.1"], None),
     # ResNets: block outputs and plain BatchNorm2d norm layers (the shortcut's included)
     "resnet18": (["bn1", "layer1.0", "layer2.0.downsample.1", "layer2.1.bn2", "layer4.1"],
                  None),

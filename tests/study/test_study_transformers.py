@@ -2,8 +2,9 @@
 and a channels-last ConvNeXt layer, both as ``python:`` factory modules the test writes,
 build end to end through trials, references (natural and feature visualization) and
 sessions, then observe (finite accuracies), MIS and a simulated pilot with its analysis;
-the occlusion stage says which engine ran (the full sweep: the incremental engine is
-EfficientNet-only) and the scan records the token policy. The two built studies are then
+the occlusion stage says which engine ran (the ViT: the full sweep, a patch reaches every
+token; the ConvNeXt: the incremental engine, exact on its channels-last layers too) and
+the scan records the token policy. The two built studies are then
 the sub-studies of a multi-model study mixing the CNN and the ViT (their own layers through
 ``units.model_layers``), analysed like the model comparison."""
 
@@ -92,7 +93,7 @@ def convnext_study(tmp_path_factory, factory_file):
     return _tiny(root, f"python:{factory_file}:convnext", CNX_LAYER)
 
 
-def _check_built(root: Path, layer: str) -> StudyPaths:
+def _check_built(root: Path, layer: str, engine: str) -> StudyPaths:
     paths = StudyPaths(root)
     units = read_units(paths)
     assert units and all(u.layer == layer for u in units)
@@ -103,19 +104,19 @@ def _check_built(root: Path, layer: str) -> StudyPaths:
             assert len(list((paths.references / "synthetic" / unit.key).rglob("*.png"))) >= 2
     for unit in units:
         for result in paths.occlusion.glob(f"{unit.key}/set*.npz"):
-            assert read_occlusion(result).engine == "full"
+            assert read_occlusion(result).engine == engine
     assert any(paths.occlusion.glob("*/set*.npz"))
     return paths
 
 
 def test_vit_token_study_builds_end_to_end(vit_study):
-    paths = _check_built(vit_study, VIT_LAYER)
+    paths = _check_built(vit_study, VIT_LAYER, "full")
     assert read_index(paths).tokens == "patch"
     assert StudyConfig.load(paths.config).model.tokens == "patch"
 
 
 def test_channels_last_study_builds_end_to_end(convnext_study):
-    paths = _check_built(convnext_study, CNX_LAYER)
+    paths = _check_built(convnext_study, CNX_LAYER, "incremental")
     assert read_index(paths).tokens is None  # no token layer scanned: nothing recorded
 
 

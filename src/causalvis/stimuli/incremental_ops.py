@@ -1,6 +1,6 @@
 """The op list of the incremental occlusion engine (:mod:`occlusion_incremental`): the op
 type, its refusal and the class-path matcher, below the engine and the per-family chain
-builders (:mod:`incremental_inception`) so those need not import the engine."""
+builders (:mod:`incremental_inception`, :mod:`incremental_convnext`) so those need not import the engine."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ class _Op:
     kind: str
     module: nn.Module | None = None
     name: str = ""  # the layer a "mark" op reads out; else the module's path
+
+
+# Modules acting on each position alone (per-channel affine, elementwise activations).
+POINTWISE = (
+    "Identity", "BatchNorm2d", "BatchNormAct2d", "Dropout", "DropPath",
+    "ReLU", "ReLU6", "SiLU", "Swish", "Hardswish", "HardSwish", "Hardsigmoid", "HardSigmoid",
+    "Sigmoid", "Tanh", "GELU", "Mish", "LeakyReLU", "PReLU", "ELU",
+)
 
 
 def _path(m: nn.Module) -> str:
