@@ -1,4 +1,4 @@
-"""glibc malloc tuning (causalvis.compute.allocator) on vs off, side by side in one run.
+"""glibc malloc tuning (causalvis.malloc) on vs off, side by side in one run.
 
 The same workload runs in fresh child processes, alternating ``CAUSALVIS_MALLOC_TUNING=0``
 and ``=1`` (``--repeats`` times each): a batched feature-visualization render (the
@@ -29,7 +29,7 @@ import numpy as np
 
 def workload(args: argparse.Namespace) -> dict:
     """Run in the child: tune (or not), render, scan; print the pixel digest as JSON."""
-    from causalvis.compute.allocator import tune_malloc
+    from causalvis.malloc import tune_malloc
 
     applied = tune_malloc()
     import torch

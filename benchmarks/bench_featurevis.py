@@ -19,7 +19,9 @@ IPython only to display images in notebooks; when IPython is absent this script 
 ``--side floor`` times the physical floor of a step instead: one forward + backward of
 the truncated network on the same batch (suite comparison ``featurevis_step_vs_floor``).
 Both run through the copy with eval BatchNorm folded into the convs (built in the
-warm-up), ``--no-fold`` through the model itself (``RenderSettings.fold_norms`` off).
+warm-up), ``--no-fold`` through the model itself (``RenderSettings.fold_norms`` off). Both serve
+their buffers from the malloc heap as a render does (``causalvis.malloc.heap_allocations``; ``--no-heap``:
+fresh mmap pages, ``RenderSettings.heap_allocations`` off).
 
 Usage: python benchmarks/bench_featurevis.py [--device cuda] [--steps 64] [--size 128]
 The last line printed is one JSON object.
@@ -81,7 +83,7 @@ def run_ours(model, layer, channels, args) -> tuple[float, float, torch.Tensor, 
     seeds = [image_seed(args.seed, c) for c in channels]
     spec = TransformSpec(jitter=8, scales=SCALES, rotate_degrees=5, jitter_after=4, out_size=224)
     settings = RenderSettings(steps=args.steps, lr=0.05, transforms=spec, crop=0, amp=args.amp,
-                              fold_norms=not args.no_fold)
+                              fold_norms=not args.no_fold, heap_allocations=not args.no_heap)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(model.device)
@@ -144,6 +146,7 @@ def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
     the optimizer."""
     from causalvis.featurevis.fold import folded_model
     from causalvis.featurevis.render import frozen, memory_format
+    from causalvis.malloc import heap_allocations
     from causalvis.models import ActivationProbe
 
     objective = unit_objective(layer, channels, 1)
@@ -157,7 +160,7 @@ def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
     probe = ActivationProbe(model, objective.layers, mode="map", grad=True, channels_last=True)
     _sync(model.device)
     t0, c0 = time.perf_counter(), time.process_time()
-    with frozen(model), memory_format(model, True), probe:
+    with heap_allocations(not args.no_heap), frozen(model), memory_format(model, True), probe:
         for _ in range(args.steps):
             x.grad = None
             acts = probe.run(x)
@@ -181,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (ours, CUDA only)")
     ap.add_argument("--no-fold", action="store_true",
                     help="ours: optimize through the model itself, BatchNorm not folded")
+    ap.add_argument("--no-heap", action="store_true",
+                    help="ours and floor: large buffers from fresh mmap pages "
+                         "(RenderSettings.heap_allocations off)")
     ap.add_argument("--side", choices=("ours", "lucent", "floor"), default=None,
                     help="run one engine once (fresh process, for benchmarks/suite.py)")
     args = ap.parse_args(argv)
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
                "s_per_step": round(seconds / args.steps, 5),
                "mean_activation": None if acts is None else round(float(np.mean(acts)), 4),
                "device": str(model.device), "threads": args.threads, "torch": torch.__version__,
-               "fold_norms": None if args.side == "lucent" else not args.no_fold}
+               "fold_norms": None if args.side == "lucent" else not args.no_fold,
+               "heap_allocations": None if args.side == "lucent" else not args.no_heap}
         print(json.dumps(one))
         return one
     run_ours(model, args.layer, channels[:1], warm)

@@ -5,7 +5,9 @@ cpu --quick``) that, on ``--device cuda``:
 
 1. **checks** that the GPU computes what the CPU computes: scan activations of 32
    embedded images, one occlusion sweep (plain and incremental), and the activation of a
-   rendered feature visualization, each within a stated tolerance of the CPU result;
+   rendered feature visualization, each within a stated tolerance of the CPU result; and
+   that a scan of the same images as JPEGs decoded by nvjpeg on the GPU matches the one
+   decoded on the CPU (``scan_gpu_decode_*``);
 2. runs the side-by-side **benchmarks** (``suite.py``: fresh processes, interleaved);
 3. **builds** a small end-to-end study (quick preset, ``--device cuda``) and times it;
 
@@ -69,11 +71,48 @@ def _checks(device: str, quick: bool) -> dict:
     flat_c, flat_d = s_cpu.reshape(-1, s_cpu.shape[-1]), s_dev.reshape(-1, s_dev.shape[-1])
     out["occlusion_argmax_agree"] = float(np.mean(flat_c.argmax(0) == flat_d.argmax(0)))
     out["occlusion_argmin_agree"] = float(np.mean(flat_c.argmin(0) == flat_d.argmin(0)))
+    out.update(_decode_check(dev, src, ids, rel))
     tol = {"scan_max_rel_diff": 1e-2, "occlusion_plain_max_rel_diff": 1e-2,
-           "occlusion_incremental_max_rel_diff": 1e-2}  # fmt: skip
+           "occlusion_incremental_max_rel_diff": 1e-2,
+           "scan_gpu_decode_max_rel_diff": 3e-2}  # fmt: skip
     out["tolerance"] = tol
-    out["ok"] = all(isinstance(out[k], str) or out[k] <= v for k, v in tol.items())
+    out["ok"] = all(isinstance(out[k], str) or out[k] <= v for k, v in tol.items()) and \
+        out["scan_gpu_decode_same_ids"]
     return out
+
+
+def _decode_check(dev, src, ids, rel) -> dict:
+    """The scan of a JPEG folder with nvjpeg decoding (``decode="gpu"``, what a CUDA scan
+    picks) vs the CPU (libjpeg + PIL) decode, same device and probe: nvjpeg's IDCT and
+    torch's resize differ from PIL's by a few pixel levels, so a small, stated tolerance.
+    On a CPU device both sides take the CPU path (``gpu_decode`` says which ran)."""
+    import numpy as np
+
+    from causalvis.images import FolderSource
+    from causalvis.images.gpu_decode import gpu_decode_reason
+    from causalvis.models import ActivationProbe, resolve_layer
+    from causalvis.pipeline.scan import _scan_shard
+
+    layer = "blocks.3.2"
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, image_id in enumerate(ids):  # 288 px JPEGs: the resize path runs too
+            src.load(image_id).resize((288, 288)).save(Path(tmp) / f"{k:03d}.jpg", quality=90)
+        folder = FolderSource(tmp, dev.input_size, dev.crop_pct)
+        channels = {layer: resolve_layer(dev, layer).channels}
+        runs = {}
+        with ActivationProbe(dev, [layer]) as probe:
+            for decode in ("cpu", "gpu"):
+                t0 = time.perf_counter()
+                result = _scan_shard(probe, folder, folder.ids, batch_size=16, workers=2,
+                                     channels=channels, dtype="float32", decode=decode)
+                runs[decode] = (result, time.perf_counter() - t0)
+        reason = gpu_decode_reason(folder, dev.device, folder.ids, "gpu")
+    a, b = runs["cpu"][0].acts[layer], runs["gpu"][0].acts[layer]
+    return {"gpu_decode": reason or "nvjpeg",
+            "scan_gpu_decode_max_rel_diff": rel(a, b),
+            "scan_gpu_decode_mean_rel_diff": float(np.abs(a - b).mean() / np.abs(a).max()),
+            "scan_gpu_decode_same_ids": runs["cpu"][0].ids == runs["gpu"][0].ids,
+            "scan_decode_seconds": {k: round(v[1], 3) for k, v in runs.items()}}
 
 
 def _run(cmd: list[str], timeout_s: float) -> tuple[float, str]:

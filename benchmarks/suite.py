@@ -7,6 +7,7 @@ are not dependencies of causalvis (Lucent) live in their own folder (``--peers``
 
     .venv/bin/python benchmarks/suite.py                       # all, 5 pairs each
     .venv/bin/python benchmarks/suite.py --only occlusion_k1 --pairs 7
+    .venv/bin/python benchmarks/suite.py --only scan_scale_vs_bare --scale-images 50000 --pairs 3
     .venv/bin/python benchmarks/suite.py --quick               # tiny sizes: a smoke run
     .venv/bin/python benchmarks/suite.py --device cuda         # on a GPU machine
     .venv/bin/python benchmarks/suite.py --only occlusion_plain_vs_incremental \
@@ -35,7 +36,8 @@ def _script(name: str, *args: str) -> list[str]:
 
 def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
                 stride_px: int | None = None, fv_steps: int | None = None,
-                occ_model: list[str] | None = None) -> dict:  # fmt: skip
+                occ_model: list[str] | None = None,
+                scale_images: int | None = None) -> dict:  # fmt: skip
     """name -> (baseline, candidate, what the ratio means). Ratio > 1: candidate faster."""
     common = ["--device", device, "--threads", str(threads)]
     stride = ["--stride", str(stride_px or (56 if quick else 16))]
@@ -43,6 +45,9 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
     fv = ["--units", "2" if quick else "8", "--steps", str(fv_steps or (4 if quick else 64)),
           "--size", "64" if quick else "128"]  # fmt: skip
     scan = ["--images", "16" if quick else "96", "--batch-size", "8" if quick else "32"]
+    # the script's own default is 50,000 images; the suite's keeps `make bench` bearable
+    scale = ["--images", str(scale_images or (64 if quick else 1000)),
+             "--batch-size", "16" if quick else "64"]
     # the peers folder goes in front of (not instead of) the caller's PYTHONPATH, so the
     # peer's side imports the same causalvis as ours (a worktree's src, say)
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -84,6 +89,11 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
             Side("bare", _script("bench_scan.py", *common, *scan, "--side", "bare")),
             Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),
             "scan (5 layers, truncated, float16 storage) vs a bare forward (> 0.95 goal)"),
+        "scan_scale_vs_bare": (
+            Side("bare", _script("bench_scan_scale.py", *common, *scale, "--side", "bare")),
+            Side("scan", _script("bench_scan_scale.py", *common, *scale, "--side", "scan")),
+            "scan of a synthetic JPEG folder (decode, probe, float16 shards on disk) vs decode "
+            "+ the bare truncated forward (goal >= 0.95; RSS at 10/50/90 % flat)"),
         "dictionary_scan": (
             Side("plain", _script("bench_dictionary_scan.py", *common, *scan, "--side",
                                   "plain")),
@@ -130,12 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--occlusion-weights", default=None,
                     help="'random' for a model without cached weights (timing only)")
     ap.add_argument("--occlusion-layer", default=None, help="with --occlusion-model")
+    ap.add_argument("--scale-images", type=int, default=None,
+                    help="images of scan_scale_vs_bare (default 1000, quick 64; the lead's "
+                    "figure: 50000)")
     args = ap.parse_args(argv)
     occ_model = [*(["--model", args.occlusion_model] if args.occlusion_model else []),
                  *(["--weights", args.occlusion_weights] if args.occlusion_weights else []),
                  *(["--layer", args.occlusion_layer] if args.occlusion_layer else [])]
     table = comparisons(args.device, args.threads, args.quick, args.peers, args.stride,
-                        args.fv_steps, occ_model)
+                        args.fv_steps, occ_model, args.scale_images)
     unknown = [n for n in args.only if n not in table]
     if unknown:
         print(f"error: unknown comparison {', '.join(unknown)} (known: {', '.join(table)})",

@@ -11,7 +11,7 @@ import pytest
 
 CHILD = """
 import json, torch
-from causalvis.compute.allocator import tune_malloc
+from causalvis.malloc import tune_malloc
 first, again = tune_malloc(), tune_malloc()
 torch.manual_seed(0)
 x = torch.randn(256, 1024)

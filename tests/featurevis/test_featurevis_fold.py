@@ -15,7 +15,7 @@ from causalvis.featurevis import (
     render_maco,
     unit_objective,
 )
-from causalvis.featurevis.fold import foldable_pairs, folded_model
+from causalvis.featurevis.fold import as_shifted_same, foldable_pairs, folded_model
 from causalvis.featurevis.render import evaluate
 from causalvis.models import ActivationProbe, load_model
 
@@ -118,3 +118,30 @@ def test_maco_folds_too(lite0):
     # the first step sees the same image; NAdam at lr 1 on phases then amplifies rounding
     assert runs[0].history[0] == pytest.approx(runs[1].history[0], rel=1e-4)
     assert runs[0].history[1] == pytest.approx(runs[1].history[1], rel=2e-2)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "groups"), [(3, 2, 4), (5, 2, 4), (4, 2, 1), (3, 1, 1)])
+def test_same_convs_run_without_the_padded_copy_exactly(kernel, stride, groups):
+    import copy
+    import importlib
+
+    same_cls = importlib.import_module("timm.layers.conv2d_same").Conv2dSame
+    torch.manual_seed(1)
+    conv = same_cls(4, 8, kernel, stride, groups=groups, bias=True)
+    shifted = copy.deepcopy(conv)
+    as_shifted_same(shifted)
+    for hw in ((17, 20), (16, 16)):  # odd / even: one more pad after, or symmetric
+        x = torch.randn(2, 4, *hw, requires_grad=True)
+        want, got = conv(x), shifted(x)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-6)
+        gw, = torch.autograd.grad(want.square().sum(), x)
+        gg, = torch.autograd.grad(got.square().sum(), x)
+        assert torch.allclose(gg, gw, atol=1e-5)
+
+
+def test_the_copy_runs_lites_same_convs_shifted(lite0):
+    copy_modules = dict(folded_model(lite0).net.named_modules())
+    same = [n for n, m in lite0.net.named_modules() if type(m).__name__ == "Conv2dSame"]
+    assert len(same) == 5
+    assert all("forward" in vars(copy_modules[n]) for n in same)

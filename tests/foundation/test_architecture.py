@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "causalvis"
 
 # Rank of each top-level package: a module may import its own package and lower ranks.
 RANKS = {
-    "<root>": 0, "errors": 0,
+    "<root>": 0, "errors": 0, "malloc": 0,
     "store": 1, "presets": 1,
     "config": 2,
     "models": 3, "images": 3,

@@ -68,3 +68,25 @@ def test_open_source_errors(tmp_path):
     with pytest.raises(CausalvisError, match="no images"):
         _ = open_source(tmp_path, 224).ids
     assert isinstance(open_source("samples", 224), SampleSource)
+
+
+def test_iter_images_decodes_a_bounded_lookahead(tmp_path):
+    """At most ``lookahead`` images are decoded beyond the one the consumer holds (memory
+    stays flat), and a batching consumer can ask for a whole batch ahead."""
+    for i in range(40):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i:02d}.png")
+
+    class Counting(FolderSource):
+        loads = 0
+
+        def load_array(self, image_id):
+            Counting.loads += 1
+            return super().load_array(image_id)
+
+    for lookahead, expected in ((None, 1 + 8), (20, 1 + 20), (3, 1 + 3)):
+        Counting.loads = 0
+        it = Counting(tmp_path, 16).iter_images(workers=2, lookahead=lookahead)
+        assert next(it)[0] == "00.png"
+        it.close()  # the pool finishes what was submitted, nothing more
+        assert Counting.loads == expected
+    assert len(list(Counting(tmp_path, 16).iter_images(lookahead=5))) == 40

@@ -119,3 +119,33 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, lite0, samples, caplo
     assert "broken.jpg" not in table.ids and "sub/red.png" in table.ids
     assert table.matrix("blocks.1.1").shape == (7, table.channels["blocks.1.1"])
     assert "broken.jpg" in caplog.text and "2 unreadable image(s)" in caplog.text
+
+
+def test_decode_overlaps_the_forward_and_the_gpu_decode_path_matches(tmp_path, lite0, samples,
+                                                                      monkeypatch):
+    """The CPU path keeps a whole batch decoding ahead of the forward; the GPU-decode path
+    (run here with torchvision's CPU decoder standing in for nvjpeg) gives the same
+    activations within tolerance and skips the same corrupt file."""
+    from causalvis.models import ActivationProbe
+
+    for i, image_id in enumerate(samples.ids[:5]):
+        samples.load(image_id).resize((96, 96)).save(tmp_path / f"im{i}.jpg", quality=95)
+    (tmp_path / "im9.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    source = FolderSource(tmp_path, lite0.input_size, lite0.crop_pct)
+    lookaheads = []
+    real_iter = source.iter_images
+    monkeypatch.setattr(source, "iter_images", lambda ids, workers, lookahead=None:
+                        lookaheads.append(lookahead) or real_iter(ids, workers, lookahead))
+    channels = {"blocks.1.1": 24}
+    kw = {"batch_size": 4, "workers": 2, "channels": channels}
+    with ActivationProbe(lite0, ["blocks.1.1"]) as probe:
+        cpu = scan._scan_shard(probe, source, source.ids, **kw)
+        assert lookaheads == [8]  # >= batch_size: the next batch decodes during this one
+        monkeypatch.setattr(scan, "gpu_decode_reason", lambda *a: None)
+        gpu = scan._scan_shard(probe, source, source.ids, **kw)
+    assert lookaheads == [8]  # the GPU path reads bytes itself
+    assert cpu.ids == gpu.ids == [f"im{i}.jpg" for i in range(5)]
+    assert cpu.skipped == gpu.skipped and [s["image_id"] for s in gpu.skipped] == ["im9.jpg"]
+    assert cpu.acts["blocks.1.1"].dtype == gpu.acts["blocks.1.1"].dtype == np.float16
+    a, b = cpu.acts["blocks.1.1"].astype(np.float32), gpu.acts["blocks.1.1"].astype(np.float32)
+    np.testing.assert_allclose(b, a, rtol=0, atol=0.02 * np.abs(a).max())

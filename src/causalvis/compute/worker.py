@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from causalvis.compute.allocator import tune_malloc
 from causalvis.compute.items import ItemContext, ItemResult, WorkItem
+from causalvis.malloc import tune_malloc
 from causalvis.store.layout import StudyPaths, write_stamp
 
 T = TypeVar("T")

@@ -10,6 +10,9 @@ unchanged, so every catalogue layer taps the same tensor up to float rounding: a
 layer's output (or its act's input) is now the folded conv's output. The user's model is
 never modified; the copy is cached per model and rebuilt when its weights change.
 
+In the same copy timm's TF-"SAME" convs skip their padded input copy
+(:func:`as_shifted_same`, exact: the same products plus zeros).
+
 Which conv feeds which norm, and that nothing else reads the conv's output, is traced on
 one forward pass (module hooks + a ``TorchFunctionMode`` seeing every op on the tensor).
 """
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import weakref
 from collections import Counter, defaultdict
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
@@ -135,6 +140,41 @@ def fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     bn.forward = _passthrough(bn)  # instance attribute: type and name stay the same
 
 
+def _is_same_conv(module: nn.Module) -> bool:
+    """timm's ``Conv2dSame`` (TensorFlow "SAME": zero-pad ``p // 2`` before, ``p - p // 2``
+    after, then an unpadded conv) with dilation 1."""
+    cls = type(module)
+    return (cls.__name__ == "Conv2dSame" and cls.__module__.startswith("timm.")
+            and tuple(module.dilation) == (1, 1))
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" zero padding (before, after) of one dimension."""
+    pad = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return pad // 2, pad - pad // 2
+
+
+def as_shifted_same(conv: nn.Conv2d) -> None:
+    """Run a ``Conv2dSame`` without its ``F.pad`` copy of the input (forward and backward:
+    three passes over the largest maps of a stride-2 stage). TF padding is symmetric or one
+    more after; the second case is the symmetric ``after`` padding with one zero row /
+    column put before the kernel, so the windows start one pixel earlier and read the same
+    pixels — the same products plus exact zeros (≈ 1/3 less time for lite0's stride-2
+    depthwise convs)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw) = conv.weight.shape[-2:], conv.stride
+        (th, bh), (lw, rw) = _same_pad(x.shape[-2], kh, sh), _same_pad(x.shape[-1], kw, sw)
+        w = conv.weight
+        if bh > th or rw > lw:
+            w = F.pad(w, (rw - lw, 0, bh - th, 0))
+            if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                w = w.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, w, conv.bias, conv.stride, (bh, rw), 1, conv.groups)
+
+    conv.forward = forward  # instance attribute: type and name stay the same
+
+
 def _fingerprint(model: CausalvisModel) -> tuple:
     """What a cached copy depends on: each parameter's identity and version (in-place
     updates, ``load_state_dict``), the buffers' contents (``.to`` replaces buffer objects),
@@ -150,15 +190,17 @@ def _fingerprint(model: CausalvisModel) -> tuple:
 
 
 def folded_model(model: CausalvisModel) -> CausalvisModel:
-    """A frozen copy of ``model`` with its foldable BatchNorms folded (cached per model);
-    ``model`` itself when there is nothing to fold."""
+    """A frozen copy of ``model`` with its foldable BatchNorms folded and its ``Conv2dSame``
+    run without a padded copy (:func:`as_shifted_same`), cached per model; ``model`` itself
+    when there is nothing to change."""
     key = _fingerprint(model)
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key:
         return hit[1] or model
     pairs = foldable_pairs(model)
+    same = [n for n, m in model.net.named_modules() if _is_same_conv(m)]
     out = None
-    if pairs:
+    if pairs or same:
         out = copy.deepcopy(model)
         for module in out.modules():  # probes held open on the original stay there
             for hooks in (module._forward_hooks, module._forward_pre_hooks):
@@ -167,6 +209,8 @@ def folded_model(model: CausalvisModel) -> CausalvisModel:
                     del hooks[k]
         for conv, norm in pairs:
             fold_into(out.net.get_submodule(conv), out.net.get_submodule(norm))
+        for name in same:
+            as_shifted_same(out.net.get_submodule(name))
         for p in out.parameters():
             p.requires_grad_(False)
     _CACHE[model] = (key, out)

@@ -38,6 +38,7 @@ from causalvis.featurevis.render import (
     image_seed,
     memory_format,
 )
+from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
 
 
@@ -101,6 +102,7 @@ class MacoSettings:
     crop_range: tuple[float, float] = (0.6, 1.0)  # crop side / canvas side
     noise: float = 0.05
     fold_norms: bool = True  # as RenderSettings.fold_norms
+    heap_allocations: bool = True  # as RenderSettings.heap_allocations
     progress: bool = False
     desc: str = "maco"
 
@@ -139,7 +141,8 @@ def render_maco(
     size = model.input_size
     net = folded_model(model) if settings.fold_norms else model
     probe = ActivationProbe(net, objective.layers, mode="map", grad=True, channels_last=True)
-    with frozen(net), memory_format(net, True), probe:
+    with heap_allocations(settings.heap_allocations and device.type == "cpu"), frozen(net), \
+            memory_format(net, True), probe:
         bar = tqdm(range(1, settings.steps + 1), desc=settings.desc, disable=not settings.progress)
         for _ in bar:
             opt.zero_grad(set_to_none=True)

@@ -3,7 +3,9 @@
 Many images (units) are optimized in one batch. Model weights stay frozen (no weight
 gradients are ever computed), the forward pass stops right after the deepest layer the
 objective reads (``ActivationProbe``), hooks are removed afterwards, and every random draw
-comes from per-image seeded generators, so runs repeat exactly on the CPU.
+comes from per-image seeded generators, so runs repeat exactly on the CPU. On the CPU the
+loop's buffers come from the malloc heap (``causalvis.malloc.heap_allocations``), not
+fresh pages per step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from causalvis.featurevis.fold import folded_model
 from causalvis.featurevis.objectives import Objective
 from causalvis.featurevis.param import ImageParam, make_generators
 from causalvis.featurevis.transforms import TransformSpec
+from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -55,6 +58,9 @@ class RenderSettings:
     # optimize through a copy with eval BatchNorm folded into the convs (featurevis.fold):
     # same activations up to float rounding, ~1/3 less per step; final values use the model
     fold_norms: bool = True
+    # serve the loop's large buffers from the malloc heap, not fresh mmap pages that every
+    # step page-faults in again (causalvis.malloc; glibc only, bit-identical results)
+    heap_allocations: bool = True
     progress: bool = False
     desc: str = "featurevis"
 
@@ -152,7 +158,8 @@ def render(
     probe = ActivationProbe(
         net, objective.layers, mode="map", grad=True, channels_last=settings.channels_last
     )
-    with frozen(net), memory_format(net, settings.channels_last), probe:
+    with heap_allocations(settings.heap_allocations and device.type == "cpu"), frozen(net), \
+            memory_format(net, settings.channels_last), probe:
         bar = tqdm(range(1, settings.steps + 1), desc=settings.desc, disable=not settings.progress)
         for step in bar:
             opt.zero_grad(set_to_none=True)

@@ -44,16 +44,20 @@ def prepare_image(img: Image.Image, size: int, crop_pct: float = 0.875) -> Image
     img = img.convert("RGB")
     if img.size == (size, size):
         return img
-    resize = int(round(size / crop_pct))
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = resize, max(resize, int(resize * h / w))
-    else:
-        new_w, new_h = max(resize, int(resize * w / h)), resize
+    new_w, new_h = resize_shape(*img.size, size, crop_pct)
     img = img.resize((new_w, new_h), Image.BILINEAR)
     left = int(round((new_w - size) / 2.0))
     top = int(round((new_h - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
+
+
+def resize_shape(w: int, h: int, size: int, crop_pct: float = 0.875) -> tuple[int, int]:
+    """``(width, height)`` after the resize of :func:`prepare_image` (short side to
+    ``size / crop_pct``); shared with the GPU decoder so both crop the same region."""
+    resize = int(round(size / crop_pct))
+    if w <= h:
+        return resize, max(resize, int(resize * h / w))
+    return max(resize, int(resize * w / h)), resize
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

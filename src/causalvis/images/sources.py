@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,12 +60,15 @@ class ImageSource:
         return np.asarray(self.load(image_id), dtype=np.uint8)
 
     def iter_images(
-        self, ids: list[str] | None = None, workers: int = 2
+        self, ids: list[str] | None = None, workers: int = 2, lookahead: int | None = None
     ) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(id, uint8 [S, S, 3])`` in order, skipping (and recording) bad files.
 
         Decoding runs in a small thread pool (PIL releases the GIL) with a bounded
-        look-ahead, so memory stays flat however many images there are.
+        look-ahead (``lookahead`` images decoded or in flight beyond the one yielded;
+        default ``max(8, 4 * workers)``), so memory stays flat however many images there
+        are. A consumer that batches should ask for at least one batch, so the next batch
+        decodes while it computes on this one (the scan does).
         """
         ids = self.ids if ids is None else ids
 
@@ -76,16 +80,16 @@ class ImageSource:
             except Exception as exc:  # noqa: BLE001 - never crash a scan on one file
                 return image_id, None, f"{image_id}: {type(exc).__name__}: {exc}"
 
-        lookahead = max(8, 4 * workers)
+        lookahead = max(1, lookahead if lookahead is not None else max(8, 4 * workers))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending = []
+            pending: deque = deque()
             it = iter(ids)
             for image_id in it:
                 pending.append(pool.submit(work, image_id))
                 if len(pending) >= lookahead:
                     break
             while pending:
-                image_id, arr, err = pending.pop(0).result()
+                image_id, arr, err = pending.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.append(pool.submit(work, nxt))

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from causalvis.malloc import heap_allocations
 from causalvis.models.layers import layer_reader, resolve_layer, tap_module
 from causalvis.models.zoo import CausalvisModel
 
@@ -123,7 +124,8 @@ class ActivationProbe:
         context = torch.enable_grad() if self.grad else torch.inference_mode()
         self._running = True
         try:
-            with context, contextlib.suppress(_StopForward):
+            with context, contextlib.suppress(_StopForward), heap_allocations(
+                    images.device.type == "cpu"):  # large maps: no fresh pages per batch
                 self.model(images)
         finally:
             self._running = False

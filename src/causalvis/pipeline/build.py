@@ -106,7 +106,7 @@ def build(
     each model's sub-study (timings keyed ``<model>:<stage>``), then ``sessions`` merges
     them in the parent folder (see :mod:`causalvis.pipeline.multimodel`).
     """
-    from causalvis.compute.allocator import tune_malloc
+    from causalvis.malloc import tune_malloc
 
     paths, config = load_study(study)
     names = list(stages) if stages else list(STAGE_NAMES)

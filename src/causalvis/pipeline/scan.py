@@ -7,6 +7,10 @@ float16 would flush to zero or overflow, decided per shard),
 each written atomically and stamped with the hash of its inputs, so a killed scan resumes
 at the first unfinished shard and memory stays bounded by one shard however large the
 image set. Images that cannot be decoded are skipped, logged and listed in ``index.json``.
+Decoding overlaps the forward pass: CPU threads keep one batch decoded ahead (a bounded
+queue), and on CUDA with a folder of JPEGs the file bytes are read ahead and decoded by
+nvjpeg on the GPU (:mod:`causalvis.images.gpu_decode`; pixels within a few levels of
+libjpeg's, so activations agree within ``benchmarks/gpu_suite.py``'s tolerance, not bitwise).
 Each shard is one work item (:mod:`causalvis.compute`), so shards run on any executor;
 the driver writes ``index.json`` once every shard is done. The files and their reader
 (:class:`~causalvis.store.activations.ActivationTable`) are in
@@ -26,6 +30,7 @@ import torch
 
 from causalvis.compute import ItemContext, WorkItem, item_done, run_stage_items
 from causalvis.errors import CausalvisError
+from causalvis.images.gpu_decode import gpu_decode_reason, iter_gpu_batches
 from causalvis.images.preprocess import uint8_to_tensor
 from causalvis.models import ActivationProbe, list_layers
 from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
@@ -88,11 +93,38 @@ def probe_arrays(
     device = probe.model.device
     if device.type == "cpu":
         batch = uint8_to_tensor(np.stack(arrays))
-    else:
-        u8 = torch.from_numpy(np.stack(arrays)).pin_memory().to(device, non_blocking=True)
+    else:  # stacked straight into pinned memory: one host copy, an asynchronous upload
+        pinned = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8,
+                             pin_memory=True)  # fmt: skip
+        np.stack(arrays, out=pinned.numpy())
+        u8 = pinned.to(device, non_blocking=True)
         batch = u8.permute(0, 3, 1, 2).float().div_(255.0)
-    out = probe.run(batch)
+    return _means(probe.run(batch), dtype)
+
+
+def _means(out: dict[str, torch.Tensor], dtype: type) -> dict[str, np.ndarray]:
     return {name: value.float().cpu().numpy().astype(dtype) for name, value in out.items()}
+
+
+def _probe_batches(
+    probe: ActivationProbe, source, ids: list[str], batch_size: int, workers: int,
+    decode: str = "auto",
+) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:  # fmt: skip
+    """``(ids, float32 means)`` per batch. Decoding overlaps the forward: CPU threads keep
+    one batch decoded ahead (bounded: constant memory), or, on CUDA with a JPEG folder,
+    the bytes are read ahead and nvjpeg decodes on the GPU (:mod:`causalvis.images.gpu_decode`;
+    ``decode = "cpu"`` forces the CPU path)."""
+    device = probe.model.device
+    if gpu_decode_reason(source, device, ids, decode) is None:
+        for names, batch in iter_gpu_batches(source, ids, batch_size, device, workers):
+            yield names, _means(probe.run(batch), np.float32)
+        return
+    if decode == "gpu":
+        log.info("scan: decoding on the CPU (%s)", gpu_decode_reason(source, device, ids))
+    lookahead = max(batch_size, 4 * workers)
+    for batch in _batched(source.iter_images(ids, workers=workers, lookahead=lookahead),
+                          batch_size):  # fmt: skip
+        yield [i for i, _ in batch], probe_arrays(probe, [arr for _, arr in batch], np.float32)
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -123,20 +155,20 @@ def _scan_shard(
     channels: dict[str, int],
     bar=None,
     dtype: str = DTYPE,
+    decode: str = "auto",
 ) -> ShardResult:
     """Probe one shard's images; undecodable ones are skipped and returned as such.
     Values are gathered in float32 and stored per layer as :func:`shard_dtype` says for
     ``dtype`` (``scan.dtype``); the float16 cast is elementwise, so the default bytes do
-    not depend on where it happens."""
+    not depend on where it happens. ``decode``: see :func:`_probe_batches`."""
     done_ids: list[str] = []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in channels}
     n_skipped_before = len(source.skipped)
     seen = 0
-    for batch in _batched(source.iter_images(ids, workers=workers), batch_size):
-        acts = probe_arrays(probe, [arr for _, arr in batch], np.float32)
+    for names, acts in _probe_batches(probe, source, ids, batch_size, workers, decode):
         for name, value in acts.items():
             parts[name].append(value)
-        done_ids.extend(image_id for image_id, _ in batch)
+        done_ids.extend(names)
         n_skipped = len(source.skipped) - n_skipped_before
         if bar is not None:
             bar.update(len(done_ids) + n_skipped - seen)

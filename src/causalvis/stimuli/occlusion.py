@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
 
 FILLS = ("mean", "grey", "blur", "noise")
@@ -242,12 +243,14 @@ def occlusion_sweep(
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
 ) -> Sweep:
-    """One batched, truncated pass over all positions; all channels of all ``layers``."""
+    """One batched, truncated pass over all positions; all channels of all ``layers``.
+    On the CPU the batches' buffers come from the malloc heap (:mod:`causalvis.malloc`):
+    a batch of 64 occluded images is 38 MB, above glibc's largest mmap threshold."""
     device = model.device
     n = len(occluder)
     ny, nx = occluder.grid.shape
     out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    with ActivationProbe(model, list(layers)) as probe:
+    with heap_allocations(device.type == "cpu"), ActivationProbe(model, list(layers)) as probe:
         base_img = torch.from_numpy(occluder.image).permute(2, 0, 1).unsqueeze(0).to(device)
         base = {k: v[0].float().cpu().numpy() for k, v in probe.run(to_float(base_img)).items()}
         for start in range(0, n, batch_size):

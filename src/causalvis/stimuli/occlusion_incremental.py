@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from causalvis.malloc import heap_allocations
 from causalvis.models import CausalvisModel
 from causalvis.stimuli import incremental_convnext, incremental_inception
 from causalvis.stimuli.incremental_ops import POINTWISE, Unsupported, _Op, _path
@@ -421,7 +422,8 @@ class IncrementalSweep:
         # weights converted there would become inference tensors, and a later feature
         # visualization on the same (shared) model could not backpropagate through them.
         self.model.to(memory_format=CL)
-        return self._run(occluder, batch_size, on_batch)
+        with heap_allocations(self.model.device.type == "cpu"):  # no fresh pages per batch
+            return self._run(occluder, batch_size, on_batch)
 
     @torch.inference_mode()
     def _run(self, occluder: Occluder, batch_size: int,
