@@ -114,11 +114,10 @@ def _participant_latencies(base: str, until: threading.Event, seconds: float) ->
     return out
 
 
-def test_participants_keep_their_latency_during_a_100k_row_export(big_server):
-    """Participants' p99 during the first seconds of a streamed 100k-row CSV export (the
-    stream is then dropped: a complete export is checked at small size above)."""
-    _app, base = big_server
-    baseline = _participant_latencies(base, threading.Event(), 1.0)
+def _latency_during_export(base: str) -> tuple[float, float, int, int]:
+    """p99 of participants alone (before and after: the larger), p99 during the first
+    seconds of a streamed 100k-row CSV export, requests during it, lines exported."""
+    before = _participant_latencies(base, threading.Event(), 1.0)
     started, stop, result = threading.Event(), threading.Event(), {"lines": 0}
 
     def export() -> None:
@@ -139,14 +138,30 @@ def test_participants_keep_their_latency_during_a_100k_row_export(big_server):
     during = _participant_latencies(base, threading.Event(), 4.0)
     stop.set()
     thread.join()
+    after = _participant_latencies(base, threading.Event(), 1.0)
     assert result["status"] == 200 and result["lines"] > 1000, result
-    p99_base, p99 = np.percentile(baseline, 99), np.percentile(during, 99)
-    print(f"participant p99 {p99_base:.1f} ms alone, {p99:.1f} ms during the export "
-          f"({len(during)} requests, {result['lines']} lines exported meanwhile)")
     assert len(during) >= 20
+    alone = max(np.percentile(before, 99), np.percentile(after, 99))
+    return float(alone), float(np.percentile(during, 99)), len(during), result["lines"]
+
+
+def test_participants_keep_their_latency_during_a_100k_row_export(big_server):
+    """Participants' p99 during the first seconds of a streamed 100k-row CSV export (the
+    stream is then dropped: a complete export is checked at small size above)."""
+    _app, base = big_server
     # 100 ms is the goal (issue 23); a machine so loaded that participants alone are
     # slower than ~35 ms cannot show it, and then no more than 3x their own p99 is asked.
-    assert p99 <= max(100.0, 3 * p99_base), (p99_base, p99)
+    # Two attempts: a test worker next door can stall a 4 s window once; the regression
+    # this guards against (readers queued behind the export: p99 0.67 s) shows every time.
+    seen = []
+    for _ in range(2):
+        p99_base, p99, n, lines = _latency_during_export(base)
+        print(f"participant p99 {p99_base:.1f} ms alone, {p99:.1f} ms during the export "
+              f"({n} requests, {lines} lines exported meanwhile)")
+        seen.append((p99_base, p99))
+        if p99 <= max(100.0, 3 * p99_base):
+            return
+    raise AssertionError(f"p99 (alone, during export) in ms, both attempts: {seen}")
 
 
 def test_progress_is_cached_at_100k_rows(big_server):
