@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, emit  # noqa: E402
+from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, load_model  # noqa: E402
 
 DEFAULT_LAYERS = ["blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]
@@ -37,8 +38,8 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def bare() -> None:
-        with torch.inference_mode():
+    def bare() -> None:  # the probe's allocator (heap), so only the probe's overhead differs
+        with torch.inference_mode(), heap_allocations(not args.device.startswith("cuda")):
             model(x)
         sync()
 

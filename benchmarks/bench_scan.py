@@ -61,6 +61,7 @@ def main() -> None:
 
     from causalvis.images import SampleSource
     from causalvis.images.preprocess import uint8_to_tensor
+    from causalvis.malloc import heap_allocations
     from causalvis.models import ActivationProbe, load_model
     from causalvis.pipeline.scan import probe_arrays
 
@@ -76,8 +77,8 @@ def main() -> None:
         model.to(memory_format=torch.channels_last)
         batches_f = [b.contiguous(memory_format=torch.channels_last) for b in batches_f]
 
-    def bare() -> None:
-        with torch.inference_mode():
+    def bare() -> None:  # the probe's allocator (heap), so only the scan's overhead differs
+        with torch.inference_mode(), heap_allocations(device.type == "cpu"):
             for x in batches_f:
                 model(x)
 

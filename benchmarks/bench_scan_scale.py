@@ -198,6 +198,7 @@ def run_bare(model, source, ids, args, memory: Memory) -> dict:
     import torch
 
     from causalvis.images.preprocess import load_image_file, prepare_image
+    from causalvis.malloc import heap_allocations
 
     prefix = truncated_net(model, args.layer)
     device = model.device
@@ -210,7 +211,10 @@ def run_bare(model, source, ids, args, memory: Memory) -> dict:
 
     bs = args.batch_size
     batches = [ids[s : s + bs] for s in range(0, len(ids), bs)]
-    with ThreadPoolExecutor(args.workers) as pool, torch.inference_mode():
+    # the same allocator as the probe's forward (heap, no fresh mmap pages per batch), so
+    # the ratio measures the scan's overhead, not malloc
+    with ThreadPoolExecutor(args.workers) as pool, torch.inference_mode(), \
+            heap_allocations(device.type == "cpu"):
         ahead = [pool.submit(decode, i) for i in batches[0]]
         for k in range(len(batches)):
             current = ahead
