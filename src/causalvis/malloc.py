@@ -9,10 +9,11 @@ feature-visualization stage here: a third of the CPU time was spent in the kerne
 build`` and every worker) raises the mmap threshold and the trim threshold so freed
 memory stays in the heap for the next step. Blocks above glibc's largest mmap threshold
 (32 MB; lite0 at batch 8 has 38 MB maps in ``blocks.1``) are still mapped fresh every
-time: :func:`heap_allocations` switches ``mmap`` off (``M_MMAP_MAX = 0``) for a render
-loop or a sweep, so those are reused too (filling a fresh 38 MB buffer costs ~10× filling
-a reused one). Results are bit-identical (only where the bytes live changes). The price:
-up to ``TRIM_THRESHOLD`` of freed memory stays mapped (RSS).
+time: :func:`heap_allocations` switches ``mmap`` and heap trimming off for a render
+loop, a sweep or a scan, so those are reused too (filling a fresh 38 MB buffer costs ~10×
+filling a reused one). Results are bit-identical (only where the bytes live changes). The
+price: up to ``TRIM_THRESHOLD`` of freed memory stays mapped after a loop, the loop's peak
+inside it (RSS).
 
 ``CAUSALVIS_MALLOC_TUNING=0`` turns both off (also for benchmarks comparing both). No-op
 off Linux/glibc.
@@ -94,7 +95,11 @@ def heap_allocations(enabled: bool = True) -> Iterator[bool]:
     if not mallopt or not tune_malloc():
         yield False
         return
-    if _depth == 0 and mallopt(_M_MMAP_MAX, 0) != 1:
+    # no trimming either: a forward larger than the trim threshold (lite0 at batch 64 holds
+    # > 1 GiB of maps) would otherwise hand its pages back after every pass and fault them
+    # in again on the next one (measured: runs bimodal, 28 s or 63-71 s for the same scan)
+    if _depth == 0 and not (mallopt(_M_MMAP_MAX, 0) == 1
+                            and mallopt(_M_TRIM_THRESHOLD, -1) == 1):
         yield False
         return
     _depth += 1
@@ -104,3 +109,4 @@ def heap_allocations(enabled: bool = True) -> Iterator[bool]:
         _depth -= 1
         if _depth == 0:
             mallopt(_M_MMAP_MAX, GLIBC_MMAP_MAX)
+            mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -32,6 +32,7 @@ from causalvis.compute import ItemContext, WorkItem, item_done, run_stage_items
 from causalvis.errors import CausalvisError
 from causalvis.images.gpu_decode import gpu_decode_reason, iter_gpu_batches
 from causalvis.images.preprocess import uint8_to_tensor
+from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, list_layers
 from causalvis.pipeline.items import item_model, item_source, model_spec, source_spec
 from causalvis.store.activations import (
@@ -165,14 +166,17 @@ def _scan_shard(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in channels}
     n_skipped_before = len(source.skipped)
     seen = 0
-    for names, acts in _probe_batches(probe, source, ids, batch_size, workers, decode):
-        for name, value in acts.items():
-            parts[name].append(value)
-        done_ids.extend(names)
-        n_skipped = len(source.skipped) - n_skipped_before
-        if bar is not None:
-            bar.update(len(done_ids) + n_skipped - seen)
-        seen = len(done_ids) + n_skipped
+    # the whole loop on the malloc heap (decode, batch conversion and forward alike): with
+    # mmap back on between forwards, the next batch's maps land on fresh pages
+    with heap_allocations(probe.model.device.type == "cpu"):
+        for names, acts in _probe_batches(probe, source, ids, batch_size, workers, decode):
+            for name, value in acts.items():
+                parts[name].append(value)
+            done_ids.extend(names)
+            n_skipped = len(source.skipped) - n_skipped_before
+            if bar is not None:
+                bar.update(len(done_ids) + n_skipped - seen)
+            seen = len(done_ids) + n_skipped
     skipped = [
         {"image_id": s.image_id, "reason": s.reason} for s in source.skipped[n_skipped_before:]
     ]
