@@ -14,10 +14,14 @@ WEBSTAMP:= web/node_modules/.setup-stamp
 
 setup: $(STAMP) web
 
+# The environment takes about 7 GiB (PyTorch's CUDA build); pip's download cache would
+# add 3 GiB more, so it is off. Low disk gets one warning line before pip starts.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt 9 ]; then echo "warning: $$free GiB free on $$(df -P . | awk 'NR==2 {print $$6}'); setting up the environment needs about 9 GiB"; fi
+	$(PIP) install -q --no-cache-dir --upgrade pip
+	$(PIP) install -q --no-cache-dir -e '.[test]'
 	@touch $(STAMP)
 
 web: $(WEBSTAMP)
