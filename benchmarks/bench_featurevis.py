@@ -144,10 +144,10 @@ def run_floor(model, layer, channels, args) -> tuple[float, float, None, float]:
     times, through the BatchNorm-folded copy a render step uses (the model itself with
     ``--no-fold``). What a render step adds on top is the parameterization, the transforms and
     the optimizer."""
-    from causalvis.featurevis.fold import folded_model
     from causalvis.featurevis.render import frozen, memory_format
     from causalvis.malloc import heap_allocations
     from causalvis.models import ActivationProbe
+    from causalvis.models.fold import folded_model
 
     objective = unit_objective(layer, channels, 1)
     gen = torch.Generator().manual_seed(args.seed)

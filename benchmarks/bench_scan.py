@@ -63,6 +63,7 @@ def main() -> None:
     from causalvis.images.preprocess import uint8_to_tensor
     from causalvis.malloc import heap_allocations
     from causalvis.models import ActivationProbe, load_model
+    from causalvis.models.fold import fold_norms_default, folded_model
     from causalvis.pipeline.scan import probe_arrays
 
     device = torch.device(args.device)
@@ -77,10 +78,14 @@ def main() -> None:
         model.to(memory_format=torch.channels_last)
         batches_f = [b.contiguous(memory_format=torch.channels_last) for b in batches_f]
 
-    def bare() -> None:  # the probe's allocator (heap), so only the scan's overhead differs
+    # the network the probe runs (BatchNorm folded unless CAUSALVIS_FOLD_NORMS=0) on the
+    # probe's allocator (heap), so only the scan's overhead differs
+    net = folded_model(model) if fold_norms_default() else model
+
+    def bare() -> None:
         with torch.inference_mode(), heap_allocations(device.type == "cpu"):
             for x in batches_f:
-                model(x)
+                net(x)
 
     probe = ActivationProbe(model, LAYERS)
 

@@ -164,10 +164,13 @@ class Memory:
 
 def truncated_net(model, layer: str):
     """The network's prefix up to ``layer`` (``blocks.I.J`` of a timm EfficientNet) as a
-    plain ``nn.Sequential``: the bare forward, no hooks."""
+    plain ``nn.Sequential``: the bare forward, no hooks; of the network the probe runs
+    (BatchNorm folded unless ``CAUSALVIS_FOLD_NORMS=0``)."""
     import torch.nn as nn
 
-    net = model.net
+    from causalvis.models.fold import fold_norms_default, folded_model
+
+    net = (folded_model(model) if fold_norms_default() else model).net
     parts = layer.split(".")
     if len(parts) != 3 or parts[0] != "blocks" or not hasattr(net, "conv_stem"):
         raise SystemExit(f"--layer must be blocks.I.J of an EfficientNet, not {layer!r}")

@@ -101,6 +101,16 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
                                        "dictionary")),
             "scan through a 4x-overcomplete SAE vs the plain scan of its layer (goal: ratio "
             ">= 1/1.3, i.e. <= 1.3x the time)"),
+        "scan_folded_vs_unfolded": (
+            Side("unfolded", _script("bench_scan.py", *common, *scan, "--side", "scan"),
+                 {"CAUSALVIS_FOLD_NORMS": "0"}),
+            Side("folded", _script("bench_scan.py", *common, *scan, "--side", "scan")),
+            "scan through the BatchNorm-folded copy (the default) vs the model as loaded "
+            "(CAUSALVIS_FOLD_NORMS=0)"),
+        "occlusion_folded_vs_unfolded": (
+            Side("unfolded", occ("plain", "1").argv, {"CAUSALVIS_FOLD_NORMS": "0"}),
+            Side("folded", occ("plain", "1").argv),
+            "plain occlusion sweep, folded copy (the default) vs the model as loaded"),
         "scan_vs_per_layer": (
             Side("per_layer", _script("bench_scan.py", *common, *scan, "--side", "per_layer")),
             Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),

@@ -15,9 +15,9 @@ from causalvis.featurevis import (
     render_maco,
     unit_objective,
 )
-from causalvis.featurevis.fold import as_shifted_same, foldable_pairs, folded_model
 from causalvis.featurevis.render import evaluate
 from causalvis.models import ActivationProbe, load_model
+from causalvis.models.fold import as_shifted_same, foldable_pairs, folded_model
 
 SMALL = TransformSpec(jitter=4, scales=(1.0, 0.95, 1.05), rotate_degrees=5, jitter_after=2,
                       out_size=48)

@@ -155,3 +155,17 @@ def test_resnet_layers_outside_blocks_and_norms_are_refused():
     with pytest.raises(Unsupported, match="unknown parts"):
         model.net.layer1[0].extra = nn.Conv2d(64, 64, 3, padding=1)
         IncrementalSweep(model, ["layer1.0"])
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_lite0"])
+def test_the_folded_engine_equals_the_model_as_loaded(arch):
+    """The engine runs on the BatchNorm-folded copy by default; the ResNet path's own
+    conv + BN folding must not scale a folded pair a second time."""
+    layers = ARCHS[arch][0][:2]
+    model, occ = _model(arch), _occluder()
+    folded = IncrementalSweep(model, layers).run(occ, batch_size=4)
+    plain = IncrementalSweep(model, layers, fold_norms=False).run(occ, batch_size=4)
+    for layer in layers:
+        scale = float(np.abs(plain.acts[layer]).max()) + 1e-6
+        assert np.allclose(folded.acts[layer], plain.acts[layer], rtol=1e-4,
+                           atol=1e-5 * scale), (arch, layer)

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from causalvis.featurevis.fold import folded_model
 from causalvis.featurevis.objectives import Objective
 from causalvis.featurevis.param import (
     ImageParam,
@@ -40,6 +39,7 @@ from causalvis.featurevis.render import (
 )
 from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
+from causalvis.models.fold import folded_model
 
 
 def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from causalvis.featurevis.fold import folded_model
 from causalvis.featurevis.objectives import Objective
 from causalvis.featurevis.param import ImageParam, make_generators
 from causalvis.featurevis.transforms import TransformSpec
 from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
+from causalvis.models.fold import folded_model
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -55,7 +55,7 @@ class RenderSettings:
     # shown and probed. False (Lucid): the model sees the canvas at its own resolution -
     # cheaper for small canvases, but a small canvas shown enlarged loses its activation.
     view_at_final_scale: bool = True
-    # optimize through a copy with eval BatchNorm folded into the convs (featurevis.fold):
+    # optimize through a copy with eval BatchNorm folded into the convs (models.fold):
     # same activations up to float rounding, ~1/3 less per step; final values use the model
     fold_norms: bool = True
     # serve the loop's large buffers from the malloc heap, not fresh mmap pages that every
