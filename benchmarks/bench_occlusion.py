@@ -130,15 +130,17 @@ def count_macs(model, layer: str | None) -> int:
             k = mod.in_features
         total += out[0].numel() * k
 
-    mods = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    probe = None if layer is None else ActivationProbe(model, [layer])
+    net = model if probe is None else probe.model  # the probe's network (BatchNorm folded)
+    mods = [m for m in net.net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     handles = [m.register_forward_hook(hook) for m in mods]
     x = torch.rand(1, 3, model.input_size, model.input_size, device=model.device)
     try:
-        if layer is None:
+        if probe is None:
             with torch.inference_mode():
                 model(x)
         else:
-            with ActivationProbe(model, [layer]) as probe:
+            with probe:
                 probe.run(x)
     finally:
         for h in handles:
