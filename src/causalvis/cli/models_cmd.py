@@ -98,7 +98,9 @@ def probe_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Each image's activation of each unit (spatial mean of the unit's feature map; token
-    layers: the mean over the --tokens policy's tokens; NAME:FEATURE for a --dictionary)."""
+    layers: the mean over the --tokens policy's tokens; NAME:FEATURE for a --dictionary),
+    measured as a study's stages measure them: eval BatchNorm folded into the convs
+    (float rounding only; CAUSALVIS_FOLD_NORMS=0 measures the model as loaded)."""
     from causalvis.errors import CausalvisError
     from causalvis.images import load_image_file, pil_to_tensor, prepare_image
     from causalvis.models import load_model, parse_unit, probe_tensor
