@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -116,12 +118,21 @@ def _decode_check(dev, src, ids, rel) -> dict:
 
 
 def _run(cmd: list[str], timeout_s: float) -> tuple[float, str]:
+    """Run ``cmd`` in its own process group; past ``timeout_s`` the whole group is killed
+    (suite.py's benchmark children too, so they cannot slow the next part down)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-8:])
         raise RuntimeError(f"{' '.join(cmd[:4])}…: exit {proc.returncode}\n{tail}")
-    return time.perf_counter() - t0, proc.stdout
+    return time.perf_counter() - t0, stdout
 
 
 def _benchmarks(device: str, quick: bool, pairs: int, timeout_s: float) -> dict:
@@ -131,10 +142,19 @@ def _benchmarks(device: str, quick: bool, pairs: int, timeout_s: float) -> dict:
         peers = HERE.parent / ".bench-peers"
         if peers.is_dir():
             cmd += ["--peers", str(peers)]
-        seconds, _ = _run(cmd, timeout_s)
+        t0, timed_out = time.perf_counter(), None
+        try:
+            _run(cmd, timeout_s)
+        except subprocess.TimeoutExpired as exc:  # keep the comparisons that finished
+            timed_out = f"suite.py stopped after its {exc.timeout:.0f} s budget"
+        seconds = time.perf_counter() - t0
         results = {p.stem: json.loads(p.read_text()) for p in Path(tmp).glob("*.json")}
-        table = (Path(tmp) / "results.md").read_text()
-    return {"seconds": round(seconds, 1), "results": results, "table": table}
+        table_file = Path(tmp) / "results.md"
+        table = table_file.read_text() if table_file.is_file() else ""
+    if timed_out and not results:
+        raise RuntimeError(f"{timed_out}; no comparison finished")
+    out = {"seconds": round(seconds, 1), "results": results, "table": table}
+    return out | ({"timed_out": timed_out} if timed_out else {})
 
 
 def _study(device: str, timeout_s: float) -> dict:
@@ -188,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         report[f"{name}_wall_s"] = round(time.perf_counter() - t0, 1)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every part
         print(f"{name}: done in {report[f'{name}_wall_s']} s", flush=True)
+        if isinstance(report.get(name), dict) and report[name].get("timed_out"):
+            kept = len(report[name].get("results", {}))
+            print(f"{name}: {report[name]['timed_out']}; {kept} comparisons kept", flush=True)
     if "checks" in report and isinstance(report["checks"], dict):
         ok = ok and report["checks"].get("ok", False)
     if "benchmarks" in report and "table" in report["benchmarks"]:

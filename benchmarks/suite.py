@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         _per_mac(result)
         result["quick"] = args.quick
         results.append(result)
+        write_results(results, args.out)  # after each: a run stopped early keeps the rest
         r = result["ratio"]
         print(f"{name}: {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}), "
               f"spread {result['ratio_spread']:.0%}")
