@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, emit  # noqa: E402
 from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, load_model  # noqa: E402
-from causalvis.models.fold import fold_norms_default, folded_model  # noqa: E402
+from causalvis.models.fold import inference_model  # noqa: E402
 
 DEFAULT_LAYERS = ["blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3"]
 
@@ -41,7 +41,7 @@ def main() -> None:
 
     # the network the probe runs (BatchNorm folded unless CAUSALVIS_FOLD_NORMS=0) on the
     # probe's allocator (heap), so only the probe's overhead differs
-    net = folded_model(model) if fold_norms_default() else model
+    net = inference_model(model)
 
     def bare() -> None:
         with torch.inference_mode(), heap_allocations(not args.device.startswith("cuda")):

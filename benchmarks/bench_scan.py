@@ -63,7 +63,7 @@ def main() -> None:
     from causalvis.images.preprocess import uint8_to_tensor
     from causalvis.malloc import heap_allocations
     from causalvis.models import ActivationProbe, load_model
-    from causalvis.models.fold import fold_norms_default, folded_model
+    from causalvis.models.fold import inference_model
     from causalvis.pipeline.scan import probe_arrays
 
     device = torch.device(args.device)
@@ -80,7 +80,7 @@ def main() -> None:
 
     # the network the probe runs (BatchNorm folded unless CAUSALVIS_FOLD_NORMS=0) on the
     # probe's allocator (heap), so only the scan's overhead differs
-    net = folded_model(model) if fold_norms_default() else model
+    net = inference_model(model)
 
     def bare() -> None:
         with torch.inference_mode(), heap_allocations(device.type == "cpu"):

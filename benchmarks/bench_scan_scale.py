@@ -168,9 +168,9 @@ def truncated_net(model, layer: str):
     (BatchNorm folded unless ``CAUSALVIS_FOLD_NORMS=0``)."""
     import torch.nn as nn
 
-    from causalvis.models.fold import fold_norms_default, folded_model
+    from causalvis.models.fold import inference_model
 
-    net = (folded_model(model) if fold_norms_default() else model).net
+    net = inference_model(model).net
     parts = layer.split(".")
     if len(parts) != 3 or parts[0] != "blocks" or not hasattr(net, "conv_stem"):
         raise SystemExit(f"--layer must be blocks.I.J of an EfficientNet, not {layer!r}")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from causalvis.malloc import heap_allocations
-from causalvis.models.fold import fold_norms_default, folded_model
+from causalvis.models.fold import inference_model
 from causalvis.models.layers import layer_reader, resolve_layer, tap_module
 from causalvis.models.zoo import CausalvisModel
 
@@ -54,11 +54,11 @@ class ActivationProbe:
             raise ValueError("mode must be 'mean' or 'map'")
         if not layers:
             raise ValueError("at least one layer is required")
-        if fold_norms is None:  # inference passes only: a render optimizes its own copy
-            fold_norms = not grad and fold_norms_default()
-        # measured through the BatchNorm-folded copy (models.fold): the same numbers within
-        # float rounding, 1.5-1.8x faster on the CPU; hooks go on that copy
-        self.model = folded_model(model) if fold_norms else model
+        if fold_norms is None and grad:
+            fold_norms = False  # a render optimizes through its own copy
+        # inference passes through the BatchNorm-folded copy (models.fold; hooks go on it):
+        # the same numbers within float rounding
+        self.model = inference_model(model, fold_norms)
         infos = [resolve_layer(model, layer) for layer in dict.fromkeys(layers)]
         self.layers = [i.name for i in infos]
         self._taps = {i.name: i.tap for i in infos}

@@ -63,7 +63,7 @@ from torch import nn
 
 from causalvis.malloc import heap_allocations
 from causalvis.models import CausalvisModel
-from causalvis.models.fold import fold_norms_default, folded_model
+from causalvis.models.fold import inference_model, is_folded_norm
 from causalvis.stimuli import incremental_convnext, incremental_inception
 from causalvis.stimuli.incremental_ops import POINTWISE, Unsupported, _Op, _path
 from causalvis.stimuli.occlusion import Occluder, Sweep
@@ -266,7 +266,7 @@ def _fold_bn(ops: list[_Op]) -> list[_Op]:
         if (op.kind in ("conv", "point") and type(op.module).__name__ == "Conv2d"
                 and nxt is not None and type(nxt.module).__name__ == "BatchNorm2d"
                 and nxt.module.affine and nxt.module.running_var is not None
-                and "forward" not in vars(nxt.module)):  # not folded already (models.fold)
+                and not is_folded_norm(nxt.module)):
             out.append(_Op(op.kind, _FoldedConv(op.module, nxt.module), nxt.name))
             i += 2
             continue
@@ -380,12 +380,9 @@ class IncrementalSweep:
     def __init__(
         self, model: CausalvisModel, layers: Sequence[str], *, fold_norms: bool | None = None
     ) -> None:
-        # the BatchNorm-folded copy, as ActivationProbe measures: the plain sweep and this
-        # engine compute the same numbers up to float rounding (models.fold)
-        if fold_norms is None:
-            fold_norms = fold_norms_default()
-        model = folded_model(model) if fold_norms else model
-        self.model = model
+        # the network ActivationProbe measures (models.fold): the plain sweep and this
+        # engine compute the same numbers up to float rounding
+        model = self.model = inference_model(model, fold_norms)
         self.layers = list(dict.fromkeys(layers))
         # a derived layer (dictionary, directions) is pointwise over its base block's map:
         # applied to the base and window maps it gives the exact occluded features
