@@ -23,6 +23,20 @@ def test_samples_are_several_hundred_deterministic_crops():
     assert {"chelsea", "coffee", "astronaut", "china"} <= photos
 
 
+def test_sklearn_photos_are_the_pixels_sklearn_loads_without_importing_its_datasets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from causalvis.images.sources import _photo_loaders; "
+        "L = _photo_loaders(); a = L['china'](); b = L['flower'](); "
+        "assert 'sklearn.datasets' not in sys.modules; "
+        "from sklearn.datasets import load_sample_image as f; "
+        "assert np.array_equal(a, f('china.jpg')) and np.array_equal(b, f('flower.jpg'))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_prepare_image_resize_crop_and_identity_at_model_size():
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8))
     out = prepare_image(big, 224)
