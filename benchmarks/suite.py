@@ -37,13 +37,16 @@ def _script(name: str, *args: str) -> list[str]:
 def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
                 stride_px: int | None = None, fv_steps: int | None = None,
                 occ_model: list[str] | None = None,
-                scale_images: int | None = None) -> dict:  # fmt: skip
+                scale_images: int | None = None,
+                timed_runs: int | None = None) -> dict:  # fmt: skip
     """name -> (baseline, candidate, what the ratio means). Ratio > 1: candidate faster."""
     common = ["--device", device, "--threads", str(threads)]
     stride = ["--stride", str(stride_px or (56 if quick else 16))]
     layer_units = "4" if quick else "40"  # blocks.3.2 of lite0 has 80 channels
     fv = ["--units", "2" if quick else "8", "--steps", str(fv_steps or (4 if quick else 64)),
           "--size", "64" if quick else "128"]  # fmt: skip
+    # sides of about a second: several timed calls per process, their median
+    runs = ["--timed-runs", str(timed_runs or (1 if quick else 5))]
     scan = ["--images", "16" if quick else "96", "--batch-size", "8" if quick else "32"]
     # the script's own default is 50,000 images; the suite's keeps `make bench` bearable
     scale = ["--images", str(scale_images or (64 if quick else 1000)),
@@ -54,8 +57,10 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
     peer_env = {"PYTHONPATH": os.pathsep.join([str(peers), *inherited])} if peers else {}
 
     def occ(side: str, units: str) -> Side:
+        # the reference side over a whole layer runs minutes: one timed call
+        short = runs if side != "reference" or units == "1" else []
         return Side(side, _script("bench_occlusion.py", *common, *stride, *(occ_model or []),
-                                  "--side", side, "--units", units))  # fmt: skip
+                                  "--side", side, "--units", units, *short))  # fmt: skip
 
     return {
         "occlusion_k1": (occ("reference", "1"), occ("plain", "1"),
@@ -86,8 +91,8 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
             "cost of one render step / one forward+backward of the truncated network on "
             "the same batch (the physical floor; goal <= 1.25)"),
         "scan_vs_bare_forward": (
-            Side("bare", _script("bench_scan.py", *common, *scan, "--side", "bare")),
-            Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),
+            Side("bare", _script("bench_scan.py", *common, *scan, *runs, "--side", "bare")),
+            Side("scan", _script("bench_scan.py", *common, *scan, *runs, "--side", "scan")),
             "scan (5 layers, truncated, float16 storage) vs a bare forward (> 0.95 goal)"),
         "scan_scale_vs_bare": (
             Side("bare", _script("bench_scan_scale.py", *common, *scale, "--side", "bare")),
@@ -102,9 +107,9 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
             "scan through a 4x-overcomplete SAE vs the plain scan of its layer (goal: ratio "
             ">= 1/1.3, i.e. <= 1.3x the time)"),
         "scan_folded_vs_unfolded": (
-            Side("unfolded", _script("bench_scan.py", *common, *scan, "--side", "scan"),
+            Side("unfolded", _script("bench_scan.py", *common, *scan, *runs, "--side", "scan"),
                  {"CAUSALVIS_FOLD_NORMS": "0"}),
-            Side("folded", _script("bench_scan.py", *common, *scan, "--side", "scan")),
+            Side("folded", _script("bench_scan.py", *common, *scan, *runs, "--side", "scan")),
             "scan through the BatchNorm-folded copy (the default) vs the model as loaded "
             "(CAUSALVIS_FOLD_NORMS=0)"),
         "occlusion_folded_vs_unfolded": (
@@ -112,8 +117,8 @@ def comparisons(device: str, threads: int, quick: bool, peers: Path | None,
             Side("folded", occ("plain", "1").argv),
             "plain occlusion sweep, folded copy (the default) vs the model as loaded"),
         "scan_vs_per_layer": (
-            Side("per_layer", _script("bench_scan.py", *common, *scan, "--side", "per_layer")),
-            Side("scan", _script("bench_scan.py", *common, *scan, "--side", "scan")),
+            Side("per_layer", _script("bench_scan.py", *common, *scan, *runs, "--side", "per_layer")),
+            Side("scan", _script("bench_scan.py", *common, *scan, *runs, "--side", "scan")),
             "scan vs one full forward per layer (the reference code's way)"),
     }
 
@@ -153,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale-images", type=int, default=None,
                     help="images of scan_scale_vs_bare (default 1000, quick 64; the lead's "
                     "figure: 50000)")
+    ap.add_argument("--timed-runs", type=int, default=None,
+                    help="timed calls per process of the occlusion and scan sides (their "
+                    "median is the side's figure; default 5, quick 1)")
     args = ap.parse_args(argv)
     occ_model = [*(["--model", args.occlusion_model] if args.occlusion_model else []),
                  *(["--weights", args.occlusion_weights] if args.occlusion_weights else []),
                  *(["--layer", args.occlusion_layer] if args.occlusion_layer else [])]
     table = comparisons(args.device, args.threads, args.quick, args.peers, args.stride,
-                        args.fv_steps, occ_model, args.scale_images)
+                        args.fv_steps, occ_model, args.scale_images, args.timed_runs)
     unknown = [n for n in args.only if n not in table]
     if unknown:
         print(f"error: unknown comparison {', '.join(unknown)} (known: {', '.join(table)})",

@@ -185,19 +185,32 @@ class Occluder:
         idx = np.asarray(indices, dtype=np.int64)
         s, p = self.grid.size, self.grid.patch
         device = base.device
+        values = cast(torch.from_numpy(np.ascontiguousarray(self.fill_values(idx))).to(device))
+        canvas = values.dim() == 3  # a canvas [S, S, 3], else colours [n, 3]
+        fill = values.permute(2, 0, 1).unsqueeze(0) if canvas else values[:, :, None, None]
+        if device.type == "cpu" and out is not None:
+            return self._paste(idx, base, fill, canvas, out)
         pos = torch.from_numpy(self._positions[idx]).to(device)
         ar = torch.arange(s, device=device)
         rows = (ar[None, :] >= pos[:, :1]) & (ar[None, :] < pos[:, :1] + p)  # [n, S]
         cols = (ar[None, :] >= pos[:, 1:]) & (ar[None, :] < pos[:, 1:] + p)
         mask = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)  # [n, 1, S, S]
-        values = cast(torch.from_numpy(np.ascontiguousarray(self.fill_values(idx))).to(device))
-        if values.dim() == 3:  # a canvas [S, S, 3]
-            fill = values.permute(2, 0, 1).unsqueeze(0)
-        else:  # colours [n, 3]
-            fill = values[:, :, None, None]
         if out is None:
             return torch.where(mask, fill, base)
         return torch.where(mask, fill, base, out=out)
+
+    def _paste(self, idx: np.ndarray, base: torch.Tensor, fill: torch.Tensor, canvas: bool,
+               out: torch.Tensor) -> torch.Tensor:
+        """What the masked ``torch.where`` gives, as one copy of the image per row and one
+        block copy per patch: on a CPU ~10x cheaper than building and reading a full-size
+        mask (40-80 ms per 100 images at 224 px, ~10 % of the truncated forward)."""
+        s, p = self.grid.size, self.grid.patch
+        out.copy_(base.expand(len(idx), -1, -1, -1))
+        for b, (r, c) in enumerate(self._positions[idx].tolist()):
+            r0, r1, c0, c1 = max(r, 0), min(r + p, s), max(c, 0), min(c + p, s)
+            if r1 > r0 and c1 > c0:
+                out[b, :, r0:r1, c0:c1] = fill[0, :, r0:r1, c0:c1] if canvas else fill[b]
+        return out
 
     def build_patches(
         self, indices: Sequence[int] | np.ndarray, device: torch.device
