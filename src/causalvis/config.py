@@ -40,6 +40,11 @@ class ModelConfig(_Section):
         "activation averages (patch = patch tokens only, class / register tokens dropped; "
         "cls = the class token; all = every token)"
     )
+    fold_norms: bool = Field(
+        True, description="run inference (scan, occlusion, trials, observers) and renders "
+        "through a copy with eval BatchNorm folded into the convs: faster, same values "
+        "within float rounding (~1e-6 relative); false = the model as loaded"
+    )
 
 
 class ImagesConfig(_Section):
@@ -499,6 +504,8 @@ class StudyConfig(_Section):
         data = self.model_dump(mode="json")
         if not data["units"]["model_layers"]:  # added later: studies built before keep
             del data["units"]["model_layers"]  # their stage digests (no rebuild)
+        if data["model"]["fold_norms"]:  # likewise (the default since it was a switch)
+            del data["model"]["fold_norms"]
         if sections:
             data = {s: data[s] for s in sections}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -72,3 +72,49 @@ def test_a_replaced_submodule_rebuilds_the_copy():
 def test_the_switch_reads_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv("CAUSALVIS_FOLD_NORMS", value)
     assert fold_norms_default() is expected
+
+
+def test_a_studys_setting_beats_the_process_default(lite0, monkeypatch):
+    """A study's model.fold_norms travels on the model its stages load, so the environment
+    of a resumed run or of a Ray / SLURM worker cannot mix folded and unfolded numbers."""
+    from causalvis.models.fold import folds, inference_model
+
+    monkeypatch.setenv("CAUSALVIS_FOLD_NORMS", "0")
+    assert lite0.fold_norms is None and not folds(lite0)  # outside a study: the process's
+    monkeypatch.setattr(lite0, "fold_norms", True)
+    assert folds(lite0) and is_folded(inference_model(lite0))
+    with ActivationProbe(lite0, LAYERS[:1]) as probe:
+        assert is_folded(probe.model)
+    monkeypatch.delenv("CAUSALVIS_FOLD_NORMS")
+    monkeypatch.setattr(lite0, "fold_norms", False)
+    assert inference_model(lite0) is lite0
+    with ActivationProbe(lite0, LAYERS[:1]) as probe:
+        assert probe.model is lite0
+
+
+def test_the_config_switch_reaches_items_and_keeps_default_digests():
+    import hashlib
+    import json
+
+    from causalvis.config import StudyConfig
+    from causalvis.pipeline.items import model_spec
+
+    on = StudyConfig()
+    off = StudyConfig.from_dict({"model": {"fold_norms": False}})
+    assert on.model.fold_norms and "fold_norms" not in model_spec(on)
+    assert model_spec(off)["fold_norms"] is False
+    assert on.digest("model") != off.digest("model")
+    # studies built before the switch existed keep their stage digests
+    section = {k: v for k, v in on.model_dump(mode="json")["model"].items() if k != "fold_norms"}
+    old = hashlib.sha256(json.dumps({"model": section}, sort_keys=True).encode()).hexdigest()
+    assert on.digest("model") == old[:16]
+
+
+def test_items_load_the_model_with_the_studys_setting():
+    from causalvis.pipeline.items import item_model
+
+    off = item_model({"name": "lite0", "fold_norms": False}, "cpu")
+    on = item_model({"name": "lite0"}, "cpu")
+    assert off is not on and off.fold_norms is False and on.fold_norms is True
+    with ActivationProbe(off, LAYERS[:1]) as probe:
+        assert probe.model is off

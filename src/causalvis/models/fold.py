@@ -19,7 +19,8 @@ Which conv feeds which norm, and that nothing else reads the conv's output, is t
 one forward pass (module hooks + a ``TorchFunctionMode`` seeing every op on the tensor).
 
 :class:`~causalvis.models.ActivationProbe` measures through the folded copy unless told
-not to (``fold_norms=False``, or ``CAUSALVIS_FOLD_NORMS=0`` for a whole process): every
+not to (``fold_norms=False``; the model's own ``fold_norms``, which a study's stages set
+from ``model.fold_norms``; else ``CAUSALVIS_FOLD_NORMS=0`` for a whole process): every
 activation a study stores is then computed the same way, within float rounding (≈ 1e-6
 relative) of the unfolded network's.
 """
@@ -55,6 +56,14 @@ def fold_norms_default() -> bool:
     return os.environ.get("CAUSALVIS_FOLD_NORMS", "1").strip().lower() not in ("0", "false")
 
 
+def folds(model: CausalvisModel) -> bool:
+    """Whether inference on ``model`` runs the folded copy: the model's own setting (a
+    study's ``model.fold_norms``, set when its stages load it, so every stage and worker
+    of one study agrees) or, for a model loaded outside a study, the process default."""
+    own = getattr(model, "fold_norms", None)
+    return fold_norms_default() if own is None else bool(own)
+
+
 def is_folded(model: CausalvisModel) -> bool:
     """True for a copy :func:`folded_model` made."""
     return bool(getattr(model, _FOLDED, False))
@@ -68,9 +77,9 @@ def is_folded_norm(module: nn.Module) -> bool:
 
 def inference_model(model: CausalvisModel, fold_norms: bool | None = None) -> CausalvisModel:
     """The network inference passes run: the folded copy unless ``fold_norms`` is False
-    (``None``: the process default, :func:`fold_norms_default`)."""
+    (``None``: :func:`folds`)."""
     if fold_norms is None:
-        fold_norms = fold_norms_default()
+        fold_norms = folds(model)
     return folded_model(model) if fold_norms else model
 
 

@@ -49,6 +49,9 @@ class CausalvisModel(nn.Module):
         self.crop_pct = float(crop_pct)
         # which tokens of a token layer count (models.layers: patch | cls | all)
         self.tokens = tokens
+        # inference through the BatchNorm-folded copy (models.fold.folds): None = the
+        # process default; a study's stages set its model.fold_norms
+        self.fold_norms: bool | None = None
         # nets with a patch embedding of fixed size (ViT, Swin) see every input resized to
         # input_size (feature visualization feeds other sizes; CNNs take any size)
         self.fixed_size = _fixed_size(net)

@@ -50,6 +50,7 @@ class StageContext:
             self.device or self.config.model.device,
             self.config.model.tokens,
             self.config.dictionaries,
+            self.config.model.fold_norms,
         )
         return model.to(memory_format=torch.channels_last)
 

@@ -18,9 +18,11 @@ _LOADS = 0
 
 
 def cached_model(name: str, weights: str | None = None, device: str = "cpu",
-                 tokens: str = "patch", dictionaries: dict[str, str] | None = None):
+                 tokens: str = "patch", dictionaries: dict[str, str] | None = None,
+                 fold_norms: bool = True):
     """``causalvis.models.load_model`` once per process for each (name, weights, device,
-    token policy, dictionaries), with the dictionaries attached as derived layers."""
+    token policy, dictionaries, folding), with the dictionaries attached as derived layers
+    and ``fold_norms`` set on the model (every stage's probes follow it)."""
     extra = tuple(sorted((dictionaries or {}).items()))
 
     def load():
@@ -30,9 +32,10 @@ def cached_model(name: str, weights: str | None = None, device: str = "cpu",
         _LOADS += 1
         model = load_model(name, weights=weights, device=device, tokens=tokens)
         attach_dictionaries(model, dict(extra))
+        model.fold_norms = bool(fold_norms)
         return model
 
-    return cached(("model", name, weights, str(device), tokens, *extra), load)
+    return cached(("model", name, weights, str(device), tokens, bool(fold_norms), *extra), load)
 
 
 def model_loads() -> int:
@@ -46,6 +49,8 @@ def model_spec(config) -> dict[str, Any]:
     policy of transformer layers)."""
     spec: dict[str, Any] = {"name": config.model.name, "weights": config.model.weights,
                             "tokens": config.model.tokens}
+    if not config.model.fold_norms:  # only when off: default items keep their payloads
+        spec["fold_norms"] = False
     if config.dictionaries:
         spec["dictionaries"] = dict(config.dictionaries)
     return spec
@@ -73,7 +78,8 @@ def item_model(spec: dict[str, Any], device: str):
     import torch
 
     model = cached_model(spec["name"], spec.get("weights"), device,
-                         spec.get("tokens", "patch"), spec.get("dictionaries"))
+                         spec.get("tokens", "patch"), spec.get("dictionaries"),
+                         spec.get("fold_norms", True))
     return model.to(memory_format=torch.channels_last)
 
 
