@@ -148,6 +148,7 @@ def compare(name: str, baseline: Side, candidate: Side, pairs: int = 5,
         "pairs": pairs,
         "order": order,
         "ratio": _summary(ratios),
+        "pair_ratios": [round(r, 4) for r in ratios],
         "ratio_spread": round((max(ratios) - min(ratios)) / med, 3) if med else None,
         "cpu_ratio": _summary(cpu_ratios) if cpu_ratios else None,
         "cpu_ratio_of": "timed section" if cpu_key == "cpu_timed_s" else "whole process",
@@ -157,6 +158,9 @@ def compare(name: str, baseline: Side, candidate: Side, pairs: int = 5,
                 "wall_s": _summary([r["wall_s"] for r in rs]),
                 "cpu_s": _summary([r["cpu_s"] for r in rs]),
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+                # each process: is an outlier one slow call (runs_s) or a slow process?
+                "per_run": [{k: r[k] for k in ("seconds", "runs_s", "wall_s", "cpu_s",
+                                               "load_before") if k in r} for r in rs],
                 "last": {k: v for k, v in rs[-1].items()
                          if k not in ("wall_s", "cpu_s", "load_before", "load_after")},
             }

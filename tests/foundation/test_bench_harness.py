@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def test_sides_run_counterbalanced_and_the_ratio_favours_the_faster_side(tmp_pat
     table = write_results([result], tmp_path)
     assert "| toy | busy400000 vs busy4000000 |" in table.read_text()
     assert json.loads((tmp_path / "toy.json").read_text())["pairs"] == 4
+    # every process is kept, so an outlier can be told apart from noise afterwards
+    assert len(result["pair_ratios"]) == 4 and len(side["per_run"]) == 4
+    secs = [r["seconds"] for r in side["per_run"]]
+    assert round(min(secs), 4) == side["seconds"]["min"] and all(r["cpu_s"] > 0
+                                                               for r in side["per_run"])
+    assert statistics.median(result["pair_ratios"]) == pytest.approx(
+        result["ratio"]["median"], abs=1e-3)
     assert markdown_table([result]).count("\n") == 3
 
 

@@ -179,7 +179,7 @@ def _fit(y, condition, participant, unit, reference: str, slopes: tuple[str, ...
                     break
                 t /= 2
             v, f, eta = v + t * step, f_new, eta_new
-            if np.max(np.abs(t * step)) < 1e-11:
+            if np.max(np.abs(step)) < 1e-11:  # the full Newton step, not a halved one
                 ok = True
                 break
         H = hessian(A, At, eta)
