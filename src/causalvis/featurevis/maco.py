@@ -39,7 +39,7 @@ from causalvis.featurevis.render import (
 )
 from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
-from causalvis.models.fold import folded_model
+from causalvis.models.fold import inference_model
 
 
 def natural_magnitude(images: Iterable[np.ndarray], size: int) -> torch.Tensor:
@@ -101,7 +101,7 @@ class MacoSettings:
     lr: float = 1.0
     crop_range: tuple[float, float] = (0.6, 1.0)  # crop side / canvas side
     noise: float = 0.05
-    fold_norms: bool = True  # as RenderSettings.fold_norms
+    fold_norms: bool | None = None  # as RenderSettings.fold_norms
     heap_allocations: bool = True  # as RenderSettings.heap_allocations
     progress: bool = False
     desc: str = "maco"
@@ -139,7 +139,7 @@ def render_maco(
     opt = torch.optim.NAdam(param.params, lr=settings.lr)
     history: list[float] = []
     size = model.input_size
-    net = folded_model(model) if settings.fold_norms else model
+    net = inference_model(model, settings.fold_norms)
     probe = ActivationProbe(net, objective.layers, mode="map", grad=True, channels_last=True)
     with heap_allocations(settings.heap_allocations and device.type == "cpu"), frozen(net), \
             memory_format(net, True), probe:

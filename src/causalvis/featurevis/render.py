@@ -25,7 +25,7 @@ from causalvis.featurevis.param import ImageParam, make_generators
 from causalvis.featurevis.transforms import TransformSpec
 from causalvis.malloc import heap_allocations
 from causalvis.models import ActivationProbe, CausalvisModel
-from causalvis.models.fold import folded_model
+from causalvis.models.fold import inference_model
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -56,8 +56,9 @@ class RenderSettings:
     # cheaper for small canvases, but a small canvas shown enlarged loses its activation.
     view_at_final_scale: bool = True
     # optimize through a copy with eval BatchNorm folded into the convs (models.fold):
-    # same activations up to float rounding, ~1/3 less per step; final values use the model
-    fold_norms: bool = True
+    # same activations up to float rounding, ~1/3 less per step; final values use the model.
+    # None: as the model's inference passes (models.fold.folds: a study's model.fold_norms)
+    fold_norms: bool | None = None
     # serve the loop's large buffers from the malloc heap, not fresh mmap pages that every
     # step page-faults in again (causalvis.malloc; glibc only, bit-identical results)
     heap_allocations: bool = True
@@ -154,7 +155,7 @@ def render(
     history: list[float] = []
     best, since_best = -float("inf"), 0
     step = 0
-    net = folded_model(model) if settings.fold_norms else model
+    net = inference_model(model, settings.fold_norms)
     probe = ActivationProbe(
         net, objective.layers, mode="map", grad=True, channels_last=settings.channels_last
     )

@@ -9,7 +9,8 @@ running, so a probe held open on a model does not swallow the pass of another pr
 of any other forward) on the same layers. Feature maps are cloned when a later in-place
 op (an ``inplace=True`` ReLU after a BatchNorm) would overwrite them. Inference passes
 run through the model's copy with eval BatchNorm folded into the convs (same layer names;
-``fold_norms=False`` or ``CAUSALVIS_FOLD_NORMS=0`` measures the model as it is).
+``fold_norms=False``, the model's own ``fold_norms`` (a study's setting) or, outside a
+study, ``CAUSALVIS_FOLD_NORMS=0`` measures the model as it is).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from causalvis.featurevis.param import make_param
 from causalvis.featurevis.render import RenderSettings, image_seed, render
 from causalvis.featurevis.transforms import TransformSpec
 from causalvis.models import CausalvisModel
-from causalvis.models.fold import folds
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,12 @@ def render_units(
             amp=amp,
             progress=progress,
             desc=desc,
-            fold_norms=folds(model),
         )
         result = render(model, objective, param, seeds, settings)
     elif method == "synthetic-maco":
         if magnitude is None:
             raise ValueError("synthetic-maco needs the natural magnitude spectrum")
-        settings = MacoSettings(steps=cfg.maco_steps, progress=progress, desc=desc,
-                                fold_norms=folds(model))
+        settings = MacoSettings(steps=cfg.maco_steps, progress=progress, desc=desc)
         result = render_maco(model, objective, magnitude, seeds, settings)
     else:
         raise ValueError(f"not a built-in feature visualization method: {method!r}")
